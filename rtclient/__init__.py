@@ -1,0 +1,59 @@
+"""rtclient: a thread-based, synchronous SDK for the OpenAI Realtime API over WebRTC.
+
+Its core promise: ``conversation_already_has_active_response`` cannot happen by
+construction (see :mod:`rtclient.gate`), and no request for a response is ever lost.
+
+Like every library that uses loguru, rtclient adds no log handler and is disabled until
+the application opts in with ``logger.enable("rtclient")``.
+"""
+
+from loguru import logger
+
+from rtclient.errors import (
+    BridgeClosedError,
+    BridgeFullError,
+    ClosedError,
+    ConfirmTimeoutError,
+    ConnectionLostError,
+    ConnectTimeoutError,
+    ForkedProcessError,
+    LoopThreadError,
+    MessageTooLargeError,
+    RealtimeError,
+    ResponseRejectedError,
+    SendError,
+    ServerError,
+    SessionExpiredError,
+    SignalingError,
+    ToolError,
+    WrongThreadError,
+)
+from rtclient.gate import ResponseGate, Ticket, Trigger
+
+logger.disable("rtclient")
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BridgeClosedError",
+    "BridgeFullError",
+    "ClosedError",
+    "ConfirmTimeoutError",
+    "ConnectTimeoutError",
+    "ConnectionLostError",
+    "ForkedProcessError",
+    "LoopThreadError",
+    "MessageTooLargeError",
+    "RealtimeError",
+    "ResponseGate",
+    "ResponseRejectedError",
+    "SendError",
+    "ServerError",
+    "SessionExpiredError",
+    "SignalingError",
+    "Ticket",
+    "ToolError",
+    "Trigger",
+    "WrongThreadError",
+    "__version__",
+]

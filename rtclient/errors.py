@@ -1,0 +1,116 @@
+"""The exception types rtclient raises.
+
+One hierarchy under :class:`RealtimeError` so callers can catch everything from the SDK
+with one clause, and narrower types for what they can act on (retry a send, reconnect
+after a close, show a signaling error to a user). No message ever carries an API key:
+exceptions are built from server payloads and our own state, never from headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RealtimeError(Exception):
+    """Base class of every rtclient error."""
+
+
+class ServerError(RealtimeError):
+    """An ``error`` event from the server, with the API's fields."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        type: str | None = None,
+        param: str | None = None,
+        event_id: str | None = None,
+    ) -> None:
+        super().__init__(f"{code or type or 'error'}: {message}")
+        self.message = message
+        self.code = code
+        self.type = type
+        self.param = param
+        self.event_id = event_id
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> ServerError:
+        err = event.get("error") or {}
+        if not isinstance(err, dict):
+            err = {"message": str(err)}
+        code = err.get("code")
+        kind: type[ServerError] = SessionExpiredError if code == "session_expired" else cls
+        return kind(
+            str(err.get("message") or "server error"),
+            code=code,
+            type=err.get("type"),
+            param=err.get("param"),
+            event_id=err.get("event_id"),
+        )
+
+
+class ResponseRejectedError(ServerError):
+    """``conversation_already_has_active_response`` more often than the retry bound allows."""
+
+
+class SessionExpiredError(ServerError):
+    """The server ended the session (``session_expired``); the client is closed."""
+
+
+class ClosedError(RealtimeError):
+    """The client, its connection or its loop is closed; the operation cannot complete."""
+
+
+class ConnectionLostError(ClosedError):
+    """The data channel or peer connection closed while work was in flight."""
+
+
+class BridgeClosedError(ClosedError):
+    """A command was put on the bridge after (or while) it shut down."""
+
+
+class BridgeFullError(RealtimeError):
+    """The bridge's bounded queue is full: the loop is not keeping up. Nothing was queued."""
+
+
+class SendError(RealtimeError):
+    """An event could not be sent on the data channel."""
+
+
+class MessageTooLargeError(SendError):
+    """An event is larger than the peer's SCTP ``max-message-size``; it was not sent."""
+
+
+class ConfirmTimeoutError(RealtimeError):
+    """A ``response.create`` was never confirmed or rejected within the retry bound."""
+
+
+class LoopThreadError(RealtimeError):
+    """Misuse of the background loop thread."""
+
+
+class WrongThreadError(LoopThreadError):
+    """A blocking call was made from the loop thread itself, which would deadlock."""
+
+
+class ForkedProcessError(LoopThreadError):
+    """The loop thread belongs to the parent process; a forked child cannot use it."""
+
+
+class SignalingError(RealtimeError):
+    """The SDP exchange failed; carries the API's HTTP status, ``code`` and ``message``."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(f"signaling failed ({status}, {code}): {message}")
+        self.message = message
+        self.status = status
+        self.code = code
+
+
+class ConnectTimeoutError(RealtimeError):
+    """The data channel did not open within the connect timeout (e.g. no ICE candidate)."""
+
+
+class ToolError(RealtimeError):
+    """A tool could not run: unknown name, bad arguments, an exception or a timeout."""

@@ -1,0 +1,587 @@
+"""The response gate: at most one ``response.create`` in flight, and no trigger lost.
+
+Theory of operation
+-------------------
+The Realtime API lets one response at a time write to the default conversation; a
+second ``response.create`` gets ``conversation_already_has_active_response``. The RCA
+(a production voice agent) shows how a single ``responseInProgress`` flag that is
+checked, then sent, then set *later* on another thread lets two tool threads both see
+"free" and both send. This module is the fix, in two layers:
+
+* :class:`GateMachine` - a pure state machine (no lock, no clock, no I/O, like h11's
+  ``_state.py``). Every input is a method call; every output is an :class:`Effects`
+  value: a ticket to send, a response to cancel, waiters to resolve or fail, and log
+  notes. Time is passed in as ``now``; the machine never reads a clock.
+* :class:`ResponseGate` - the machine behind one ``threading.Lock``. Lock rule: the
+  lock is held only while the machine computes; futures are resolved, logs written and
+  events sent *after* it is released, so no thread ever blocks or runs user code
+  (future callbacks) while holding it. The loop thread needs the same lock to process
+  ``response.done``; a holder that blocked would stall the conversation.
+
+The state is two slots and a queue - one flag is the RCA's mistake made subtle:
+
+``in_flight``  our ``response.create`` the server has not yet confirmed or rejected.
+``active``     the response now writing to the default conversation, ours *or the
+               server's* (VAD), by id, with a ``cancelling`` mark.
+``pending``    triggers waiting for their turn.
+
+**A create is sent only when both slots are empty**, and the check and the claim of
+``in_flight`` are one step (``request`` under the lock: the atomic check-and-set). Why
+two slots: a server VAD response may start while our create is on the wire, and its
+``response.done`` may arrive *before* our ``response.created``; one flag would read
+"free" at that ``done`` and send a second create, which the server rejects.
+
+Transitions (DESIGN.md section 2; ``shared/models/gate.pml`` model-checks the same):
+
+====================================  =================================================
+event                                 effect
+====================================  =================================================
+request(trigger), both slots empty    claim ``in_flight`` with a new ticket, send it
+request(trigger), otherwise           trigger joins ``pending``; nothing is sent
+rollback(ticket) (send failed)        clear ``in_flight``; triggers back to the front of
+                                      ``pending``; re-fire within the attempt bound
+response.created naming our ticket    clear ``in_flight``; ``active`` = its id; the
+                                      ticket's triggers are served by that response
+response.created, not ours            ``active`` = its id; ``in_flight`` untouched
+error active_response, our ticket     clear ``in_flight``; triggers re-armed (never
+                                      dropped); re-fire now if ``active`` is empty,
+                                      else at its ``done``; bounded attempts
+other error with our ticket's id      clear ``in_flight``; the ticket's waiters fail
+response.done for ``active``          clear ``active``; resolve its served waiters; if
+                                      triggers are pending, claim ONE coalesced ticket
+response.done, other id/out-of-band   resolve any waiters it served; gate unchanged
+confirm timeout (watchdog, tick)      clear ``in_flight``, re-arm, log loudly; a late
+                                      ``response.created`` for it still serves them
+cancel()                              ``active`` set and not cancelling: cancel it;
+                                      only ``in_flight``: cancel it once created
+close(error)                          CLOSED: every waiter fails; nothing is replayed
+====================================  =================================================
+
+Coalescing: plain triggers (tool results, "please respond") that wait together are
+merged into one create. A trigger with its own parameters (instructions, tools,
+modalities) is never merged; it waits its turn in order. Out-of-band responses
+(``conversation: "none"``) bypass the gate entirely.
+
+Attribution: every create carries ``event_id`` = the ticket id and
+``response.metadata[TICKET_METADATA_KEY]`` = the same id; the server echoes metadata in
+``response.created`` and the ``event_id`` in ``error``. That is how "ours" is known.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from loguru import logger
+
+from rtclient.errors import (
+    ClosedError,
+    ConfirmTimeoutError,
+    ResponseRejectedError,
+    ServerError,
+)
+
+TICKET_METADATA_KEY = "rtclient_ticket"
+ACTIVE_RESPONSE_CODE = "conversation_already_has_active_response"
+
+TriggerState = Literal["new", "pending", "in_flight", "served", "done", "failed"]
+Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+Note = tuple[Level, str, str]  # (level, tag, message): logged after the lock is released
+
+_STALE_TICKETS_KEPT = 64
+_process_tag = f"{os.getpid():x}"
+
+
+@dataclass(eq=False)
+class Trigger:
+    """One wish for a default-conversation response (a tool result, a user turn, ...).
+
+    ``future`` resolves with the ``response.done`` event of the response that served the
+    trigger, or fails with a typed error. Only :class:`ResponseGate` resolves it.
+    """
+
+    reason: str
+    params: Mapping[str, Any] | None = None
+    future: Future[dict[str, Any]] = field(default_factory=Future, repr=False)
+    attempts: int = 0
+    state: TriggerState = "new"
+
+    @property
+    def plain(self) -> bool:
+        """Plain triggers may share one create; parameterised ones never do."""
+        return self.params is None
+
+
+@dataclass(eq=False)
+class Ticket:
+    """A claimed ``response.create``: its ``event_id`` and the triggers it carries."""
+
+    event_id: str
+    triggers: tuple[Trigger, ...]
+    params: Mapping[str, Any] | None
+    claimed_at: float
+    cancel_requested: bool = False
+
+    @property
+    def reasons(self) -> list[str]:
+        return [t.reason for t in self.triggers]
+
+
+@dataclass
+class Effects:
+    """What the owner of the machine must do after a transition, outside any lock."""
+
+    send: Ticket | None = None
+    cancel: str | None = None
+    resolved: list[tuple[Trigger, dict[str, Any]]] = field(default_factory=list)
+    failed: list[tuple[Trigger, BaseException]] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+
+
+@dataclass
+class GateStats:
+    """Counters. ``lost`` is derived and must always be 0."""
+
+    accepted: int = 0
+    creates: int = 0
+    coalesced: int = 0
+    queued: int = 0
+    rejections: int = 0
+    rearmed: int = 0
+    rollbacks: int = 0
+    watchdog_resets: int = 0
+    resolved: int = 0
+    failed: int = 0
+    outstanding: int = 0
+
+    @property
+    def lost(self) -> int:
+        return self.accepted - self.resolved - self.failed - self.outstanding
+
+    def as_dict(self) -> dict[str, int]:
+        d = dict(self.__dict__)
+        d["lost"] = self.lost
+        return d
+
+
+class GateMachine:
+    """The pure response gate (see the module docstring). Not thread-safe by itself."""
+
+    def __init__(
+        self, *, confirm_timeout: float = 15.0, max_attempts: int = 5, id_prefix: str = ""
+    ) -> None:
+        if confirm_timeout <= 0 or max_attempts < 1:
+            raise ValueError("confirm_timeout must be > 0 and max_attempts >= 1")
+        self.confirm_timeout = confirm_timeout
+        self.max_attempts = max_attempts
+        self.in_flight: Ticket | None = None
+        self.active: str | None = None
+        self.cancelling = False
+        self.pending: deque[Trigger] = deque()
+        self.closed: BaseException | None = None
+        self._serving: dict[str, list[Trigger]] = {}
+        self._stale: OrderedDict[str, Ticket] = OrderedDict()
+        self._ids = itertools.count(1)
+        self._prefix = f"rtc_{id_prefix or _process_tag}_{id(self):x}_"
+        self.stats = GateStats()
+
+    # -- queries -------------------------------------------------------------------
+
+    @property
+    def free(self) -> bool:
+        return self.in_flight is None and self.active is None
+
+    def describe(self) -> str:
+        """The state in one line, for the ``[RESPONSE_CREATE_CHECK]`` diagnostics."""
+        in_flight = self.in_flight.event_id if self.in_flight else None
+        return (
+            f"in_flight={in_flight} active={self.active} cancelling={self.cancelling} "
+            f"pending={len(self.pending)}"
+        )
+
+    def deadline(self) -> float | None:
+        """When the watchdog must next look (``tick``), or None if nothing is in flight."""
+        if self.in_flight is None:
+            return None
+        return self.in_flight.claimed_at + self.confirm_timeout
+
+    def outstanding(self) -> int:
+        in_flight = self.in_flight
+        carried = sum(t.state == "in_flight" for t in in_flight.triggers) if in_flight else 0
+        return len(self.pending) + carried + sum(len(v) for v in self._serving.values())
+
+    def snapshot_stats(self) -> GateStats:
+        s = GateStats(**self.stats.__dict__)
+        s.outstanding = self.outstanding()
+        return s
+
+    # -- inputs --------------------------------------------------------------------
+
+    def request(self, trigger: Trigger, now: float) -> Effects:
+        """The atomic check-and-set: claim ``in_flight`` if both slots are empty."""
+        if self.closed is not None:
+            raise ClosedError(f"the response gate is closed: {self.closed}")
+        if trigger.state != "new":
+            raise ValueError(f"trigger {trigger.reason!r} was already requested")
+        fx = Effects()
+        fx.notes.append(
+            ("DEBUG", "RESPONSE_CREATE_CHECK", f"{self.describe()} for {trigger.reason}")
+        )
+        self.stats.accepted += 1
+        trigger.state = "pending"
+        self.pending.append(trigger)
+        if self.free:
+            fx.send = self._claim(now, fx)
+        else:
+            self.stats.queued += 1
+            why = (
+                f"create {self.in_flight.event_id} awaits confirmation"
+                if self.in_flight
+                else f"response {self.active} is active"
+            )
+            fx.notes.append(("INFO", "RESPONSE_QUEUED", f"{trigger.reason} queued: {why}"))
+        return fx
+
+    def rollback(
+        self, ticket: Ticket, error: BaseException, now: float, *, retry: bool = True
+    ) -> Effects:
+        """The send of ``ticket`` failed: nothing reached the wire, so undo the claim."""
+        fx = Effects()
+        if self.in_flight is not ticket:
+            fx.notes.append(
+                ("DEBUG", "RESPONSE_ROLLBACK", f"{ticket.event_id} no longer in flight")
+            )
+            return fx
+        self.in_flight = None
+        self.stats.rollbacks += 1
+        fx.notes.append(
+            ("WARNING", "RESPONSE_ROLLBACK", f"send of {ticket.event_id} failed: {error!r}")
+        )
+        self._rearm(ticket, error, fx, retry=retry)
+        fx.send = self._claim(now, fx)
+        return fx
+
+    def on_created(
+        self, response_id: str, ticket_id: str | None, *, out_of_band: bool, now: float
+    ) -> Effects:
+        fx = Effects()
+        if out_of_band or self.closed is not None:
+            return fx
+        ticket: Ticket | None = None
+        if self.in_flight is not None and ticket_id == self.in_flight.event_id:
+            ticket, self.in_flight = self.in_flight, None
+        elif ticket_id is not None and ticket_id in self._stale:
+            ticket = self._stale.pop(ticket_id)
+            fx.notes.append(("WARNING", "RESPONSE_CREATED", f"late confirmation of {ticket_id}"))
+        was_in_progress = self.active is not None
+        if was_in_progress:
+            fx.notes.append(
+                ("WARNING", "RESPONSE_CREATED", f"{response_id} created while {self.active} active")
+            )
+        self.active, self.cancelling = response_id, False
+        owner = ticket.event_id if ticket else "server"
+        fx.notes.append(
+            (
+                "INFO",
+                "RESPONSE_CREATED",
+                f"{response_id} by {owner}; was_in_progress={was_in_progress}",
+            )
+        )
+        if ticket is not None:
+            served = [t for t in ticket.triggers if t.state in ("pending", "in_flight")]
+            for t in served:
+                if t.state == "pending":
+                    self.pending.remove(t)
+                t.state = "served"
+            self._serving.setdefault(response_id, []).extend(served)
+            if ticket.cancel_requested:
+                self.cancelling = True
+                fx.cancel = response_id
+        return fx
+
+    def on_done(
+        self, response_id: str, event: dict[str, Any], *, out_of_band: bool, now: float
+    ) -> Effects:
+        fx = Effects()
+        for t in self._serving.pop(response_id, []):
+            t.state = "done"
+            self.stats.resolved += 1
+            fx.resolved.append((t, event))
+        if out_of_band or self.closed is not None:
+            return fx
+        if self.active != response_id:
+            fx.notes.append(("DEBUG", "RESPONSE_DONE", f"{response_id} is not the active response"))
+            return fx
+        self.active, self.cancelling = None, False
+        fx.notes.append(("INFO", "RESPONSE_DONE", f"{response_id} done; {self.describe()}"))
+        fx.send = self._claim(now, fx)
+        return fx
+
+    def on_error(
+        self, code: str | None, event_id: str | None, error: ServerError, now: float
+    ) -> Effects:
+        fx = Effects()
+        if code == ACTIVE_RESPONSE_CODE:
+            self.stats.rejections += 1
+        ticket = self.in_flight
+        if ticket is None or event_id is None or event_id != ticket.event_id or self.closed:
+            if event_id is not None and event_id in self._stale:
+                fx.notes.append(("WARNING", "RESPONSE_REJECTED", f"stale {event_id}: {code}"))
+            return fx
+        self.in_flight = None
+        if code == ACTIVE_RESPONSE_CODE:
+            fx.notes.append(
+                (
+                    "WARNING",
+                    "RESPONSE_REJECTED",
+                    f"{event_id} rejected ({self.describe()}); re-armed",
+                )
+            )
+            rejected = ResponseRejectedError(
+                error.message, code=code, type=error.type, param=error.param, event_id=event_id
+            )
+            self._rearm(ticket, rejected, fx, retry=True)
+        else:
+            fx.notes.append(("ERROR", "RESPONSE_FAILED", f"{event_id} failed: {error}"))
+            for t in ticket.triggers:
+                if t.state == "in_flight":
+                    self._fail(t, error, fx)
+        fx.send = self._claim(now, fx)
+        return fx
+
+    def tick(self, now: float) -> Effects:
+        """The confirm watchdog: a create never confirmed nor rejected must not hold the gate."""
+        fx = Effects()
+        ticket = self.in_flight
+        if ticket is None or now < ticket.claimed_at + self.confirm_timeout or self.closed:
+            return fx
+        self.in_flight = None
+        self.stats.watchdog_resets += 1
+        self._stale[ticket.event_id] = ticket
+        while len(self._stale) > _STALE_TICKETS_KEPT:
+            self._stale.popitem(last=False)
+        fx.notes.append(
+            (
+                "ERROR",
+                "RESPONSE_WATCHDOG",
+                f"{ticket.event_id} unconfirmed after {self.confirm_timeout}s; re-armed",
+            )
+        )
+        error = ConfirmTimeoutError(
+            f"response.create {ticket.event_id} was not confirmed within {self.confirm_timeout}s"
+        )
+        self._rearm(ticket, error, fx, retry=True)
+        fx.send = self._claim(now, fx)
+        return fx
+
+    def cancel(self) -> Effects:
+        fx = Effects()
+        if self.active is not None and not self.cancelling:
+            self.cancelling = True
+            fx.cancel = self.active
+        elif self.active is None and self.in_flight is not None:
+            self.in_flight.cancel_requested = True
+            fx.notes.append(("INFO", "RESPONSE_CANCEL", f"{self.in_flight.event_id} on creation"))
+        return fx
+
+    def close(self, error: BaseException) -> Effects:
+        """CLOSED: every waiter fails with ``error``; a create is never replayed elsewhere."""
+        fx = Effects()
+        if self.closed is not None:
+            return fx
+        self.closed = error
+        waiting = list(self.pending)
+        if self.in_flight is not None:
+            waiting += [t for t in self.in_flight.triggers if t.state == "in_flight"]
+        for served in self._serving.values():
+            waiting += served
+        for t in waiting:
+            self._fail(t, error, fx)
+        self.pending.clear()
+        self._serving.clear()
+        self._stale.clear()
+        self.in_flight, self.active = None, None
+        return fx
+
+    # -- internals -----------------------------------------------------------------
+
+    def _claim(self, now: float, fx: Effects) -> Ticket | None:
+        if not self.free or not self.pending or self.closed is not None:
+            return None
+        first = self.pending.popleft()
+        batch = [first]
+        if first.plain:
+            while self.pending and self.pending[0].plain:
+                batch.append(self.pending.popleft())
+        for t in batch:
+            t.state = "in_flight"
+        ticket = Ticket(f"{self._prefix}{next(self._ids)}", tuple(batch), first.params, now)
+        self.in_flight = ticket
+        self.stats.creates += 1
+        if len(batch) > 1:
+            self.stats.coalesced += len(batch) - 1
+            fx.notes.append(
+                ("INFO", "RESPONSE_COALESCED", f"{ticket.event_id} carries {len(batch)} triggers")
+            )
+        return ticket
+
+    def _rearm(self, ticket: Ticket, error: BaseException, fx: Effects, *, retry: bool) -> None:
+        for t in reversed(ticket.triggers):
+            if t.state != "in_flight":
+                continue  # already served by a late confirmation, or failed
+            t.attempts += 1
+            if not retry or t.attempts >= self.max_attempts:
+                self._fail(t, error, fx)
+            else:
+                t.state = "pending"
+                self.pending.appendleft(t)
+                self.stats.rearmed += 1
+
+    def _fail(self, trigger: Trigger, error: BaseException, fx: Effects) -> None:
+        trigger.state = "failed"
+        self.stats.failed += 1
+        fx.failed.append((trigger, error))
+
+
+class ResponseGate:
+    """The thread-safe gate: :class:`GateMachine` behind one ``threading.Lock``.
+
+    Lock rule: only the machine runs under the lock. Futures are resolved (their
+    callbacks may run user code), log lines written and events sent after release.
+    """
+
+    def __init__(
+        self,
+        *,
+        confirm_timeout: float = 15.0,
+        max_attempts: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+        id_prefix: str = "",
+    ) -> None:
+        self._machine = GateMachine(
+            confirm_timeout=confirm_timeout, max_attempts=max_attempts, id_prefix=id_prefix
+        )
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"<ResponseGate {self._machine.describe()}>"
+
+    @property
+    def machine(self) -> GateMachine:
+        """The underlying machine, for inspection in tests (do not mutate)."""
+        return self._machine
+
+    def request(
+        self, trigger: Trigger | str, params: Mapping[str, Any] | None = None
+    ) -> Ticket | None:
+        """Ask for a response. Returns the ticket to send now, or None if it was queued.
+
+        The caller that gets a ticket must send it and, if the send fails, call
+        :meth:`rollback`. ``trigger.future`` resolves with the serving ``response.done``.
+        """
+        if isinstance(trigger, str):
+            trigger = Trigger(trigger, params)
+        thread = threading.get_ident()
+        with self._lock:
+            fx = self._machine.request(trigger, self._clock())
+        self._apply(fx, thread)
+        return fx.send
+
+    def rollback(
+        self, ticket: Ticket, error: BaseException, *, retry: bool = True
+    ) -> Ticket | None:
+        """The send of ``ticket`` failed. Returns a ticket to send instead, if any."""
+        with self._lock:
+            fx = self._machine.rollback(ticket, error, self._clock(), retry=retry)
+        self._apply(fx)
+        return fx.send
+
+    def on_server_event(self, event: Mapping[str, Any]) -> Effects:
+        """Feed one server event, in order. Returns the follow-ups (send, cancel)."""
+        kind = event.get("type")
+        if kind == "response.created" or kind == "response.done":
+            response = event.get("response") or {}
+            response_id = response.get("id")
+            if not isinstance(response_id, str):
+                return Effects()
+            out_of_band = "conversation_id" in response and response["conversation_id"] is None
+            with self._lock:
+                if kind == "response.created":
+                    metadata = response.get("metadata") or {}
+                    ticket_id = (
+                        metadata.get(TICKET_METADATA_KEY) if isinstance(metadata, dict) else None
+                    )
+                    fx = self._machine.on_created(
+                        response_id, ticket_id, out_of_band=out_of_band, now=self._clock()
+                    )
+                else:
+                    fx = self._machine.on_done(
+                        response_id, dict(event), out_of_band=out_of_band, now=self._clock()
+                    )
+        elif kind == "error":
+            error = ServerError.from_event(dict(event))
+            with self._lock:
+                fx = self._machine.on_error(error.code, error.event_id, error, self._clock())
+        else:
+            return Effects()
+        self._apply(fx)
+        return fx
+
+    def tick(self) -> Ticket | None:
+        """Run the confirm watchdog now; returns a ticket to send, if re-armed and free."""
+        with self._lock:
+            fx = self._machine.tick(self._clock())
+        self._apply(fx)
+        return fx.send
+
+    def deadline(self) -> float | None:
+        with self._lock:
+            return self._machine.deadline()
+
+    def cancel(self) -> str | None:
+        """Returns the id of the response to cancel now (send ``response.cancel``), if any."""
+        with self._lock:
+            fx = self._machine.cancel()
+        self._apply(fx)
+        return fx.cancel
+
+    def close(self, error: BaseException) -> None:
+        with self._lock:
+            fx = self._machine.close(error)
+        self._apply(fx)
+
+    @property
+    def closed(self) -> bool:
+        return self._machine.closed is not None
+
+    @property
+    def active(self) -> str | None:
+        return self._machine.active
+
+    def stats(self) -> GateStats:
+        with self._lock:
+            return self._machine.snapshot_stats()
+
+    # -- after the lock ------------------------------------------------------------
+
+    def _apply(self, fx: Effects, thread: int | None = None) -> None:
+        for level, tag, message in fx.notes:
+            if tag == "RESPONSE_CREATE_CHECK":
+                message = f"{message} thread={thread} ts={time.time():.6f}"
+            logger.log(level, "[{}] {}", tag, message)
+        if fx.send is not None:
+            logger.info("[RESPONSE_CREATE] {} for {}", fx.send.event_id, ", ".join(fx.send.reasons))
+        for trigger, event in fx.resolved:
+            if not trigger.future.done():
+                trigger.future.set_result(event)
+        for trigger, error in fx.failed:
+            if not trigger.future.done():
+                trigger.future.set_exception(error)
