@@ -93,10 +93,12 @@ class Bridge(Generic[C]):
         """Queue ``payload`` for the loop without blocking; returns its outcome future.
 
         Raises :class:`BridgeClosedError` or :class:`BridgeFullError`; then nothing was
-        queued. From the loop thread itself, the handler runs inline (no queue hop).
+        queued. From the loop thread itself, the handler runs inline (no queue hop),
+        after everything already queued: commands are always performed in put order.
         """
         command: Command[C] = Command(payload)
         if self._loop_thread.in_loop_thread() and not self._closed:
+            self._drain()  # what other threads queued earlier goes first: put order holds
             self._perform(command)
             return command.future
         # The closed check and the put are one step under _lock, so aclose() - which

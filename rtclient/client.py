@@ -1,0 +1,689 @@
+"""RealtimeClient: the synchronous, thread-safe facade over the gate, loop and transport.
+
+Who runs what (DESIGN.md section 1):
+
+* **Caller threads** (Flask/Django workers, scripts) call ``ask``, ``send_text``,
+  ``request_response``, ``interrupt``. They claim gate tickets and put events on the
+  janus bridge; they never touch aiortc.
+* **The loop thread** owns aiortc. It parses each server message once, in order, and
+  feeds ``response.created``/``response.done``/``error`` to the gate *immediately* -
+  a coalesced create after ``response.done`` goes out with no thread hop, after
+  everything already on the bridge (the bridge keeps put order).
+* **The dispatcher thread** receives every event in order and runs user-facing work:
+  tool scheduling, ``on()`` callbacks, ``events()`` iterators. User code never runs on
+  the loop thread, so a slow callback cannot stall audio or the data channel.
+* **Tool threads** (any ``concurrent.futures.Executor``) run tools; outputs go back
+  over the bridge, and the follow-up create through the gate, once per response.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
+from typing import Any
+
+from loguru import logger
+
+from rtclient import events as ev
+from rtclient._secret import Secret
+from rtclient.bridge import Bridge
+from rtclient.errors import (
+    BridgeFullError,
+    ClosedError,
+    MessageTooLargeError,
+    RealtimeError,
+    ServerError,
+    SessionExpiredError,
+)
+from rtclient.gate import ResponseGate, Ticket, Trigger
+from rtclient.loop import LoopThread
+from rtclient.tools import ToolCall, ToolRunner, ToolSpec
+from rtclient.transport import AudioFrameCallback, AudioIn, Transport
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_STOP = object()
+_DONE_EVENTS_KEPT = 256
+_SEND_TIMEOUT = 10.0
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+class ResponseTicket:
+    """A future-like handle on a requested response.
+
+    ``result(timeout)`` returns the ``response.done`` event of the response that served
+    the request, or raises the typed error that ended it (closed, rejected, failed).
+    """
+
+    def __init__(self, future: concurrent.futures.Future[dict[str, Any]], reason: str) -> None:
+        self._future = future
+        self.reason = reason
+
+    def result(self, timeout: float | None = None) -> dict[str, Any]:
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"no response.done for {self.reason} within {timeout}s") from None
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._future.exception(timeout)
+
+    def __repr__(self) -> str:
+        return f"<ResponseTicket {self.reason} {'done' if self.done() else 'pending'}>"
+
+
+@dataclasses.dataclass
+class Answer:
+    """What ``ask`` returns: the final text, the tool calls made, the responses seen."""
+
+    text: str
+    tool_calls: list[ToolCall]
+    response_ids: list[str]
+    response: dict[str, Any]
+
+
+class EventStream(Iterator[dict[str, Any]]):
+    """A blocking iterator over server events from the moment it was created.
+
+    Iteration ends when no event arrives within ``timeout`` or when the client closes.
+    """
+
+    def __init__(self, client: RealtimeClient, timeout: float | None) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        client._streams.add(self)
+
+    def put(self, item: Any) -> None:
+        self._queue.put(item)
+
+    def __next__(self) -> dict[str, Any]:
+        try:
+            item = self._queue.get(timeout=self._timeout)
+        except queue.Empty:
+            item = _STOP
+        if item is _STOP:
+            self.close()
+            raise StopIteration
+        return item  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._client._streams.discard(self)
+
+
+class RealtimeClient:
+    """A synchronous, thread-safe client for the Realtime API over WebRTC.
+
+    ``api_key`` defaults to ``OPENAI_API_KEY``; ``base_url`` to ``OPENAI_BASE_URL`` or
+    ``https://api.openai.com/v1`` (the ``openai`` package's convention: it includes
+    ``/v1``). Tools run on ``executor`` (a thread pool by default). With no tools
+    registered, function calls are left to the caller (``submit_tool_output``).
+    Pass ``loop_thread`` to share one loop thread between many clients.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        model: str = "gpt-realtime",
+        session: Mapping[str, Any] | None = None,
+        tools: Iterable[Callable[..., Any] | ToolSpec] = (),
+        executor: concurrent.futures.Executor | None = None,
+        loop_thread: LoopThread | None = None,
+        ice_servers: list[Any] | None = None,
+        loopback_only: bool = False,
+        connect_timeout: float = 15.0,
+        confirm_timeout: float = 15.0,
+        max_attempts: int = 5,
+        audio_in: AudioIn = None,
+        audio_out: str | None = None,
+        on_audio: AudioFrameCallback | None = None,
+        bridge_size: int = 1024,
+        close_timeout: float = 10.0,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+        if not key:
+            raise RealtimeError("no API key: pass api_key= or set OPENAI_API_KEY")
+        self._key = Secret(key)
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
+            "/"
+        )
+        self.model = model
+        self._session = dict(session or {})
+        self._own_executor = executor is None
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(
+            thread_name_prefix="rtclient-tool"
+        )
+        self._own_loop = loop_thread is None
+        self._loop_thread = loop_thread
+        self._transport_options: dict[str, Any] = {
+            "ice_servers": ice_servers,
+            "loopback_only": loopback_only,
+            "connect_timeout": connect_timeout,
+            "audio_in": audio_in,
+            "audio_out": audio_out,
+            "on_audio_frame": self._on_audio_frame if on_audio is not None else None,
+        }
+        self._on_audio = on_audio
+        self.connect_timeout = connect_timeout
+        self.close_timeout = close_timeout
+        self._bridge_size = bridge_size
+        self._gate = ResponseGate(confirm_timeout=confirm_timeout, max_attempts=max_attempts)
+        self._tools = ToolRunner(
+            tools,
+            self._executor,
+            send_output=self._send_tool_output,
+            request_followup=self._request_followup,
+            schedule=self._schedule,
+        )
+        self._transport: Transport | None = None
+        self._bridge: Bridge[dict[str, Any]] | None = None
+        self._dispatch_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._dispatcher: threading.Thread | None = None
+        self._subscribers: dict[str, list[Callback]] = {}
+        self._streams: set[EventStream] = set()
+        self._lock = threading.Lock()  # guards the waiter maps below; never held for I/O
+        self._done_waiters: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
+        self._done_events: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._followups: dict[str, concurrent.futures.Future[Any]] = {}
+        self._oob_waiters: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
+        self._session_ready: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+        self._session_updated: concurrent.futures.Future[dict[str, Any]] = (
+            concurrent.futures.Future()
+        )
+        self._session_update_id: str | None = None
+        self._closed: BaseException | None = None
+        self._close_started = False
+        self._watchdog: Any = None
+        self._counters = {
+            "events_received": 0,
+            "malformed_events": 0,
+            "unknown_events": 0,
+            "creates_sent": 0,
+            "server_errors": 0,
+        }
+
+    def __repr__(self) -> str:
+        call = self._transport.call_id if self._transport else None
+        state = "closed" if self._closed else "open" if self._transport else "new"
+        return f"<RealtimeClient model={self.model} base_url={self.base_url} call={call} {state}>"
+
+    def __enter__(self) -> RealtimeClient:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def connect(self, timeout: float | None = None) -> RealtimeClient:
+        """Connect over WebRTC, wait for the session, register tools. Blocking, bounded."""
+        if self._transport is not None or self._close_started:
+            raise RealtimeError("a RealtimeClient connects once; create a new one")
+        timeout = timeout if timeout is not None else self.connect_timeout
+        deadline = time.monotonic() + timeout
+        try:
+            if self._loop_thread is None:
+                self._loop_thread = LoopThread("rtclient-loop").start()
+            loop_thread = self._loop_thread
+            self._bridge = Bridge(
+                loop_thread, self._perform_send, maxsize=self._bridge_size, name="rtclient-bridge"
+            ).start()
+            self._dispatcher = threading.Thread(
+                target=self._dispatch_loop, name="rtclient-dispatcher", daemon=True
+            )
+            self._dispatcher.start()
+            self._transport = Transport(
+                base_url=self.base_url,
+                api_key=self._key,
+                model=self.model,
+                session=self._session_config(),
+                on_message=self._on_message,
+                on_closed=self._on_connection_lost,
+                **self._transport_options,
+            )
+            loop_thread.call(self._transport.connect(), timeout=timeout + 1.0)
+            self._session_ready.result(max(0.0, deadline - time.monotonic()))
+            update = self._session_config()
+            if update:
+                event = ev.session_update(update)
+                self._session_update_id = event["event_id"]
+                self._send(event)
+                self._session_updated.result(max(0.0, deadline - time.monotonic()))
+            loop_thread.call_soon(self._arm_watchdog)
+        except concurrent.futures.TimeoutError:
+            self.close()
+            raise TimeoutError(f"the session was not ready within {timeout}s") from None
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _session_config(self) -> dict[str, Any]:
+        config = dict(self._session)
+        if self._tools.specs:
+            config.setdefault("tools", self._tools.session_tools())
+        if config:
+            config.setdefault("type", "realtime")
+        return config
+
+    def close(self, timeout: float | None = None) -> None:
+        """Fail every waiter, hang up, stop threads. Idempotent; returns within ``timeout``."""
+        with self._lock:
+            if self._close_started:
+                return
+            self._close_started = True
+        timeout = timeout if timeout is not None else self.close_timeout
+        self._shut_down(self._closed or ClosedError("the client was closed"))
+        loop_thread = self._loop_thread
+        if loop_thread is not None and loop_thread.running:
+            if self._watchdog is not None:
+                loop_thread.call_soon(self._watchdog.cancel)
+            if self._transport is not None:
+                try:
+                    loop_thread.call(self._transport.close(), timeout=timeout)
+                except Exception as exc:
+                    logger.warning("[CONNECTION] close: {!r}", exc)
+            if self._bridge is not None:
+                self._bridge.close(timeout)
+        self._dispatch_queue.put(_STOP)
+        if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
+            self._dispatcher.join(timeout)
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_loop and loop_thread is not None and not loop_thread.in_loop_thread():
+            loop_thread.stop(timeout)
+
+    def _shut_down(self, error: BaseException) -> None:
+        """CLOSED: every waiter fails with ``error``. Runs once, from any thread."""
+        with self._lock:
+            if self._closed is None:
+                self._closed = error
+            waiters = [
+                *self._done_waiters.values(),
+                *self._followups.values(),
+                *self._oob_waiters.values(),
+                self._session_ready,
+                self._session_updated,
+            ]
+            self._done_waiters.clear()
+            self._followups.clear()
+            self._oob_waiters.clear()
+        self._gate.close(error)
+        for future in waiters:
+            if not future.done():
+                future.set_exception(error)
+        for stream in list(self._streams):
+            stream.put(_STOP)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    @property
+    def call_id(self) -> str | None:
+        return self._transport.call_id if self._transport else None
+
+    # -- public API ----------------------------------------------------------------
+
+    def send_text(self, text: str, *, respond: bool = True) -> ResponseTicket | None:
+        """Add a user message; with ``respond``, request a response through the gate."""
+        self._send(ev.user_message(text))
+        return self.request_response(reason="user_text") if respond else None
+
+    def request_response(self, reason: str = "request", **params: Any) -> ResponseTicket:
+        """Ask for a response. Never sends a second create while one is active.
+
+        Plain requests that wait together are coalesced into one ``response.create``;
+        a request with parameters (``instructions``, ``tools``, ...) gets its own.
+        ``conversation="none"`` makes an out-of-band response that bypasses the gate.
+        """
+        self._check_open()
+        if params.get("conversation") == "none":
+            return self._request_out_of_band(reason, params)
+        trigger = Trigger(reason, params or None)
+        ticket = self._gate.request(trigger)
+        if ticket is not None:
+            self._fire(ticket)
+        return ResponseTicket(trigger.future, reason)
+
+    def ask(self, text: str, *, timeout: float = 60.0) -> Answer:
+        """Send ``text`` and block until the final answer, after any tool rounds."""
+        deadline = time.monotonic() + timeout
+        ticket = self.send_text(text)
+        assert ticket is not None
+        done = ticket.result(_remaining(deadline))
+        response_ids: list[str] = []
+        calls_made: list[ToolCall] = []
+        while True:
+            rid = (done.get("response") or {}).get("id")
+            response_ids.append(str(rid))
+            if not ev.function_calls(done) or not self._tools.specs:
+                break
+            calls, followup = self._followup_future(str(rid)).result(_remaining(deadline))
+            calls_made.extend(calls)
+            if followup is None:
+                break
+            done = followup
+        return Answer(ev.response_text(done), calls_made, response_ids, done)
+
+    def submit_tool_output(
+        self, call_id: str, output: Any, *, respond: bool = False
+    ) -> ResponseTicket | None:
+        """Send a tool result yourself (thread-safe); optionally request the follow-up."""
+        text = output if isinstance(output, str) else ev.encode(output)
+        self._send(ev.function_call_output(call_id, text))
+        return self.request_response(reason=f"tool_output:{call_id}") if respond else None
+
+    def interrupt(self, timeout: float | None = 10.0) -> dict[str, Any] | None:
+        """Barge in: cancel the active response (if any), clear output audio, and wait.
+
+        Returns the cancelled response's ``response.done``, or None if none was active.
+        """
+        self._check_open()
+        response_id = self._gate.cancel()
+        if response_id is not None:
+            self._send(ev.response_cancel(response_id))
+        self._send(ev.output_audio_buffer_clear())
+        if response_id is None:
+            return None
+        try:
+            return self._done_future(response_id).result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"{response_id} did not finish within {timeout}s") from None
+
+    def send_event(self, event: Mapping[str, Any], *, timeout: float = _SEND_TIMEOUT) -> None:
+        """Send any client event (an ``event_id`` is added). ``response.create`` is refused:
+        use ``request_response`` so the gate can keep its promise."""
+        if event.get("type") == "response.create":
+            raise ValueError("send response.create through request_response(), not send_event()")
+        self._send(ev.with_event_id(event), timeout=timeout)
+
+    def on(self, event_type: str, callback: Callback) -> Callable[[], None]:
+        """Call ``callback(event)`` on the dispatcher thread for each event of that type
+        (``"*"`` for all). Returns a function that unsubscribes."""
+        with self._lock:
+            self._subscribers.setdefault(event_type, []).append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                callbacks = self._subscribers.get(event_type, [])
+                if callback in callbacks:
+                    callbacks.remove(callback)
+
+        return unsubscribe
+
+    def events(self, timeout: float | None = None) -> EventStream:
+        """A blocking iterator over server events from now on."""
+        return EventStream(self, timeout)
+
+    def stats(self) -> dict[str, int]:
+        """Counters: the gate's (creates, coalesced, rejections, rearmed, watchdog resets,
+        lost - which must stay 0), the tools', and the connection's."""
+        gate = self._gate.stats().as_dict()
+        tools = dataclasses.asdict(self._tools.stats)
+        return {**gate, **tools, **self._counters}
+
+    @property
+    def gate(self) -> ResponseGate:
+        return self._gate
+
+    # -- sending -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise ClosedError(f"the client is closed: {self._closed}") from self._closed
+        if self._bridge is None:
+            raise ClosedError("the client is not connected; call connect() first")
+
+    def _send(self, event: dict[str, Any], timeout: float = _SEND_TIMEOUT) -> None:
+        """Put an event on the bridge and wait for the outcome of the actual send."""
+        self._check_open()
+        assert self._bridge is not None
+        self._bridge.put(event).result(timeout)
+
+    def _perform_send(self, event: dict[str, Any]) -> None:
+        """The bridge's handler: runs on the loop thread, the only thread touching aiortc."""
+        if self._transport is None:
+            raise ClosedError("not connected")
+        self._transport.send(event)
+        if event.get("type") == "response.create":
+            self._counters["creates_sent"] += 1
+            logger.info("[RESPONSE_CREATE] {} on the wire", event.get("event_id"))
+
+    def _fire(self, ticket: Ticket | None) -> None:
+        """Send a claimed ticket; on failure roll back (and send what the gate says)."""
+        while ticket is not None:
+            bridge = self._bridge
+            try:
+                if bridge is None:
+                    raise ClosedError("not connected")
+                future = bridge.put(ev.response_create(ticket))
+            except (BridgeFullError, ClosedError) as exc:
+                ticket = self._gate.rollback(ticket, exc, retry=isinstance(exc, BridgeFullError))
+                continue
+            future.add_done_callback(partial(self._after_create, ticket))
+            return
+
+    def _after_create(self, ticket: Ticket, future: concurrent.futures.Future[Any]) -> None:
+        exc = future.exception()
+        if exc is None:
+            return
+        retry = not isinstance(exc, ClosedError | MessageTooLargeError)
+        self._fire(self._gate.rollback(ticket, exc, retry=retry))
+
+    def _request_out_of_band(self, reason: str, params: dict[str, Any]) -> ResponseTicket:
+        event = ev.with_event_id({"type": "response.create"})
+        oob_id = event["event_id"]
+        params["metadata"] = {**(params.get("metadata") or {}), "rtclient_oob": oob_id}
+        event["response"] = params
+        future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+        with self._lock:
+            self._oob_waiters[oob_id] = future
+        try:
+            self._send(event)
+        except BaseException:
+            with self._lock:
+                self._oob_waiters.pop(oob_id, None)
+            raise
+        return ResponseTicket(future, reason)
+
+    def _send_tool_output(self, call_id: str, output: str) -> None:
+        if self._bridge is None or self._closed is not None:
+            raise ClosedError("the client is closed")
+        self._bridge.put(ev.function_call_output(call_id, output))
+
+    def _request_followup(self, response_id: str, calls: list[ToolCall]) -> None:
+        future = self._followup_future(response_id)
+        if not any(c.wants_response for c in calls):
+            _settle(future, (calls, None))
+            return
+        trigger = Trigger(f"tool_calls:{response_id}")
+        trigger.future.add_done_callback(lambda f: _settle(future, (calls, f)))
+        try:
+            ticket = self._gate.request(trigger)
+        except ClosedError as exc:
+            _settle(future, exc)
+            return
+        self._fire(ticket)
+
+    def _followup_future(self, response_id: str) -> concurrent.futures.Future[Any]:
+        with self._lock:
+            if self._closed is not None:
+                failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
+                failed.set_exception(self._closed)
+                return failed
+            return self._followups.setdefault(response_id, concurrent.futures.Future())
+
+    def _done_future(self, response_id: str) -> concurrent.futures.Future[dict[str, Any]]:
+        with self._lock:
+            future = self._done_waiters.setdefault(response_id, concurrent.futures.Future())
+            event = self._done_events.get(response_id)
+        if event is not None:
+            _settle(future, event)
+        return future
+
+    def _schedule(self, delay: float, fn: Callable[[], None]) -> None:
+        loop_thread = self._loop_thread
+        if loop_thread is not None and loop_thread.running:
+            loop = loop_thread.loop
+            loop_thread.call_soon(loop.call_later, delay, fn)
+
+    def _arm_watchdog(self) -> None:
+        """The gate's confirm watchdog, ticking on the loop thread."""
+        if self._closed is not None or self._loop_thread is None:
+            return
+        ticket = self._gate.tick()
+        if ticket is not None:
+            self._fire(ticket)
+        period = min(1.0, self._gate.machine.confirm_timeout / 4)
+        self._watchdog = self._loop_thread.loop.call_later(period, self._arm_watchdog)
+
+    # -- receiving (loop thread) ---------------------------------------------------
+
+    def _on_message(self, text: str) -> None:
+        try:
+            event = ev.decode(text)
+        except ev.MalformedEventError as exc:
+            self._counters["malformed_events"] += 1
+            logger.warning("[SERVER_EVENT] malformed message skipped: {}", exc)
+            return
+        self._counters["events_received"] += 1
+        kind = event["type"]
+        if kind in ("response.created", "response.done", "error"):
+            fx = self._gate.on_server_event(event)
+            if fx.send is not None:
+                self._fire(fx.send)
+            if fx.cancel is not None:
+                self._bridge_put(ev.response_cancel(fx.cancel))
+            if kind == "response.done":
+                self._on_response_done(event)
+            elif kind == "error":
+                self._on_error(event)
+        self._dispatch_queue.put(event)
+
+    def _bridge_put(self, event: dict[str, Any]) -> None:
+        if self._bridge is not None:
+            try:
+                self._bridge.put(event)
+            except RealtimeError as exc:
+                logger.warning("[SEND] {} not sent: {!r}", event.get("type"), exc)
+
+    def _on_response_done(self, event: dict[str, Any]) -> None:
+        response = event.get("response") or {}
+        rid = response.get("id")
+        metadata = response.get("metadata") or {}
+        oob_id = metadata.get("rtclient_oob") if isinstance(metadata, dict) else None
+        with self._lock:
+            if isinstance(rid, str):
+                self._done_events[rid] = event
+                while len(self._done_events) > _DONE_EVENTS_KEPT:
+                    self._done_events.popitem(last=False)
+                waiter = self._done_waiters.pop(rid, None)
+            else:
+                waiter = None
+            oob = self._oob_waiters.pop(oob_id, None) if oob_id else None
+        for future in (waiter, oob):
+            if future is not None:
+                _settle(future, event)
+
+    def _on_error(self, event: dict[str, Any]) -> None:
+        error = ServerError.from_event(event)
+        self._counters["server_errors"] += 1
+        logger.error(
+            "[SERVER_ERROR] {} {} (event_id={})",
+            error.code or error.type,
+            error.message,
+            error.event_id,
+        )
+        with self._lock:
+            oob = self._oob_waiters.pop(error.event_id, None) if error.event_id else None
+        if oob is not None:
+            _settle(oob, error)
+        if isinstance(error, SessionExpiredError):
+            self._on_connection_lost(error)  # close() still hangs up and releases the call
+
+    def _on_connection_lost(self, error: BaseException) -> None:
+        logger.error("[CONNECTION] lost: {!r}", error)
+        self._shut_down(error)
+        self._dispatch_queue.put(_STOP)
+
+    def _on_audio_frame(self, frame: Any) -> None:
+        self._dispatch_queue.put(("audio", frame))
+
+    # -- dispatching (dispatcher thread) -------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            item = self._dispatch_queue.get()
+            if item is _STOP:
+                break
+            if isinstance(item, tuple):
+                if self._on_audio is not None:
+                    _guard(self._on_audio, item[1])
+                continue
+            self._dispatch(item)
+        for stream in list(self._streams):
+            stream.put(_STOP)
+
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "session.created":
+            _settle(self._session_ready, event)
+        elif kind == "session.updated":
+            _settle(self._session_updated, event)
+        elif kind == "error" and self._session_update_id is not None:
+            error = ServerError.from_event(event)
+            if error.event_id == self._session_update_id:
+                _settle(self._session_updated, error)
+        if self._tools.specs:
+            self._tools.on_event(event)
+        with self._lock:
+            callbacks = [*self._subscribers.get(kind, ()), *self._subscribers.get("*", ())]
+        for callback in callbacks:
+            _guard(callback, event)
+        for stream in list(self._streams):
+            stream.put(event)
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _settle(future: concurrent.futures.Future[Any], outcome: Any) -> None:
+    """Resolve a future once, with a value or an exception (or another future's)."""
+    if (
+        isinstance(outcome, tuple)
+        and len(outcome) == 2
+        and isinstance(outcome[1], concurrent.futures.Future)
+    ):
+        calls, source = outcome
+        exc = source.exception()
+        outcome = exc if exc is not None else (calls, source.result())
+    if future.done():
+        return
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
+def _guard(callback: Callable[[Any], None], arg: Any) -> None:
+    try:
+        callback(arg)
+    except Exception:
+        logger.exception("[CALLBACK] {} raised", getattr(callback, "__name__", callback))

@@ -1,0 +1,386 @@
+"""Tools: schemas from signatures, execution on any Executor, one follow-up per response.
+
+A function call is started as soon as its arguments are complete, on the user's
+``concurrent.futures.Executor`` (a thread pool by default; a ``ProcessPoolExecutor``
+works for picklable, module-level tools). Each output is sent as its own
+``function_call_output`` the moment it is ready. The follow-up ``response.create`` is
+requested **once per originating response**: when that response is done *and* every one
+of its calls has an output on its way (a result, an error, or a timeout).
+
+Ordering rule, and why calls have two phases: a call is first *claimed* (by its result
+or its timeout, whichever comes first - under the lock), then its output is handed to
+the bridge, and only then is it counted as *sent*. The batch is complete when every
+call is sent. Counting at claim time would let the last tool's thread request the
+follow-up while an earlier tool's output was still on its way to the bridge, and the
+model would answer without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import threading
+import time
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, Future
+from typing import Any, Literal, Union, get_args, get_origin
+
+from loguru import logger
+
+_TOOL_ATTR = "__rtclient_tool__"
+
+_JSON_TYPES: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    list: "array",
+    tuple: "array",
+    dict: "object",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolSpec:
+    """A registered tool: the callable and what the model is told about it."""
+
+    fn: Callable[..., Any]
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    timeout: float | None = None
+    start_response: bool = True
+
+    def session_tool(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.parameters,
+        }
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+    start_response: bool = True,
+) -> Any:
+    """Mark a function as a tool; its JSON schema comes from the signature and docstring.
+
+    The function itself is returned (with the spec attached), so it stays picklable
+    by reference for a ``ProcessPoolExecutor``. ``timeout`` bounds one call (its
+    output becomes an error; the stuck thread is reported, not waited on);
+    ``start_response=False`` sends the output without asking for a follow-up.
+    """
+
+    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+        spec = build_spec(f, name=name, description=description)
+        setattr(
+            f,
+            _TOOL_ATTR,
+            dataclasses.replace(spec, timeout=timeout, start_response=start_response),
+        )
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+def build_spec(
+    fn: Callable[..., Any], *, name: str | None = None, description: str | None = None
+) -> ToolSpec:
+    existing = getattr(fn, _TOOL_ATTR, None)
+    if isinstance(existing, ToolSpec) and name is None and description is None:
+        return existing
+    doc = inspect.getdoc(fn) or ""
+    summary, arg_docs = _parse_docstring(doc)
+    return ToolSpec(
+        fn=fn,
+        name=name or fn.__name__,
+        description=description or summary,
+        parameters=_parameters_schema(fn, arg_docs),
+    )
+
+
+def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """The summary paragraph, and per-argument text from a Google-style ``Args:``."""
+    summary = doc.split("\n\n", 1)[0].replace("\n", " ").strip()
+    args: dict[str, str] = {}
+    in_args = False
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped in ("Args:", "Arguments:", "Parameters:"):
+            in_args = True
+        elif in_args and line.startswith((" ", "\t")) and ":" in stripped:
+            key, _, text = stripped.partition(":")
+            args[key.split("(")[0].strip()] = text.strip()
+        elif in_args and not line.startswith((" ", "\t")):
+            in_args = False
+    return summary, args
+
+
+def _json_schema(annotation: Any) -> dict[str, Any]:
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return {}
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return {"enum": list(get_args(annotation))}
+    if origin in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return _json_schema(members[0]) if len(members) == 1 else {}
+    if origin in (list, tuple, set, frozenset, Iterable):
+        args = get_args(annotation)
+        schema: dict[str, Any] = {"type": "array"}
+        if args and args[0] is not Ellipsis:
+            schema["items"] = _json_schema(args[0])
+        return schema
+    if origin in (dict, Mapping):
+        return {"type": "object"}
+    kind = _JSON_TYPES.get(annotation)
+    return {"type": kind} if kind else {}
+
+
+def _parameters_schema(fn: Callable[..., Any], arg_docs: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        schema = _json_schema(hints.get(param.name, param.annotation))
+        if param.name in arg_docs:
+            schema["description"] = arg_docs[param.name]
+        properties[param.name] = schema
+        if param.default is inspect.Parameter.empty:
+            required.append(param.name)
+    return {"type": "object", "properties": properties, "required": required}
+
+
+def error_output(message: str) -> str:
+    """The output the model sees when a tool could not run: it can say so, not crash."""
+    return json.dumps({"error": message})
+
+
+def _result_output(result: Any) -> str:
+    return result if isinstance(result, str) else json.dumps(result, default=str)
+
+
+@dataclasses.dataclass(eq=False)
+class ToolCall:
+    """One function call of one response, and how it ended."""
+
+    call_id: str
+    name: str
+    arguments: str
+    response_id: str | None
+    output: str | None = None
+    error: str | None = None
+    claimed: bool = False
+    sent: bool = False
+    wants_response: bool = True
+    started_at: float = 0.0
+
+
+@dataclasses.dataclass(eq=False)
+class _Batch:
+    response_id: str
+    calls: dict[str, ToolCall] = dataclasses.field(default_factory=dict)
+    response_done: bool = False
+    followup_requested: bool = False
+
+
+@dataclasses.dataclass
+class ToolStats:
+    tool_calls: int = 0
+    tool_errors: int = 0
+    tool_timeouts: int = 0
+    late_results: int = 0
+
+
+class ToolRunner:
+    """Starts calls, sends their outputs, and requests one follow-up per response.
+
+    ``send_output(call_id, output)`` hands an output to the bridge (non-blocking).
+    ``request_followup(response_id, calls)`` is called once per response whose calls all
+    have outputs; it asks the gate for the follow-up if any call ``wants_response``.
+    ``schedule(delay, fn)`` runs ``fn`` after ``delay`` seconds (the loop's timer).
+    """
+
+    def __init__(
+        self,
+        tools: Iterable[Callable[..., Any] | ToolSpec],
+        executor: Executor,
+        *,
+        send_output: Callable[[str, str], None],
+        request_followup: Callable[[str, list[ToolCall]], None],
+        schedule: Callable[[float, Callable[[], None]], None],
+    ) -> None:
+        self.specs: dict[str, ToolSpec] = {}
+        for t in tools:
+            spec = t if isinstance(t, ToolSpec) else build_spec(t)
+            if spec.name in self.specs:
+                raise ValueError(f"two tools are named {spec.name!r}")
+            self.specs[spec.name] = spec
+        self._executor = executor
+        self._send_output = send_output
+        self._request_followup = request_followup
+        self._schedule = schedule
+        self._lock = threading.Lock()
+        self._batches: dict[str, _Batch] = {}
+        self.stats = ToolStats()
+
+    def session_tools(self) -> list[dict[str, Any]]:
+        return [spec.session_tool() for spec in self.specs.values()]
+
+    # -- events (dispatcher thread) ------------------------------------------------
+
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "response.function_call_arguments.done":
+            self._start(
+                str(event.get("call_id")),
+                str(event.get("name")),
+                event.get("arguments"),
+                event.get("response_id"),
+            )
+        elif kind == "response.output_item.done":
+            item = event.get("item") or {}
+            if item.get("type") == "function_call":
+                self._start(
+                    str(item.get("call_id")),
+                    str(item.get("name")),
+                    item.get("arguments"),
+                    event.get("response_id"),
+                )
+        elif kind == "response.done":
+            response = event.get("response") or {}
+            rid = response.get("id")
+            if not isinstance(rid, str):
+                return
+            for item in response.get("output") or []:
+                if isinstance(item, dict) and item.get("type") == "function_call":
+                    self._start(
+                        str(item.get("call_id")),
+                        str(item.get("name")),
+                        item.get("arguments"),
+                        rid,
+                    )
+            with self._lock:
+                batch = self._batches.get(rid)
+                if batch is None:
+                    return
+                batch.response_done = True
+                followup = self._take_followup(batch)
+            if followup is not None:
+                self._request_followup(rid, followup)
+
+    def _start(self, call_id: str, name: str, arguments: Any, response_id: Any) -> None:
+        rid = response_id if isinstance(response_id, str) else f"unknown:{call_id}"
+        args_text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+        with self._lock:
+            batch = self._batches.setdefault(rid, _Batch(rid))
+            if call_id in batch.calls or any(call_id in b.calls for b in self._batches.values()):
+                return  # already started (arguments.done, then output_item.done, then done)
+            spec = self.specs.get(name)
+            call = ToolCall(call_id, name, args_text, rid, started_at=time.monotonic())
+            call.wants_response = spec.start_response if spec else True
+            batch.calls[call_id] = call
+            self.stats.tool_calls += 1
+        if spec is None:
+            self._finish(call, None, f"unknown tool {name!r}")
+            return
+        try:
+            kwargs = json.loads(args_text) if args_text.strip() else {}
+            if not isinstance(kwargs, dict):
+                raise ValueError("arguments must be a JSON object")
+            inspect.signature(spec.fn).bind(**kwargs)
+        except (ValueError, TypeError) as exc:
+            self._finish(call, None, f"bad arguments for {name}: {exc}")
+            return
+        logger.debug("[TOOL] start {} ({}) for {}", name, call_id, rid)
+        try:
+            future = self._executor.submit(spec.fn, **kwargs)
+        except Exception as exc:
+            self._finish(call, None, f"could not start {name}: {exc!r}")
+            return
+        future.add_done_callback(lambda f: self._on_done(call, f))
+        if spec.timeout is not None:
+            self._schedule(spec.timeout, lambda: self._on_timeout(call, spec.timeout or 0.0))
+
+    def _on_done(self, call: ToolCall, future: Future[Any]) -> None:
+        if future.cancelled():
+            self._finish(call, None, f"{call.name} was cancelled")
+            return
+        exc = future.exception()
+        if exc is not None:
+            self._finish(call, None, f"{call.name} raised {type(exc).__name__}: {exc}")
+        else:
+            try:
+                output = _result_output(future.result())
+            except Exception as ser:  # not JSON-serialisable even with default=str
+                self._finish(call, None, f"{call.name} returned an unserialisable result: {ser}")
+                return
+            self._finish(call, output, None)
+
+    def _on_timeout(self, call: ToolCall, timeout: float) -> None:
+        if self._finish(call, None, f"{call.name} timed out after {timeout}s", timed_out=True):
+            logger.warning(
+                "[TOOL] {} ({}) still running after {}s; its thread is left running and "
+                "its result will be discarded",
+                call.name,
+                call.call_id,
+                timeout,
+            )
+
+    def _finish(
+        self, call: ToolCall, output: str | None, error: str | None, *, timed_out: bool = False
+    ) -> bool:
+        """Claim the call (first of result/timeout wins), send its output, maybe follow up."""
+        with self._lock:
+            if call.claimed:
+                if not timed_out:
+                    self.stats.late_results += 1
+                    logger.warning(
+                        "[TOOL] {} ({}) finished after its timeout; result discarded",
+                        call.name,
+                        call.call_id,
+                    )
+                return False
+            call.claimed = True
+            call.output, call.error = output, error
+            if error is not None:
+                self.stats.tool_errors += 1
+                if timed_out:
+                    self.stats.tool_timeouts += 1
+        if error is not None:
+            logger.warning("[TOOL] {} ({}): {}", call.name, call.call_id, error)
+        try:
+            text = output if error is None and output is not None else error_output(str(error))
+            self._send_output(call.call_id, text)
+        except Exception as exc:
+            logger.error("[TOOL] output of {} could not be sent: {!r}", call.call_id, exc)
+        with self._lock:
+            call.sent = True
+            batch = self._batches.get(call.response_id or "")
+            followup = self._take_followup(batch) if batch else None
+        if followup is not None and call.response_id is not None:
+            self._request_followup(call.response_id, followup)
+        return True
+
+    def _take_followup(self, batch: _Batch) -> list[ToolCall] | None:
+        """Under the lock: the calls to follow up on, once, when the batch is complete."""
+        if batch.followup_requested or not batch.response_done:
+            return None
+        if not all(c.sent for c in batch.calls.values()):
+            return None
+        batch.followup_requested = True
+        del self._batches[batch.response_id]
+        return list(batch.calls.values())
