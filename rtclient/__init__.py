@@ -9,6 +9,7 @@ the application opts in with ``logger.enable("rtclient")``.
 
 from loguru import logger
 
+from rtclient.client import Answer, EventStream, RealtimeClient, ResponseTicket
 from rtclient.errors import (
     BridgeClosedError,
     BridgeFullError,
@@ -29,31 +30,41 @@ from rtclient.errors import (
     WrongThreadError,
 )
 from rtclient.gate import ResponseGate, Ticket, Trigger
+from rtclient.loop import LoopThread
+from rtclient.tools import ToolCall, ToolSpec, tool
 
 logger.disable("rtclient")
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Answer",
     "BridgeClosedError",
     "BridgeFullError",
     "ClosedError",
     "ConfirmTimeoutError",
     "ConnectTimeoutError",
     "ConnectionLostError",
+    "EventStream",
     "ForkedProcessError",
+    "LoopThread",
     "LoopThreadError",
     "MessageTooLargeError",
+    "RealtimeClient",
     "RealtimeError",
     "ResponseGate",
     "ResponseRejectedError",
+    "ResponseTicket",
     "SendError",
     "ServerError",
     "SessionExpiredError",
     "SignalingError",
     "Ticket",
+    "ToolCall",
     "ToolError",
+    "ToolSpec",
     "Trigger",
     "WrongThreadError",
     "__version__",
+    "tool",
 ]
