@@ -24,7 +24,8 @@ _install_lock = threading.Lock()
 _installed = False
 
 
-def _install() -> None:
+def install() -> None:
+    """Wrap aioice once (idempotent); loopback_only() calls it for you."""
     global _installed
     with _install_lock:
         if _installed:
@@ -46,7 +47,7 @@ def loopback_only(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    _install()
+    install()
     token = _LOOPBACK_ONLY.set(True)
     try:
         yield

@@ -386,17 +386,23 @@ class RealtimeClient:
         self._send(ev.function_call_output(call_id, text))
         return self.request_response(reason=f"tool_output:{call_id}") if respond else None
 
-    def interrupt(self, timeout: float | None = 10.0) -> dict[str, Any] | None:
-        """Barge in: cancel the active response (if any), clear output audio, and wait.
+    def interrupt(
+        self, timeout: float | None = 10.0, *, wait: bool = True
+    ) -> dict[str, Any] | None:
+        """Barge in: cancel the active response (if any), then clear output audio.
 
-        Returns the cancelled response's ``response.done``, or None if none was active.
+        ``response.cancel`` is sent only if a response is active (or, if our create is
+        still unconfirmed, as soon as it is created); ``output_audio_buffer.clear``
+        always. With ``wait`` it blocks until the cancelled response's ``response.done``
+        and returns it (None if nothing was active). A request made right after is
+        queued by the gate until that done - never rejected.
         """
         self._check_open()
         response_id = self._gate.cancel()
         if response_id is not None:
             self._send(ev.response_cancel(response_id))
         self._send(ev.output_audio_buffer_clear())
-        if response_id is None:
+        if response_id is None or not wait:
             return None
         try:
             return self._done_future(response_id).result(timeout)

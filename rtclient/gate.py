@@ -44,8 +44,10 @@ response.created naming our ticket    clear ``in_flight``; ``active`` = its id; 
                                       ticket's triggers are served by that response
 response.created, not ours            ``active`` = its id; ``in_flight`` untouched
 error active_response, our ticket     clear ``in_flight``; triggers re-armed (never
-                                      dropped); re-fire now if ``active`` is empty,
-                                      else at its ``done``; bounded attempts
+                                      dropped); re-fire now if ``active`` is empty and
+                                      the response the error names is known done, else
+                                      at its ``done`` (an unseen one becomes
+                                      ``active``); bounded attempts
 other error with our ticket's id      clear ``in_flight``; the ticket's waiters fail
 response.done for ``active``          clear ``active``; resolve its served waiters; if
                                       triggers are pending, claim ONE coalesced ticket
@@ -71,6 +73,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -96,6 +99,8 @@ Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 Note = tuple[Level, str, str]  # (level, tag, message): logged after the lock is released
 
 _STALE_TICKETS_KEPT = 64
+_FINISHED_KEPT = 256
+_RESPONSE_ID = re.compile(r"\bresp_[A-Za-z0-9]+")
 _process_tag = f"{os.getpid():x}"
 
 
@@ -188,6 +193,7 @@ class GateMachine:
         self.closed: BaseException | None = None
         self._serving: dict[str, list[Trigger]] = {}
         self._stale: OrderedDict[str, Ticket] = OrderedDict()
+        self._finished: OrderedDict[str, None] = OrderedDict()  # recently done ids
         self._ids = itertools.count(1)
         self._prefix = f"rtc_{id_prefix or _process_tag}_{id(self):x}_"
         self.stats = GateStats()
@@ -310,6 +316,9 @@ class GateMachine:
         self, response_id: str, event: dict[str, Any], *, out_of_band: bool, now: float
     ) -> Effects:
         fx = Effects()
+        self._finished[response_id] = None
+        while len(self._finished) > _FINISHED_KEPT:
+            self._finished.popitem(last=False)
         for t in self._serving.pop(response_id, []):
             t.state = "done"
             self.stats.resolved += 1
@@ -348,6 +357,14 @@ class GateMachine:
                 error.message, code=code, type=error.type, param=error.param, event_id=event_id
             )
             self._rearm(ticket, rejected, fx, retry=True)
+            blocker = _blocking_response(error.message)
+            if self.active is None and blocker is not None and blocker not in self._finished:
+                # The server names a response we have not seen created yet (its
+                # response.created is still on the way): it occupies ``active`` now, and
+                # its done - not this error - frees the gate. Re-firing now would only
+                # be rejected again.
+                self.active = blocker
+                fx.notes.append(("INFO", "RESPONSE_QUEUED", f"waiting for {blocker} to finish"))
         else:
             fx.notes.append(("ERROR", "RESPONSE_FAILED", f"{event_id} failed: {error}"))
             for t in ticket.triggers:
@@ -448,6 +465,12 @@ class GateMachine:
         trigger.state = "failed"
         self.stats.failed += 1
         fx.failed.append((trigger, error))
+
+
+def _blocking_response(message: str) -> str | None:
+    """The ``resp_...`` id a ``conversation_already_has_active_response`` names."""
+    match = _RESPONSE_ID.search(message)
+    return match.group(0) if match else None
 
 
 class ResponseGate:

@@ -400,3 +400,29 @@ def test_wrapper_never_holds_lock_while_resolving() -> None:
     )
     gate.on_server_event(done("r"))
     assert seen == [True]
+
+
+def test_rejection_naming_an_unseen_response_waits_for_its_done(m: GateMachine) -> None:
+    """The server's VAD response is active but its response.created is still on the
+    way: the rejection names it, so the gate waits for that response, not re-fires."""
+    ticket = claim(m)
+    err = ServerError(
+        "Conversation already has an active response in progress: resp_VAD1. Wait until "
+        "the response is finished before creating a new one.",
+        code=ACTIVE_RESPONSE_CODE,
+        event_id=ticket.event_id,
+    )
+    fx = m.on_error(ACTIVE_RESPONSE_CODE, ticket.event_id, err, 0.0)
+    assert fx.send is None and m.active == "resp_VAD1" and len(m.pending) == 1
+    m.on_created("resp_VAD1", None, out_of_band=False, now=0)
+    fx = m.on_done("resp_VAD1", done("resp_VAD1"), out_of_band=False, now=0)
+    assert fx.send is not None and fx.send.triggers == ticket.triggers
+
+
+def test_rejection_naming_a_finished_response_refires_now(m: GateMachine) -> None:
+    ticket = claim(m)
+    m.on_created("resp_VAD1", None, out_of_band=False, now=0)
+    m.on_done("resp_VAD1", done("resp_VAD1"), out_of_band=False, now=0)
+    err = ServerError("... in progress: resp_VAD1. Wait ...", code=ACTIVE_RESPONSE_CODE)
+    fx = m.on_error(ACTIVE_RESPONSE_CODE, ticket.event_id, err, 0.0)
+    assert fx.send is not None and m.active is None
