@@ -466,7 +466,7 @@ class RealtimeClient:
         self._transport.send(event)
         if event.get("type") == "response.create":
             self._counters["creates_sent"] += 1
-            logger.info("[RESPONSE_CREATE] {} on the wire", event.get("event_id"))
+            logger.info("[RESPONSE_CREATE] {} sent", event.get("event_id"))
 
     def _fire(self, ticket: Ticket | None) -> None:
         """Send a claimed ticket; on failure roll back (and send what the gate says)."""

@@ -601,7 +601,9 @@ class ResponseGate:
                 message = f"{message} thread={thread} ts={time.time():.6f}"
             logger.log(level, "[{}] {}", tag, message)
         if fx.send is not None:
-            logger.info("[RESPONSE_CREATE] {} for {}", fx.send.event_id, ", ".join(fx.send.reasons))
+            logger.info(
+                "[RESPONSE_CREATE] {} claimed for {}", fx.send.event_id, ", ".join(fx.send.reasons)
+            )
         for trigger, event in fx.resolved:
             if not trigger.future.done():
                 trigger.future.set_result(event)

@@ -36,36 +36,3 @@ def no_leaked_threads() -> Iterator[None]:
         t.join(timeout=_THREAD_GRACE_S / max(1, len(leaked)))
     leaked = _alive_others(before)
     assert not leaked, f"leaked threads: {[t.name for t in leaked]}"
-
-
-# -- a real emulator and real clients, over WebRTC on loopback -------------------------
-
-from collections.abc import Callable  # noqa: E402
-
-from rtclient import RealtimeClient  # noqa: E402
-from rtclient.emulator import Emulator, Pace  # noqa: E402
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    """An emulator on 127.0.0.1 (port 0), VAD off unless a test turns it on."""
-    with Emulator(turn_detection=None, pace=Pace(delay=0.005)) as emu:
-        yield emu
-
-
-@pytest.fixture
-def connect(emulator: Emulator) -> Iterator[Callable[..., RealtimeClient]]:
-    """``connect(**kwargs)`` -> a connected client on the emulator; all closed after."""
-    clients: list[RealtimeClient] = []
-
-    def make(**kwargs: object) -> RealtimeClient:
-        kwargs.setdefault("api_key", "sk-test")
-        kwargs.setdefault("base_url", emulator.url)
-        kwargs.setdefault("loopback_only", True)
-        client = RealtimeClient(**kwargs)  # type: ignore[arg-type]
-        clients.append(client)
-        return client.connect()
-
-    yield make
-    for client in clients:
-        client.close()

@@ -44,8 +44,10 @@ def kinds(events: list[dict[str, Any]]) -> list[str]:
     return [e.get("type", "") for e in events]
 
 
-def test_conversation_with_three_parallel_tool_calls(emulator: Emulator, connect: Connect) -> None:
-    client = connect(tools=[get_weather, get_time, get_news])
+def test_conversation_with_three_parallel_tool_calls(
+    rt_emulator: Emulator, rt_connect: Connect
+) -> None:
+    client = rt_connect(tools=[get_weather, get_time, get_news])
     answer = client.ask("hello", timeout=20)
     assert answer.text == "You said: hello" and len(answer.response_ids) == 1
 
@@ -55,10 +57,12 @@ def test_conversation_with_three_parallel_tool_calls(emulator: Emulator, connect
     assert len(answer.response_ids) == 2  # the calls, then one follow-up
     stats = client.stats()
     assert stats["tool_calls"] == 3 and stats["lost"] == 0 and stats["creates_sent"] == 3
-    assert emulator.stats()["rejections"] == 0
+    assert rt_emulator.stats()["rejections"] == 0
 
 
-def test_rca_race_64_tools_released_on_one_barrier(emulator: Emulator, connect: Connect) -> None:
+def test_rca_race_64_tools_released_on_one_barrier(
+    rt_emulator: Emulator, rt_connect: Connect
+) -> None:
     """The RCA's failure, end to end: 64 results land at once; one follow-up, no rejection."""
     barrier = threading.Barrier(64, timeout=30)
 
@@ -69,10 +73,10 @@ def test_rca_race_64_tools_released_on_one_barrier(emulator: Emulator, connect: 
         return i
 
     with ThreadPoolExecutor(64, thread_name_prefix="race-tool") as pool:
-        client = connect(tools=[collide], executor=pool)
+        client = rt_connect(tools=[collide], executor=pool)
         answer = client.ask("use collide*64", timeout=45)
         assert len(answer.tool_calls) == 64 and len(answer.response_ids) == 2
-        session = emulator.sessions[-1]
+        session = rt_emulator.sessions[-1]
         events = session.client_events
         outputs = [
             n
@@ -84,11 +88,11 @@ def test_rca_race_64_tools_released_on_one_barrier(emulator: Emulator, connect: 
         assert len(outputs) == 64
         assert len(creates) == 2, "exactly one follow-up create"
         assert creates[1] > max(outputs), "all 64 outputs before the follow-up"
-        assert emulator.stats()["rejections"] == 0
+        assert rt_emulator.stats()["rejections"] == 0
         assert client.stats()["lost"] == 0
 
 
-def test_tools_finish_while_a_vad_response_runs(connect: Connect) -> None:
+def test_tools_finish_while_a_vad_response_runs(rt_connect: Connect) -> None:
     """A tool result races a server-VAD reply: nothing lost, rejections re-armed."""
     vad = {"type": "server_vad", "create_response": True, "interrupt_response": False}
     release = threading.Event()
@@ -133,8 +137,8 @@ def test_tools_finish_while_a_vad_response_runs(connect: Connect) -> None:
                 client.close()
 
 
-def test_sixteen_threads_request_at_once(emulator: Emulator, connect: Connect) -> None:
-    client = connect()
+def test_sixteen_threads_request_at_once(rt_emulator: Emulator, rt_connect: Connect) -> None:
+    client = rt_connect()
     barrier = threading.Barrier(16, timeout=20)
     tickets: list[Any] = [None] * 16
 
@@ -148,20 +152,20 @@ def test_sixteen_threads_request_at_once(emulator: Emulator, connect: Connect) -
     for t in threads:
         t.join(30)
     served = {t.result(30)["response"]["id"] for t in tickets}
-    assert emulator.stats()["rejections"] == 0
+    assert rt_emulator.stats()["rejections"] == 0
     stats = client.stats()
     assert stats["lost"] == 0 and stats["resolved"] == 16
     assert len(served) == stats["creates_sent"] <= 16  # coalesced: fewer responses than asks
 
 
-def test_eight_clients_share_one_loop_thread(emulator: Emulator) -> None:
+def test_eight_clients_share_one_loop_thread(rt_emulator: Emulator) -> None:
     from rtclient import LoopThread
 
     with LoopThread("shared-loop") as loop_thread:
         clients = [
             RealtimeClient(
                 api_key="sk-test",
-                base_url=emulator.url,
+                base_url=rt_emulator.url,
                 loopback_only=True,
                 loop_thread=loop_thread,
                 tools=[get_weather],
@@ -174,8 +178,8 @@ def test_eight_clients_share_one_loop_thread(emulator: Emulator) -> None:
             with ThreadPoolExecutor(8) as pool:
                 answers = list(pool.map(lambda c: c.ask("use get_weather*2", timeout=30), clients))
             assert all(len(a.tool_calls) == 2 for a in answers)
-            assert emulator.stats()["rejections"] == 0
-            assert emulator.stats()["sessions"] == 8
+            assert rt_emulator.stats()["rejections"] == 0
+            assert rt_emulator.stats()["sessions"] == 8
         finally:
             for c in clients:
                 c.close()
@@ -183,9 +187,9 @@ def test_eight_clients_share_one_loop_thread(emulator: Emulator) -> None:
 
 
 def test_events_iterator_and_callbacks_run_off_the_loop_thread(
-    emulator: Emulator, connect: Connect
+    rt_emulator: Emulator, rt_connect: Connect
 ) -> None:
-    client = connect()
+    client = rt_connect()
     seen: list[str] = []
     threads: set[str] = set()
     got_done = threading.Event()
@@ -211,18 +215,18 @@ def test_events_iterator_and_callbacks_run_off_the_loop_thread(
     assert seen.index("response.created") < seen.index("response.done")
 
 
-def test_out_of_band_response_bypasses_the_gate(emulator: Emulator, connect: Connect) -> None:
-    emulator.set_faults()  # defaults
-    client = connect()
+def test_out_of_band_response_bypasses_the_gate(rt_emulator: Emulator, rt_connect: Connect) -> None:
+    rt_emulator.set_faults()  # defaults
+    client = rt_connect()
     client.send_text("long one", respond=False)
     main = client.request_response(instructions="talk")
     oob = client.request_response(conversation="none", input=[])
     assert oob.result(10)["response"]["conversation_id"] is None
     main.result(10)
-    assert emulator.stats()["rejections"] == 0
+    assert rt_emulator.stats()["rejections"] == 0
 
 
-def test_audio_frames_reach_the_callback(emulator: Emulator, connect: Connect) -> None:
+def test_audio_frames_reach_the_callback(rt_emulator: Emulator, rt_connect: Connect) -> None:
     frames: list[Any] = []
     got = threading.Event()
 
@@ -230,7 +234,7 @@ def test_audio_frames_reach_the_callback(emulator: Emulator, connect: Connect) -
         frames.append(frame)
         got.set()
 
-    client = connect(on_audio=on_audio)
+    client = rt_connect(on_audio=on_audio)
     client.send_text("speak", respond=False)
     client.request_response(output_modalities=["audio"]).result(20)
     assert got.wait(10)

@@ -1,4 +1,4 @@
-"""Bad input gets a clear error and nothing is lost: faults injected by the emulator."""
+"""Bad input gets a clear error and nothing is lost: faults injected by the rt_emulator."""
 
 from __future__ import annotations
 
@@ -91,20 +91,22 @@ def test_interrupt_waits_for_the_cancelled_response() -> None:
 
 
 def test_interrupt_with_nothing_active_only_clears_audio(
-    emulator: Emulator, connect: Connect
+    rt_emulator: Emulator, rt_connect: Connect
 ) -> None:
-    client = connect()
+    client = rt_connect()
     assert client.interrupt() is None
-    session = emulator.sessions[-1]
-    assert emulator.wait_for(
+    session = rt_emulator.sessions[-1]
+    assert rt_emulator.wait_for(
         lambda: any(e["type"] == "output_audio_buffer.clear" for e in session.client_events), 10
     )
     assert not any(e["type"] == "response.cancel" for e in session.client_events)
 
 
-def test_data_channel_closed_mid_flight_fails_waiters(emulator: Emulator, connect: Connect) -> None:
-    client = connect()
-    session = emulator.sessions[-1]
+def test_data_channel_closed_mid_flight_fails_waiters(
+    rt_emulator: Emulator, rt_connect: Connect
+) -> None:
+    client = rt_connect()
+    session = rt_emulator.sessions[-1]
     sent = session.counters.get("server_events", 0)
     session.set_faults(close_after_events=sent + 3)
     ticket = client.send_text("hello")
@@ -117,8 +119,10 @@ def test_data_channel_closed_mid_flight_fails_waiters(emulator: Emulator, connec
     assert client.stats()["lost"] == 0
 
 
-def test_send_failure_rolls_back_and_frees_the_gate(emulator: Emulator, connect: Connect) -> None:
-    client = connect()
+def test_send_failure_rolls_back_and_frees_the_gate(
+    rt_emulator: Emulator, rt_connect: Connect
+) -> None:
+    client = rt_connect()
     too_big = client.request_response(instructions="x" * 300_000)
     with pytest.raises(MessageTooLargeError):
         too_big.result(10)
@@ -126,14 +130,14 @@ def test_send_failure_rolls_back_and_frees_the_gate(emulator: Emulator, connect:
     assert stats["rollbacks"] == 1 and stats["failed"] == 1
     assert client.gate.machine.free  # rolled back: not half-done
     assert client.request_response().result(10)["response"]["status"] == "completed"
-    assert emulator.stats()["creates"] == 1  # the big one never reached the wire
+    assert rt_emulator.stats()["creates"] == 1  # the big one never reached the wire
 
 
 def test_server_error_for_our_create_fails_that_ticket(
-    emulator: Emulator, connect: Connect
+    rt_emulator: Emulator, rt_connect: Connect
 ) -> None:
-    client = connect()
-    session = emulator.sessions[-1]
+    client = rt_connect()
+    session = rt_emulator.sessions[-1]
     session.set_faults(fail_event_type="response.create")
     ticket = client.request_response()
     with pytest.raises(ServerError) as info:
@@ -144,10 +148,10 @@ def test_server_error_for_our_create_fails_that_ticket(
     assert client.stats()["lost"] == 0
 
 
-def test_dropped_response_created_is_freed_by_the_watchdog(emulator: Emulator) -> None:
-    emulator.set_faults(drop_response_created=True)
+def test_dropped_response_created_is_freed_by_the_watchdog(rt_emulator: Emulator) -> None:
+    rt_emulator.set_faults(drop_response_created=True)
     client = RealtimeClient(
-        api_key="sk-test", base_url=emulator.url, loopback_only=True,
+        api_key="sk-test", base_url=rt_emulator.url, loopback_only=True,
         confirm_timeout=0.3, max_attempts=2,
     )  # fmt: skip
     client.connect()
@@ -158,18 +162,18 @@ def test_dropped_response_created_is_freed_by_the_watchdog(emulator: Emulator) -
         stats = client.stats()
         assert stats["watchdog_resets"] == 2 and stats["lost"] == 0
         assert client.gate.machine.free  # the gate is not held forever
-        emulator.sessions[-1].set_faults(drop_response_created=False)
+        rt_emulator.sessions[-1].set_faults(drop_response_created=False)
         assert client.request_response().result(10)["response"]["status"] == "completed"
     finally:
         client.close()
 
 
-def test_late_response_created_still_serves_the_trigger_once(emulator: Emulator) -> None:
+def test_late_response_created_still_serves_the_trigger_once(rt_emulator: Emulator) -> None:
     """The watchdog fires before a slow response.created; the re-fired create is
     rejected (naming the slow response), and the late created serves the trigger."""
-    emulator.set_faults(delay_response_created=1.0)
+    rt_emulator.set_faults(delay_response_created=1.0)
     client = RealtimeClient(
-        api_key="sk-test", base_url=emulator.url, loopback_only=True, confirm_timeout=0.3
+        api_key="sk-test", base_url=rt_emulator.url, loopback_only=True, confirm_timeout=0.3
     ).connect()
     try:
         ticket = client.request_response()
@@ -178,16 +182,16 @@ def test_late_response_created_still_serves_the_trigger_once(emulator: Emulator)
         stats = client.stats()
         assert stats["watchdog_resets"] == 1 and stats["rejections"] == 1
         assert stats["resolved"] == 1 and stats["lost"] == 0 and client.gate.machine.free
-        assert emulator.stats()["responses"] == 1  # served once, by the late one
+        assert rt_emulator.stats()["responses"] == 1  # served once, by the late one
     finally:
         client.close()
 
 
 def test_malformed_and_unknown_server_events_are_skipped(
-    emulator: Emulator, connect: Connect
+    rt_emulator: Emulator, rt_connect: Connect
 ) -> None:
-    client = connect()
-    session = emulator.sessions[-1]
+    client = rt_connect()
+    session = rt_emulator.sessions[-1]
     session.set_faults(malformed_json=True, unknown_event=True)
     session.inject("{not json")
     session.inject(json.dumps([1, 2]))
@@ -213,7 +217,7 @@ def test_session_expired_fails_every_waiter() -> None:
 
 
 def test_tool_exception_hang_and_timeout_become_outputs(
-    emulator: Emulator, connect: Connect
+    rt_emulator: Emulator, rt_connect: Connect
 ) -> None:
     release = threading.Event()
 
@@ -228,7 +232,7 @@ def test_tool_exception_hang_and_timeout_become_outputs(
         release.wait(30)
         return "too late"
 
-    client = connect(tools=[boom, hang])
+    client = rt_connect(tools=[boom, hang])
     try:
         answer = client.ask("use boom and hang", timeout=30)
         assert "disk on fire" in answer.text and "timed out" in answer.text
@@ -238,20 +242,20 @@ def test_tool_exception_hang_and_timeout_become_outputs(
         release.set()
 
 
-def test_bad_tool_arguments_and_unknown_tools(emulator: Emulator, connect: Connect) -> None:
+def test_bad_tool_arguments_and_unknown_tools(rt_emulator: Emulator, rt_connect: Connect) -> None:
     @tool
     def add(a: int, b: int) -> int:
         """Adds."""
         return a + b
 
-    client = connect(tools=[add])
+    client = rt_connect(tools=[add])
     answer = client.ask('use add({"a": 1})', timeout=30)
     assert "bad arguments" in answer.text
     answer = client.ask('use add({"a": 1, "b": 2})', timeout=30)
     assert "add -> 3" in answer.text
 
 
-def test_close_with_tools_in_flight_returns_and_fails_the_asker(emulator: Emulator) -> None:
+def test_close_with_tools_in_flight_returns_and_fails_the_asker(rt_emulator: Emulator) -> None:
     started, release = threading.Event(), threading.Event()
 
     @tool
@@ -262,7 +266,7 @@ def test_close_with_tools_in_flight_returns_and_fails_the_asker(emulator: Emulat
         return "done"
 
     client = RealtimeClient(
-        api_key="sk-test", base_url=emulator.url, loopback_only=True, tools=[stuck]
+        api_key="sk-test", base_url=rt_emulator.url, loopback_only=True, tools=[stuck]
     ).connect()
     outcome: dict[str, BaseException] = {}
 

@@ -1,0 +1,286 @@
+"""``rtclient demo`` and ``rtclient emulator``: the command line.
+
+``rtclient demo`` runs the whole story offline in a few seconds: it starts the embedded
+emulator, connects over real WebRTC on loopback, registers three tools on a thread
+pool, asks a question that makes the model call all three *in parallel* - the tools
+finish at the same instant while the user starts speaking (a server-VAD response), the
+RCA's race - then barges in on a long answer and asks again right away. It prints a
+coloured timeline of the gate's decisions with the RCA's log tags, and a summary.
+``--live`` runs the same against the real API (``OPENAI_API_KEY``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from loguru import logger
+
+_COLOURS = {
+    "RESPONSE_CREATE_CHECK": "\033[36m",
+    "RESPONSE_CREATE": "\033[1;32m",
+    "RESPONSE_QUEUED": "\033[33m",
+    "RESPONSE_COALESCED": "\033[1;33m",
+    "RESPONSE_CREATED": "\033[32m",
+    "RESPONSE_DONE": "\033[34m",
+    "RESPONSE_REJECTED": "\033[1;31m",
+    "RESPONSE_WATCHDOG": "\033[1;31m",
+    "RESPONSE_ROLLBACK": "\033[31m",
+    "RESPONSE_CANCEL": "\033[35m",
+    "TOOL": "\033[35m",
+    "CONNECTION": "\033[2m",
+    "SERVER_ERROR": "\033[1;31m",
+    "SERVER": "\033[2;37m",
+    "USER": "\033[1;36m",
+    "DEMO": "\033[1m",
+}
+_RESET = "\033[0m"
+_SERVER_EVENTS = {
+    "session.created",
+    "input_audio_buffer.speech_started",
+    "response.function_call_arguments.done",
+    "output_audio_buffer.started",
+    "output_audio_buffer.stopped",
+}
+
+
+class Timeline:
+    """Prints timestamped, coloured lines from any thread (one lock, one writer)."""
+
+    def __init__(self, colour: bool, out: Any = None) -> None:
+        self.colour = colour
+        self.out = out or sys.stdout
+        self.start = time.perf_counter()
+        self._lock = threading.Lock()
+
+    def line(self, tag: str, text: str) -> None:
+        ms = (time.perf_counter() - self.start) * 1000
+        label = f"[{tag}]"
+        if self.colour:
+            label = f"{_COLOURS.get(tag, '')}{label}{_RESET}"
+        with self._lock:
+            print(f"{ms:9.1f} ms  {label} {text}", file=self.out, flush=True)
+
+    def sink(self, message: Any) -> None:
+        """A loguru sink: rtclient's own diagnostics, tag first."""
+        text = message.record["message"]
+        if text.startswith("[") and "]" in text:
+            tag, _, rest = text[1:].partition("]")
+            self.line(tag, rest.strip())
+        else:
+            self.line(message.record["level"].name, text)
+
+
+def _sample_tools(barrier: threading.Barrier | None) -> list[Callable[..., Any]]:
+    from rtclient.tools import tool
+
+    def collide() -> None:
+        if barrier is not None:
+            barrier.wait(10)  # the three finish at the same instant: the RCA's race
+
+    @tool
+    def get_weather(city: str = "Paris") -> dict[str, Any]:
+        """Current weather for a city."""
+        collide()
+        return {"city": city, "sky": "clear", "temp_c": 21}
+
+    @tool
+    def get_time(zone: str = "Europe/Paris") -> str:
+        """Current local time in a time zone."""
+        collide()
+        return f"14:05 in {zone}"
+
+    @tool
+    def get_news(topic: str = "science") -> list[str]:
+        """Top headlines on a topic."""
+        collide()
+        return [f"{topic}: a calm day"]
+
+    return [get_weather, get_time, get_news]
+
+
+def demo(args: argparse.Namespace) -> int:
+    from rtclient import logs
+
+    colour = args.color == "always" or (
+        args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    )
+    timeline = Timeline(colour)
+    with contextlib.suppress(ValueError):
+        logger.remove(0)  # loguru's default stderr handler: the timeline replaces it
+    sink = logger.add(timeline.sink, level="DEBUG" if args.verbose else "INFO", format="{message}")
+    logs.enable()
+    try:
+        return _demo(args, timeline)
+    finally:
+        logs.disable()
+        logger.remove(sink)
+
+
+def _demo(args: argparse.Namespace, timeline: Timeline) -> int:
+    from rtclient import RealtimeClient
+
+    emulator = None
+    if args.live:
+        if not os.environ.get("OPENAI_API_KEY"):
+            print("--live needs OPENAI_API_KEY", file=sys.stderr)
+            return 2
+        options: dict[str, Any] = {}
+    else:
+        from rtclient.emulator import Emulator, Pace
+
+        vad = {"type": "server_vad", "create_response": True, "interrupt_response": True}
+        emulator = Emulator(turn_detection=vad, pace=Pace(delay=0.03, deltas=6)).start()
+        timeline.line("DEMO", f"emulator on {emulator.url} (WebRTC over loopback)")
+        options = {"api_key": "sk-demo", "base_url": emulator.url, "loopback_only": True}
+    barrier = None if args.live else threading.Barrier(3)
+    latencies: dict[str, float] = {}
+    try:
+        with ThreadPoolExecutor(4, thread_name_prefix="tool") as pool:
+            client = RealtimeClient(
+                tools=_sample_tools(barrier),
+                executor=pool,
+                audio_in=args.audio_in,
+                audio_out=args.audio_out,
+                session={"output_modalities": ["audio"]} if args.audio_out else None,
+                **options,
+            )
+            t0 = time.perf_counter()
+            with client:
+                latencies["connect"] = time.perf_counter() - t0
+                client.on("*", lambda e: _show_event(timeline, e))
+                _story(client, emulator, timeline, latencies)
+                stats = client.stats()
+    finally:
+        if emulator is not None:
+            rejected = emulator.stats()["rejections"]
+            emulator.stop()
+        else:
+            rejected = stats.get("rejections", 0) if "stats" in locals() else 0
+    _summary(timeline, stats, rejected, latencies)
+    return 0 if stats["lost"] == 0 and stats["failed"] == 0 else 1
+
+
+def _show_event(timeline: Timeline, event: dict[str, Any]) -> None:
+    kind = event["type"]
+    if kind in _SERVER_EVENTS:
+        detail = event.get("name") or event.get("response_id") or ""
+        timeline.line("SERVER", f"{kind} {detail}".rstrip())
+
+
+def _story(client: Any, emulator: Any, timeline: Timeline, latencies: dict[str, float]) -> None:
+    question = (
+        "What's the weather, the time and the news? use get_weather and get_time and get_news"
+    )
+    timeline.line("USER", question)
+    speech: threading.Thread | None = None
+    if emulator is not None:
+        # While the three tools run, the user starts talking: server VAD auto-creates a
+        # response. The tools' follow-up must queue behind it, not collide with it.
+        session = emulator.sessions[-1]
+
+        def user_speaks() -> None:
+            emulator.wait_for(lambda: session.counters.get("completed", 0) >= 1, 10)
+            timeline.line("USER", "(speaks) hmm, and tomorrow?")
+            session.simulate_speech("hmm, and tomorrow?")
+
+        speech = threading.Thread(target=user_speaks, name="user")
+        speech.start()
+    t0 = time.perf_counter()
+    answer = client.ask(question, timeout=60)
+    latencies["ask with 3 parallel tools"] = time.perf_counter() - t0
+    if speech is not None:
+        speech.join(10)
+    timeline.line("DEMO", f"answer: {answer.text}")
+    timeline.line(
+        "DEMO",
+        f"{len(answer.tool_calls)} tool calls, responses {', '.join(answer.response_ids)}",
+    )
+
+    timeline.line("USER", "Tell me a long story.")
+    created = threading.Event()
+    unsubscribe = client.on("response.created", lambda e: created.set())
+    client.send_text("Tell me a long story.", respond=False)
+    story = client.request_response(instructions="a long story")
+    created.wait(10)
+    unsubscribe()
+    timeline.line("USER", "(barges in) stop - just the weather, please.")
+    t0 = time.perf_counter()
+    client.interrupt(wait=False)
+    again = client.send_text("Just the weather, please.")  # right after the cancel
+    story.result(30)
+    again.result(30)
+    latencies["barge-in to new answer"] = time.perf_counter() - t0
+
+
+def _summary(
+    timeline: Timeline, stats: dict[str, int], rejected: int, latencies: dict[str, float]
+) -> None:
+    rows: list[tuple[str, float]] = [
+        ("response.create sent", stats["creates_sent"]),
+        ("triggers coalesced", stats["coalesced"]),
+        ("triggers queued", stats["queued"]),
+        ("active-response rejections", rejected),
+        ("re-armed after rejection", stats["rearmed"]),
+        ("lost triggers", stats["lost"]),
+        ("tool calls", stats["tool_calls"]),
+    ]
+    rows += [(f"{name} (ms)", round(seconds * 1000, 1)) for name, seconds in latencies.items()]
+    width = max(len(name) for name, _ in rows)
+    print("\nsummary", file=timeline.out)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}", file=timeline.out)
+    if rejected:
+        print(
+            f"  ({rejected} rejection(s): a server-VAD response started while our create was "
+            "on the wire - no client can prevent that; each was re-armed and served)",
+            file=timeline.out,
+        )
+
+
+def emulator_command(args: argparse.Namespace) -> int:
+    from rtclient.emulator.__main__ import main as emulator_main
+
+    logger.enable("rtclient.emulator")
+    forwarded = ["--port", str(args.port), "--host", args.host]
+    if args.api_key:
+        forwarded += ["--api-key", args.api_key]
+    if args.no_vad:
+        forwarded.append("--no-vad")
+    return emulator_main(forwarded)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtclient", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    d = commands.add_parser("demo", help="run the offline demo (or --live against the API)")
+    d.add_argument("--live", action="store_true", help="use the real API (OPENAI_API_KEY)")
+    d.add_argument("--audio-in", metavar="FILE", help="send this audio file as the user")
+    d.add_argument("--audio-out", metavar="FILE", help="record the model's audio to FILE")
+    d.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    d.add_argument("-v", "--verbose", action="store_true", help="show every gate check")
+    d.set_defaults(run=demo)
+    e = commands.add_parser("emulator", help="serve the Realtime emulator")
+    e.add_argument("--port", type=int, default=8765, help="TCP port (0 = any free one)")
+    e.add_argument("--host", default="127.0.0.1")
+    e.add_argument("--api-key", default=None, help="accept only this standard key")
+    e.add_argument("--no-vad", action="store_true", help="turn server VAD off by default")
+    e.set_defaults(run=emulator_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
