@@ -96,7 +96,9 @@ ACTIVE_RESPONSE_CODE = "conversation_already_has_active_response"
 
 TriggerState = Literal["new", "pending", "in_flight", "served", "done", "failed"]
 Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-Note = tuple[Level, str, str]  # (level, tag, message): logged after the lock is released
+# (level, tag, template, args): formatted and logged only after the lock is released,
+# and only if loguru would emit it - the hot path never builds a string for nothing.
+Note = tuple[Level, str, str, tuple[Any, ...]]
 
 _STALE_TICKETS_KEPT = 64
 _FINISHED_KEPT = 256
@@ -139,15 +141,20 @@ class Ticket:
         return [t.reason for t in self.triggers]
 
 
-@dataclass
 class Effects:
-    """What the owner of the machine must do after a transition, outside any lock."""
+    """What the owner of the machine must do after a transition, outside any lock.
 
-    send: Ticket | None = None
-    cancel: str | None = None
-    resolved: list[tuple[Trigger, dict[str, Any]]] = field(default_factory=list)
-    failed: list[tuple[Trigger, BaseException]] = field(default_factory=list)
-    notes: list[Note] = field(default_factory=list)
+    A plain slotted class, not a dataclass: one is built per decision, on the hot path.
+    """
+
+    __slots__ = ("cancel", "failed", "notes", "resolved", "send")
+
+    def __init__(self) -> None:
+        self.send: Ticket | None = None
+        self.cancel: str | None = None
+        self.resolved: list[tuple[Trigger, dict[str, Any]]] = []
+        self.failed: list[tuple[Trigger, BaseException]] = []
+        self.notes: list[Note] = []
 
 
 @dataclass
@@ -237,8 +244,14 @@ class GateMachine:
         if trigger.state != "new":
             raise ValueError(f"trigger {trigger.reason!r} was already requested")
         fx = Effects()
+        in_flight = self.in_flight.event_id if self.in_flight else None
         fx.notes.append(
-            ("DEBUG", "RESPONSE_CREATE_CHECK", f"{self.describe()} for {trigger.reason}")
+            (
+                "DEBUG",
+                "RESPONSE_CREATE_CHECK",
+                "in_flight={} active={} cancelling={} pending={} for {}",
+                (in_flight, self.active, self.cancelling, len(self.pending), trigger.reason),
+            )
         )
         self.stats.accepted += 1
         trigger.state = "pending"
@@ -247,12 +260,13 @@ class GateMachine:
             fx.send = self._claim(now, fx)
         else:
             self.stats.queued += 1
-            why = (
-                f"create {self.in_flight.event_id} awaits confirmation"
-                if self.in_flight
-                else f"response {self.active} is active"
+            blocker: str | None = self.active
+            why = "response {} is active"
+            if self.in_flight is not None:
+                why, blocker = "create {} awaits confirmation", self.in_flight.event_id
+            fx.notes.append(
+                ("INFO", "RESPONSE_QUEUED", "{} queued: " + why, (trigger.reason, blocker))
             )
-            fx.notes.append(("INFO", "RESPONSE_QUEUED", f"{trigger.reason} queued: {why}"))
         return fx
 
     def rollback(
@@ -262,13 +276,18 @@ class GateMachine:
         fx = Effects()
         if self.in_flight is not ticket:
             fx.notes.append(
-                ("DEBUG", "RESPONSE_ROLLBACK", f"{ticket.event_id} no longer in flight")
+                ("DEBUG", "RESPONSE_ROLLBACK", "{}", (f"{ticket.event_id} no longer in flight",))
             )
             return fx
         self.in_flight = None
         self.stats.rollbacks += 1
         fx.notes.append(
-            ("WARNING", "RESPONSE_ROLLBACK", f"send of {ticket.event_id} failed: {error!r}")
+            (
+                "WARNING",
+                "RESPONSE_ROLLBACK",
+                "{}",
+                (f"send of {ticket.event_id} failed: {error!r}",),
+            )
         )
         self._rearm(ticket, error, fx, retry=retry)
         fx.send = self._claim(now, fx)
@@ -285,11 +304,18 @@ class GateMachine:
             ticket, self.in_flight = self.in_flight, None
         elif ticket_id is not None and ticket_id in self._stale:
             ticket = self._stale.pop(ticket_id)
-            fx.notes.append(("WARNING", "RESPONSE_CREATED", f"late confirmation of {ticket_id}"))
+            fx.notes.append(
+                ("WARNING", "RESPONSE_CREATED", "{}", (f"late confirmation of {ticket_id}",))
+            )
         was_in_progress = self.active is not None
         if was_in_progress:
             fx.notes.append(
-                ("WARNING", "RESPONSE_CREATED", f"{response_id} created while {self.active} active")
+                (
+                    "WARNING",
+                    "RESPONSE_CREATED",
+                    "{}",
+                    (f"{response_id} created while {self.active} active",),
+                )
             )
         self.active, self.cancelling = response_id, False
         owner = ticket.event_id if ticket else "server"
@@ -297,7 +323,8 @@ class GateMachine:
             (
                 "INFO",
                 "RESPONSE_CREATED",
-                f"{response_id} by {owner}; was_in_progress={was_in_progress}",
+                "{}",
+                (f"{response_id} by {owner}; was_in_progress={was_in_progress}",),
             )
         )
         if ticket is not None:
@@ -326,10 +353,14 @@ class GateMachine:
         if out_of_band or self.closed is not None:
             return fx
         if self.active != response_id:
-            fx.notes.append(("DEBUG", "RESPONSE_DONE", f"{response_id} is not the active response"))
+            fx.notes.append(
+                ("DEBUG", "RESPONSE_DONE", "{}", (f"{response_id} is not the active response",))
+            )
             return fx
         self.active, self.cancelling = None, False
-        fx.notes.append(("INFO", "RESPONSE_DONE", f"{response_id} done; {self.describe()}"))
+        fx.notes.append(
+            ("INFO", "RESPONSE_DONE", "{}", (f"{response_id} done; {self.describe()}",))
+        )
         fx.send = self._claim(now, fx)
         return fx
 
@@ -342,7 +373,9 @@ class GateMachine:
         ticket = self.in_flight
         if ticket is None or event_id is None or event_id != ticket.event_id or self.closed:
             if event_id is not None and event_id in self._stale:
-                fx.notes.append(("WARNING", "RESPONSE_REJECTED", f"stale {event_id}: {code}"))
+                fx.notes.append(
+                    ("WARNING", "RESPONSE_REJECTED", "{}", (f"stale {event_id}: {code}",))
+                )
             return fx
         self.in_flight = None
         if code == ACTIVE_RESPONSE_CODE:
@@ -350,7 +383,8 @@ class GateMachine:
                 (
                     "WARNING",
                     "RESPONSE_REJECTED",
-                    f"{event_id} rejected ({self.describe()}); re-armed",
+                    "{}",
+                    (f"{event_id} rejected ({self.describe()}); re-armed",),
                 )
             )
             rejected = ResponseRejectedError(
@@ -364,9 +398,11 @@ class GateMachine:
                 # its done - not this error - frees the gate. Re-firing now would only
                 # be rejected again.
                 self.active = blocker
-                fx.notes.append(("INFO", "RESPONSE_QUEUED", f"waiting for {blocker} to finish"))
+                fx.notes.append(
+                    ("INFO", "RESPONSE_QUEUED", "{}", (f"waiting for {blocker} to finish",))
+                )
         else:
-            fx.notes.append(("ERROR", "RESPONSE_FAILED", f"{event_id} failed: {error}"))
+            fx.notes.append(("ERROR", "RESPONSE_FAILED", "{}", (f"{event_id} failed: {error}",)))
             for t in ticket.triggers:
                 if t.state == "in_flight":
                     self._fail(t, error, fx)
@@ -388,7 +424,8 @@ class GateMachine:
             (
                 "ERROR",
                 "RESPONSE_WATCHDOG",
-                f"{ticket.event_id} unconfirmed after {self.confirm_timeout}s; re-armed",
+                "{}",
+                (f"{ticket.event_id} unconfirmed after {self.confirm_timeout}s; re-armed",),
             )
         )
         error = ConfirmTimeoutError(
@@ -405,7 +442,9 @@ class GateMachine:
             fx.cancel = self.active
         elif self.active is None and self.in_flight is not None:
             self.in_flight.cancel_requested = True
-            fx.notes.append(("INFO", "RESPONSE_CANCEL", f"{self.in_flight.event_id} on creation"))
+            fx.notes.append(
+                ("INFO", "RESPONSE_CANCEL", "{}", (f"{self.in_flight.event_id} on creation",))
+            )
         return fx
 
     def close(self, error: BaseException) -> Effects:
@@ -445,7 +484,12 @@ class GateMachine:
         if len(batch) > 1:
             self.stats.coalesced += len(batch) - 1
             fx.notes.append(
-                ("INFO", "RESPONSE_COALESCED", f"{ticket.event_id} carries {len(batch)} triggers")
+                (
+                    "INFO",
+                    "RESPONSE_COALESCED",
+                    "{} carries {} triggers",
+                    (ticket.event_id, len(batch)),
+                )
             )
         return ticket
 
@@ -465,6 +509,21 @@ class GateMachine:
         trigger.state = "failed"
         self.stats.failed += 1
         fx.failed.append((trigger, error))
+
+
+def _diagnostics_enabled() -> bool:
+    """Would loguru emit this module's records? A cheap check that keeps the disabled
+    library (the default) from paying for log calls on every decision.
+
+    It reads loguru's per-module activation cache (private, so guarded): False only once
+    loguru has decided this module is disabled; anything unknown logs and lets loguru
+    decide (which also fills the cache).
+    """
+    try:
+        core: Any = logger._core  # type: ignore[attr-defined]
+        return bool(core.handlers) and core.enabled.get(__name__) is not False
+    except AttributeError:
+        return True
 
 
 def _blocking_response(message: str) -> str | None:
@@ -596,17 +655,30 @@ class ResponseGate:
     # -- after the lock ------------------------------------------------------------
 
     def _apply(self, fx: Effects, thread: int | None = None) -> None:
-        for level, tag, message in fx.notes:
-            if tag == "RESPONSE_CREATE_CHECK":
-                message = f"{message} thread={thread} ts={time.time():.6f}"
-            logger.log(level, "[{}] {}", tag, message)
-        if fx.send is not None:
-            logger.info(
-                "[RESPONSE_CREATE] {} claimed for {}", fx.send.event_id, ", ".join(fx.send.reasons)
-            )
+        if _diagnostics_enabled():
+            self._log(fx, thread)
         for trigger, event in fx.resolved:
             if not trigger.future.done():
                 trigger.future.set_result(event)
         for trigger, error in fx.failed:
             if not trigger.future.done():
                 trigger.future.set_exception(error)
+
+    @staticmethod
+    def _log(fx: Effects, thread: int | None) -> None:
+        for level, tag, template, args in fx.notes:
+            if tag == "RESPONSE_CREATE_CHECK":
+                logger.log(
+                    level,
+                    "[{}] " + template + " thread={} ts={:.6f}",
+                    tag,
+                    *args,
+                    thread,
+                    time.time(),
+                )
+            else:
+                logger.log(level, "[{}] " + template, tag, *args)
+        if fx.send is not None:
+            logger.info(
+                "[RESPONSE_CREATE] {} claimed for {}", fx.send.event_id, ", ".join(fx.send.reasons)
+            )

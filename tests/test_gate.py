@@ -14,6 +14,7 @@ from rtclient.errors import ClosedError, ConfirmTimeoutError, ResponseRejectedEr
 from rtclient.gate import (
     ACTIVE_RESPONSE_CODE,
     TICKET_METADATA_KEY,
+    Effects,
     GateMachine,
     ResponseGate,
     Ticket,
@@ -34,6 +35,11 @@ def rejection(event_id: str | None) -> ServerError:
 @pytest.fixture
 def m() -> GateMachine:
     return GateMachine(confirm_timeout=5.0, max_attempts=3)
+
+
+def texts(fx: Effects) -> list[tuple[str, str]]:
+    """The notes as (tag, message) - what the log lines will say."""
+    return [(tag, template.format(*args)) for _, tag, template, args in fx.notes]
 
 
 def claim(m: GateMachine, reason: str = "t", now: float = 0.0) -> Ticket:
@@ -58,7 +64,7 @@ def test_request_while_in_flight_queues(m: GateMachine) -> None:
     fx = m.request(t, 0.0)
     assert fx.send is None and list(m.pending) == [t] and m.in_flight is first
     assert any(
-        tag == "RESPONSE_QUEUED" and "awaits confirmation" in msg for _, tag, msg in fx.notes
+        tag == "RESPONSE_QUEUED" and "awaits confirmation" in msg for tag, msg in texts(fx)
     )
 
 
@@ -66,7 +72,7 @@ def test_request_while_active_queues(m: GateMachine) -> None:
     m.on_created("resp_vad", None, out_of_band=False, now=0)
     fx = m.request(Trigger("b"), 0.0)
     assert fx.send is None and len(m.pending) == 1
-    assert any("resp_vad is active" in msg for _, _, msg in fx.notes)
+    assert any("resp_vad is active" in msg for _, msg in texts(fx))
 
 
 def test_trigger_cannot_be_requested_twice(m: GateMachine) -> None:
@@ -122,7 +128,7 @@ def test_created_with_our_ticket_serves_it(m: GateMachine) -> None:
     fx = m.on_created("resp_1", ticket.event_id, out_of_band=False, now=0)
     assert m.in_flight is None and m.active == "resp_1"
     assert ticket.triggers[0].state == "served"
-    assert any("was_in_progress=False" in msg for _, _, msg in fx.notes)
+    assert any("was_in_progress=False" in msg for _, msg in texts(fx))
     fx = m.on_done("resp_1", done("resp_1"), out_of_band=False, now=0)
     assert [t for t, _ in fx.resolved] == list(ticket.triggers)
     assert m.free and fx.send is None and m.stats.lost == 0
@@ -261,7 +267,7 @@ def test_watchdog_frees_gate_and_late_confirmation_serves_once(m: GateMachine) -
     assert m.tick(4.9).send is None and m.in_flight is ticket
     fx = m.tick(5.0)
     assert m.stats.watchdog_resets == 1
-    assert any(tag == "RESPONSE_WATCHDOG" for _, tag, _ in fx.notes)
+    assert any(tag == "RESPONSE_WATCHDOG" for tag, _ in texts(fx))
     retry = fx.send
     assert retry is not None and retry.triggers == ticket.triggers
     # the original was only late: its created arrives and serves the trigger

@@ -40,7 +40,7 @@ def test_records_route_into_standard_logging(caplog: pytest.LogCaptureFixture) -
         assert any(m.startswith("[RESPONSE_CREATE_CHECK]") for m in messages)
         assert any(m.startswith("[RESPONSE_QUEUED]") for m in messages)
         queued = next(r for r in caplog.records if "[RESPONSE_QUEUED]" in r.getMessage())
-        assert queued.levelno == logging.INFO and queued.funcName == "_apply"
+        assert queued.levelno == logging.INFO and queued.funcName == "_log"
     finally:
         logger.remove(handler_id)
         logs.disable()
