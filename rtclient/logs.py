@@ -17,6 +17,7 @@ The gate's diagnostics keep the RCA's tags in the message text
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +75,12 @@ def to_logging(level: int | str = "DEBUG") -> int:
 
     Returns the loguru handler id; ``logger.remove(id)`` undoes it. The standard
     loggers' own levels still filter (``logging.getLogger("rtclient").setLevel(...)``).
+    loguru's *default* stderr handler (id 0), if still installed, is removed: it would
+    print every record a second time beside your logging handlers. An application that
+    uses loguru itself has configured its own handlers and keeps them.
     """
+    with contextlib.suppress(ValueError):
+        logger.remove(0)
     handler_id = logger.add(_ToLogging(), level=level, filter=_is_ours, format="{message}")
     enable()
     return handler_id

@@ -55,3 +55,23 @@ def test_standard_logging_levels_still_filter(caplog: pytest.LogCaptureFixture) 
     finally:
         logger.remove(handler_id)
         logs.disable()
+
+
+def test_to_logging_prints_each_record_once() -> None:
+    """In a fresh process loguru's default stderr handler exists; routing into logging
+    must not leave it printing a second copy of every record."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys\n"
+        "from rtclient import ResponseGate, logs\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
+        "logs.to_logging()\n"
+        "ResponseGate().request('tool_call_result:call_1')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    output = proc.stdout + proc.stderr
+    assert output.count("[RESPONSE_CREATE]") == 1
+    assert "INFO:rtclient.gate:[RESPONSE_CREATE]" in proc.stdout

@@ -1,0 +1,1 @@
+"""Orders, and a Realtime assistant whose tool reads them from the database."""

@@ -1,0 +1,54 @@
+"""Settings for the example shop: as few as Django needs, plus ``RTCLIENT``.
+
+The SQLite file lives in the temp directory unless ``RTSHOP_DB`` names one (the tests
+point it at their own temp path). No sessions, auth or CSRF middleware: ``/ask`` is a
+JSON endpoint for other servers, not a cookie-authenticated form.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+INSTALLED_APPS = ["orders"]
+MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
+ROOT_URLCONF = "shop.urls"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("RTSHOP_DB") or Path(tempfile.gettempdir()) / "rtshop.sqlite3",
+        "OPTIONS": {"timeout": 20},
+    }
+}
+
+# The shared RealtimeClient (orders/realtime.py). Offline: run `rtclient emulator --no-vad`
+# and set OPENAI_BASE_URL=http://127.0.0.1:8765/v1 OPENAI_API_KEY=sk-any RTCLIENT_LOOPBACK=1.
+RTCLIENT = {
+    "api_key": os.environ.get("OPENAI_API_KEY"),
+    "base_url": os.environ.get("OPENAI_BASE_URL"),
+    "loopback_only": os.environ.get("RTCLIENT_LOOPBACK", "") == "1",
+    "max_workers": 8,
+    "ask_timeout": 60.0,
+}
+
+# rtclient's records arrive here through rtclient.logs.to_logging() (orders/apps.py), so
+# they are configured like any other library's. Existing loggers are left alone.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "rtclient": {
+            "handlers": ["console"],
+            "level": os.environ.get("RTCLIENT_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        }
+    },
+}
