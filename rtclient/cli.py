@@ -187,7 +187,8 @@ def _story(client: Any, emulator: Any, timeline: Timeline, latencies: dict[str, 
         session = emulator.sessions[-1]
 
         def user_speaks() -> None:
-            emulator.wait_for(lambda: session.counters.get("completed", 0) >= 1, 10)
+            if not emulator.wait_for(lambda: session.counters.get("completed", 0) >= 1, 10):
+                return  # the first response never finished: nothing to race
             timeline.line("USER", "(speaks) hmm, and tomorrow?")
             session.simulate_speech("hmm, and tomorrow?")
 

@@ -1,0 +1,39 @@
+"""A Realtime API emulator: a real WebRTC (and WebSocket) server on loopback.
+
+It behaves like the OpenAI Realtime API as ``PROTOCOL.md`` specifies it - above all it
+rejects a second default-conversation ``response.create`` with the exact
+``conversation_already_has_active_response`` error - and it is the referee of
+rtclient's tests, so it imports nothing of the client (only the loopback helper).
+
+Three ways to use it::
+
+    from rtclient.emulator import Emulator
+    with Emulator(pace=0.02) as emu:              # own thread + event loop
+        OpenAI(base_url=emu.url, api_key="sk-test").realtime.connect(model="gpt-realtime")
+
+    python -m rtclient.emulator --port 8765        # from a shell
+
+Modules: ``server`` (HTTP/WebSocket signaling and control routes), ``peer`` (aiortc),
+``session`` (the API's rules), ``response`` (one response's event stream),
+``conversation`` (items), ``model`` (the scripted model and its syntax), ``audio``
+(the speaking track), ``faults`` (fault injection), ``validation`` (client event
+schema), ``records`` (waiting on recorded state), ``auth`` (keys).
+"""
+
+from .emulator import Emulator
+from .faults import Faults
+from .model import Model, ModelRequest, Output, Pace, ScriptedModel, TextReply, ToolCall
+from .session import Session
+
+__all__ = [
+    "Emulator",
+    "Faults",
+    "Model",
+    "ModelRequest",
+    "Output",
+    "Pace",
+    "ScriptedModel",
+    "Session",
+    "TextReply",
+    "ToolCall",
+]

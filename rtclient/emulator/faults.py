@@ -1,0 +1,65 @@
+"""Fault injection knobs: the ways a real server (or network) misbehaves.
+
+A :class:`Faults` value is immutable; the emulator holds one as the default for new
+sessions and each session holds its own, replaced whole (``session.set_faults(...)``),
+so a change made from a test thread is seen atomically by the emulator's loop.
+The per-response faults (injections, delays) apply to every response while set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Faults:
+    delay_response_created: float = 0.0
+    """Seconds between accepting a ``response.create`` and sending ``response.created``.
+    The response is active (and rejects a second create) during the delay."""
+
+    drop_response_created: bool = False
+    """Never send ``response.created``; the rest of the response still follows."""
+
+    delay_response_done: float = 0.0
+    """Seconds between the last output event and ``response.done``; still active."""
+
+    delay_cancel: float = 0.0
+    """Seconds a ``response.cancel`` takes to stop the response (widens the window in
+    which a create after a cancel is rejected, PROTOCOL.md section 4 trigger 2)."""
+
+    malformed_json: bool = False
+    """Send a text message that is not JSON right before each ``response.created``."""
+
+    unknown_event: bool = False
+    """Send an event of an unknown type right before each ``response.created``."""
+
+    oversized_event_bytes: int = 0
+    """When > 0, send a ``rate_limits.updated`` event padded to about this many bytes
+    right before each ``response.created``. Over WebRTC the peer's SCTP
+    ``max-message-size`` still applies (aiortc offers 256 KiB)."""
+
+    close_after_events: int | None = None
+    """Close the data channel (or WebSocket) right after this many server events."""
+
+    fail_event_type: str | None = None
+    """Answer every client event of this type with an error instead of handling it."""
+
+    fail_error_type: str = "server_error"
+    fail_error_code: str = "emulator_injected_failure"
+
+    def replace(self, **changes: Any) -> Faults:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Faults:
+        """Build from a JSON object (the control route); unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown fault(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

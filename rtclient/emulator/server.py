@@ -1,0 +1,422 @@
+"""Signaling and control over aiohttp: the Realtime API's HTTP and WebSocket surface.
+
+API routes (``/v1`` is part of the base URL, as in the ``openai`` package):
+
+- ``POST /v1/realtime/calls``: ``application/sdp`` body, or ``multipart/form-data``
+  with parts ``sdp`` and optional ``session`` (JSON); ``?model=`` optional.
+  ``201``, SDP answer, ``Location: /v1/realtime/calls/rtc_...``.
+- ``POST /v1/realtime/client_secrets``: mints ``ek_...`` keys (standard key only).
+- ``POST /v1/realtime/calls/{call_id}/hangup``: ends a call (standard key only).
+- ``GET /v1/realtime?model=...`` (WebSocket): a session over the socket;
+  ``?call_id=rtc_...`` joins a WebRTC call's session as a sideband.
+
+Control routes (no key; for tests and benchmarks in another process):
+
+- ``GET /_emulator/stats``: counters (``sessions``, ``creates``, ``rejections``,
+  ``responses`` ...), see :meth:`Emulator.stats`.
+- ``GET /_emulator/calls/{id}``: one session's counters, client events and errors.
+- ``POST /_emulator/calls/{id}/speech`` ``{"text", "duration_ms"}``: the user speaks.
+- ``POST /_emulator/calls/{id}/faults`` ``{knob: value}``: change a live session's faults.
+- ``POST /_emulator/faults`` ``{knob: value}``: change the default for new sessions.
+
+``{id}`` is a call id or a session id. Every failure is a JSON body
+``{"error": {"message", "type", "param", "code"}}`` with the API's status code, never a
+stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import BodyPartReader, WSMsgType, web
+from loguru import logger
+from pydantic import TypeAdapter, ValidationError
+
+from .auth import Credential
+from .errors import SERVER_ERROR, ApiError
+from .faults import Faults
+from .peer import Peer
+
+if TYPE_CHECKING:
+    from .emulator import Emulator
+
+try:
+    from openai.types.realtime import RealtimeSessionCreateRequest
+except ImportError as exc:  # pragma: no cover - dependency missing
+    raise ImportError("rtclient.emulator needs the `openai` package: pip install openai") from exc
+
+_SESSION_ADAPTER: TypeAdapter[Any] = TypeAdapter(RealtimeSessionCreateRequest)
+_WS_MAX_MESSAGE = 32 * 1024 * 1024  # input_audio_buffer.append carries up to 15 MiB
+_EMULATOR_KEY: web.AppKey[Emulator] = web.AppKey("emulator")
+_SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build_app(emulator: Emulator) -> web.Application:
+    app = web.Application(middlewares=[_errors_as_json], client_max_size=_WS_MAX_MESSAGE)
+    app[_EMULATOR_KEY] = emulator
+    app.router.add_post("/v1/realtime/calls", create_call)
+    app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
+    app.router.add_post("/v1/realtime/client_secrets", client_secrets)
+    app.router.add_get("/v1/realtime", realtime_websocket)
+    app.router.add_get("/_emulator/stats", control_stats)
+    app.router.add_get("/_emulator/calls/{key}", control_session)
+    app.router.add_post("/_emulator/calls/{key}/speech", control_speech)
+    app.router.add_post("/_emulator/calls/{key}/faults", control_session_faults)
+    app.router.add_post("/_emulator/faults", control_default_faults)
+    return app
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response(exc.body(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            error = ApiError(404, f"Invalid URL ({request.method} {request.path})")
+        elif exc.status == 405:
+            error = ApiError(405, f"Invalid method for URL ({request.method} {request.path})")
+        else:
+            error = ApiError(exc.status, exc.reason)
+        return web.json_response(error.body(), status=error.status)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("emulator: {} {} failed", request.method, request.path)
+        error = ApiError(
+            500,
+            "The server had an error while processing your request. Sorry about that!",
+            type=SERVER_ERROR,
+        )
+        return web.json_response(error.body(), status=500)
+
+
+def _emulator(request: web.Request) -> Emulator:
+    return request.app[_EMULATOR_KEY]
+
+
+# ------------------------------------------------------------------ the API routes
+async def create_call(request: web.Request) -> web.Response:
+    emulator = _emulator(request)
+    credential = emulator.keys.authenticate(
+        request.headers.get("Authorization"), allow_ephemeral=True
+    )
+    offer, session_part = await _read_offer(request)
+    if not offer.lstrip().startswith("v=0") or "\nm=" not in offer:
+        raise ApiError(400, "Invalid SDP offer: not a session description.", code="invalid_offer")
+    config = emulator.new_session_config(
+        model=request.query.get("model"),
+        ephemeral_session=credential.ephemeral.session if credential.ephemeral else None,
+        session_part=session_part,
+    )
+    session = emulator.open_session(config, media="webrtc", register=False)
+    peer = Peer(session, emulator.forget_peer)
+    try:
+        answer = await peer.answer(offer)
+    except Exception as exc:
+        await peer.close_soon(grace=0)
+        logger.debug("emulator: refused an offer: {}", exc)
+        raise ApiError(400, f"Invalid SDP offer: {exc}", code="invalid_offer") from None
+    emulator.register_peer(peer)
+    emulator.register_session(session)
+    logger.debug("emulator: call {} answered", peer.call_id)
+    return web.Response(
+        status=201,
+        text=answer,
+        content_type="application/sdp",
+        headers={"Location": f"/v1/realtime/calls/{peer.call_id}"},
+    )
+
+
+async def _read_offer(request: web.Request) -> tuple[str, dict[str, Any] | None]:
+    content_type = request.content_type
+    if content_type == "application/sdp":
+        return await request.text(), None
+    if content_type != "multipart/form-data":
+        raise ApiError(
+            400,
+            f"Unsupported content type: '{content_type}'. This API method only accepts "
+            "'application/sdp' and 'multipart/form-data' requests, but you specified the "
+            f"header 'Content-Type: {content_type}'. Please try again with a supported "
+            "content type.",
+            code="unsupported_content_type",
+        )
+    offer: str | None = None
+    session: dict[str, Any] | None = None
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "sdp":
+                offer = await part.text()
+            elif part.name == "session":
+                session = _parse_session_part(await part.text())
+    except (ValueError, AssertionError) as exc:
+        raise ApiError(
+            400, f"Could not parse the multipart body: {exc}", code="invalid_request"
+        ) from None
+    if offer is None:
+        raise ApiError(
+            400,
+            "Missing required parameter: 'sdp'.",
+            code="missing_required_parameter",
+            param="sdp",
+        )
+    return offer, session
+
+
+def _parse_session_part(text: str) -> dict[str, Any]:
+    try:
+        session = json.loads(text)
+    except ValueError:
+        raise ApiError(
+            400, "The 'session' part is not valid JSON.", code="invalid_json", param="session"
+        ) from None
+    return validate_session_object(session, "session")
+
+
+def validate_session_object(session: Any, param: str) -> dict[str, Any]:
+    """A realtime session object as in a client secret request (``type`` required)."""
+    if not isinstance(session, dict):
+        raise ApiError(
+            400,
+            f"Invalid type for '{param}': expected an object.",
+            code="invalid_type",
+            param=param,
+        )
+    if session.get("type") is None:
+        raise ApiError(
+            400,
+            f"Missing required parameter: '{param}.type'.",
+            code="missing_required_parameter",
+            param=f"{param}.type",
+        )
+    try:
+        _SESSION_ADAPTER.validate_python(session)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in (param, *first.get("loc", ())))
+        raise ApiError(
+            400,
+            f"Invalid value for '{where}': {first.get('msg')}.",
+            code="invalid_value",
+            param=where,
+        ) from None
+    return session
+
+
+async def hangup(request: web.Request) -> web.Response:
+    emulator = _emulator(request)
+    emulator.keys.authenticate(request.headers.get("Authorization"), allow_ephemeral=False)
+    call_id = request.match_info["call_id"]
+    peer = emulator.peer(call_id)
+    if peer is None:
+        raise ApiError(404, f"Call '{call_id}' not found.", code="call_not_found", param="call_id")
+    await peer.close_soon(grace=0)
+    return web.Response(status=200)
+
+
+async def client_secrets(request: web.Request) -> web.Response:
+    emulator = _emulator(request)
+    emulator.keys.authenticate(request.headers.get("Authorization"), allow_ephemeral=False)
+    body: Any = {}
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiError(
+                400,
+                "We could not parse the JSON body of your request. (HINT: This likely means "
+                "you aren't using your HTTP library correctly.)",
+            ) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", code="invalid_type")
+    expires_after = body.get("expires_after") or {}
+    seconds = expires_after.get("seconds", 600) if isinstance(expires_after, dict) else None
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or not 10 <= seconds <= 7200:
+        raise ApiError(
+            400,
+            "Invalid 'expires_after.seconds': expected an integer from 10 to 7200, "
+            f"got {seconds!r}.",
+            code="invalid_value",
+            param="expires_after.seconds",
+        )
+    session = validate_session_object(body.get("session") or {"type": "realtime"}, "session")
+    if session.get("type") != "realtime":
+        raise ApiError(
+            400,
+            "The emulator only supports realtime sessions (session.type 'realtime').",
+            code="invalid_value",
+            param="session.type",
+        )
+    return web.json_response(emulator.mint_client_secret(seconds, session))
+
+
+async def realtime_websocket(request: web.Request) -> web.StreamResponse:
+    emulator = _emulator(request)
+    authorization = request.headers.get("Authorization") or _subprotocol_key(request)
+    call_id = request.query.get("call_id")
+    if call_id:
+        emulator.keys.authenticate(authorization, allow_ephemeral=False)
+        peer = emulator.peer(call_id)
+        if peer is None or peer.session.closed:
+            raise ApiError(
+                404, f"Call '{call_id}' not found.", code="call_not_found", param="call_id"
+            )
+        session = peer.session
+    else:
+        credential: Credential = emulator.keys.authenticate(authorization, allow_ephemeral=True)
+        model = request.query.get("model")
+        if not model:
+            raise ApiError(
+                400,
+                "Missing required parameter: 'model'.",
+                code="missing_required_parameter",
+                param="model",
+            )
+        config = emulator.new_session_config(
+            model=model,
+            ephemeral_session=credential.ephemeral.session if credential.ephemeral else None,
+            session_part=None,
+        )
+        session = emulator.open_session(config, media="websocket")
+
+    ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=_WS_MAX_MESSAGE)
+    await ws.prepare(request)
+    link = WebSocketLink(ws)
+    emulator.register_websocket(link)
+    session.attach(link)
+    try:
+        async for message in ws:
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                session.handle_text(message.data)
+            elif message.type == WSMsgType.ERROR:
+                break
+    finally:
+        session.detach(link)
+        link.close()
+        await link.closed()
+        emulator.forget_websocket(link)
+    return ws
+
+
+def _subprotocol_key(request: web.Request) -> str | None:
+    """Browsers pass the key as a subprotocol: ``openai-insecure-api-key.<key>``."""
+    for protocol in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        protocol = protocol.strip()
+        if protocol.startswith(_SUBPROTOCOL_KEY_PREFIX):
+            return "Bearer " + protocol[len(_SUBPROTOCOL_KEY_PREFIX) :]
+    return None
+
+
+class WebSocketLink:
+    """A WebSocket as a session :class:`~.session.Channel`: ordered, flushed on close."""
+
+    kind = "websocket"
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write(), name="emulator-ws-writer"
+        )
+
+    def send_text(self, text: str) -> None:
+        self._queue.put_nowait(text)
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def closed(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(self._writer)
+
+    async def _write(self) -> None:
+        try:
+            while (text := await self._queue.get()) is not None:
+                if self._ws.closed:
+                    continue
+                await self._ws.send_str(text)
+        except (ConnectionError, RuntimeError) as exc:
+            logger.debug("emulator: websocket send failed: {}", exc)
+        finally:
+            await self._ws.close()
+
+
+# --------------------------------------------------------------- control routes
+async def control_stats(request: web.Request) -> web.Response:
+    return web.json_response(_emulator(request).stats())
+
+
+def _control_session(request: web.Request) -> Any:
+    key = request.match_info["key"]
+    try:
+        return _emulator(request).session(key)
+    except KeyError:
+        raise ApiError(404, f"Session '{key}' not found.", code="session_not_found") from None
+
+
+async def control_session(request: web.Request) -> web.Response:
+    session = _control_session(request)
+    return web.json_response(
+        {
+            "id": session.id,
+            "call_id": session.call_id,
+            "media": session.media,
+            "closed": session.closed,
+            "counters": session.counters,
+            "faults": session.faults.to_json(),
+            "client_events": session.client_events,
+            "errors": session.errors,
+        }
+    )
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", code="invalid_type")
+    return body
+
+
+async def control_speech(request: web.Request) -> web.Response:
+    session = _control_session(request)
+    body = await _json_body(request)
+    if session.closed:
+        raise ApiError(409, f"Session '{session.id}' is closed.", code="session_closed")
+    result = await session.speech(
+        text=str(body.get("text", "Hello.")), duration_ms=int(body.get("duration_ms", 800))
+    )
+    return web.json_response(result)
+
+
+def _faults_from(current: Faults, body: dict[str, Any]) -> Faults:
+    try:
+        return Faults.from_json({**current.to_json(), **body})
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, str(exc), code="invalid_value") from None
+
+
+async def control_session_faults(request: web.Request) -> web.Response:
+    session = _control_session(request)
+    session.faults = _faults_from(session.faults, await _json_body(request))
+    return web.json_response({"faults": session.faults.to_json()})
+
+
+async def control_default_faults(request: web.Request) -> web.Response:
+    emulator = _emulator(request)
+    emulator.faults = _faults_from(emulator.faults, await _json_body(request))
+    return web.json_response({"faults": emulator.faults.to_json()})

@@ -1,0 +1,179 @@
+"""A bare aiortc Realtime client for testing the emulator (no rtclient client code).
+
+It does what PROTOCOL.md section 1 says a client does: create the ``oai-events`` data
+channel and an audio transceiver before the offer, POST the offer, apply the answer.
+ICE gathering runs inside ``loopback_only()`` so its candidates are 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from rtclient._loopback import loopback_only
+
+Event = dict[str, Any]
+
+
+async def make_offer(audio: bool = True) -> tuple[RTCPeerConnection, Any, str]:
+    """A peer with ``oai-events`` (+ audio) and its loopback-only SDP offer."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    channel = pc.createDataChannel("oai-events")
+    if audio:
+        pc.addTransceiver("audio", direction="sendrecv")
+    with loopback_only():
+        await pc.setLocalDescription(await pc.createOffer())
+    return pc, channel, pc.localDescription.sdp
+
+
+async def post_call(
+    http: aiohttp.ClientSession,
+    url: str,
+    offer: str,
+    *,
+    api_key: str = "sk-test",
+    form: str = "sdp",
+    session: dict[str, Any] | None = None,
+    content_type: str | None = None,
+) -> tuple[int, str, dict[str, str]]:
+    """POST {url}/realtime/calls; returns (status, body, headers)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    data: Any
+    if form == "multipart":
+        data = aiohttp.FormData()
+        data.add_field("sdp", offer, content_type="application/sdp")
+        if session is not None:
+            data.add_field("session", json.dumps(session), content_type="application/json")
+    else:
+        data = offer
+        headers["Content-Type"] = content_type or "application/sdp"
+    async with http.post(f"{url}/realtime/calls", data=data, headers=headers) as response:
+        return response.status, await response.text(), dict(response.headers)
+
+
+class RawClient:
+    """One connected call: send events, await server events in order."""
+
+    def __init__(self, pc: RTCPeerConnection, channel: Any, call_id: str) -> None:
+        self.pc = pc
+        self.channel = channel
+        self.call_id = call_id
+        self.received: list[Event] = []
+        self.audio_frames = 0
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tasks: set[asyncio.Task[None]] = set()
+        channel.on("message", self._on_message)
+        channel.on("open", lambda: _resolve(self._open))
+        channel.on("close", lambda: _resolve(self._closed))
+        pc.on("track", self._on_track)
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        api_key: str = "sk-test",
+        form: str = "sdp",
+        session: dict[str, Any] | None = None,
+        audio: bool = True,
+        timeout: float = 10.0,
+    ) -> RawClient:
+        pc, channel, offer = await make_offer(audio)
+        own_http = http is None
+        http = http or aiohttp.ClientSession()
+        try:
+            status, body, headers = await post_call(
+                http, url, offer, api_key=api_key, form=form, session=session
+            )
+        finally:
+            if own_http:
+                await http.close()
+        if status != 201:
+            await pc.close()
+            raise RuntimeError(f"call refused: {status} {body}")
+        client = cls(pc, channel, headers["Location"].rsplit("/", 1)[-1])
+        with loopback_only():
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+        await asyncio.wait_for(asyncio.shield(client._open), timeout)
+        return client
+
+    def _on_message(self, message: str | bytes) -> None:
+        try:
+            event = json.loads(message)
+        except ValueError:
+            event = {"type": None, "raw": message}
+        self.received.append(event)
+        self._queue.put_nowait(event)
+
+    def _on_track(self, track: Any) -> None:
+        async def count() -> None:
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    await track.recv()
+                    self.audio_frames += 1
+
+        task = asyncio.get_running_loop().create_task(count())
+        self._tasks.add(task)
+
+    async def send(self, event: Event) -> None:
+        self.channel.send(json.dumps(event))
+
+    def send_raw(self, text: str) -> None:
+        self.channel.send(text)
+
+    async def next(self, timeout: float = 5.0) -> Event:
+        return await asyncio.wait_for(self._queue.get(), timeout)
+
+    async def until(self, predicate: Callable[[Event], bool] | str, timeout: float = 5.0) -> Event:
+        """Consume events up to the first matching one (a type name or a predicate)."""
+        match = (lambda e: e.get("type") == predicate) if isinstance(predicate, str) else predicate
+
+        async def scan() -> Event:
+            while True:
+                event = await self._queue.get()
+                if match(event):
+                    return event
+
+        return await asyncio.wait_for(scan(), timeout)
+
+    async def gather(
+        self, predicate: Callable[[Event], bool] | str, count: int, timeout: float = 5.0
+    ) -> list[Event]:
+        """Wait until ``count`` received events match (in any order with the rest)."""
+        match = (lambda e: e.get("type") == predicate) if isinstance(predicate, str) else predicate
+
+        async def scan() -> list[Event]:
+            while len(found := [e for e in self.received if match(e)]) < count:
+                await self._queue.get()
+            return found
+
+        return await asyncio.wait_for(scan(), timeout)
+
+    async def wait_closed(self, timeout: float = 5.0) -> None:
+        await asyncio.wait_for(asyncio.shield(self._closed), timeout)
+
+    def types(self) -> list[str]:
+        return [str(e.get("type")) for e in self.received]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.pc.close()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
