@@ -45,9 +45,20 @@ def test_model_audio_is_recorded_to_a_file(
         assert w.getnframes() > 0 and w.getframerate() == 48000
 
 
-def test_a_file_is_sent_as_the_users_audio(rt_connect: Connect, tmp_path: Path) -> None:
+def test_a_file_is_sent_as_the_users_audio(
+    rt_emulator: Emulator, rt_connect: Connect, tmp_path: Path
+) -> None:
     tone = tmp_path / "tone.wav"
     write_tone(tone)
     client = rt_connect(audio_in=str(tone))
-    # the conversation works with a real audio track flowing in alongside the channel
+    session = rt_emulator.sessions[-1]
+    # 0.5 s of tone is 25 Opus frames of 20 ms; the emulator counts what it decodes
+    assert rt_emulator.wait_for(lambda: session.count("audio_frames_in") >= 10, 20)
+    # and the conversation works with the audio flowing in alongside the channel
     assert client.send_text("hello").result(20)["response"]["status"] == "completed"  # type: ignore[union-attr]
+
+
+def test_no_audio_in_means_no_frames_sent(rt_emulator: Emulator, rt_connect: Connect) -> None:
+    client = rt_connect()
+    client.send_text("hello").result(20)  # type: ignore[union-attr]
+    assert rt_emulator.sessions[-1].count("audio_frames_in") == 0

@@ -116,7 +116,7 @@ class Peer:
 
     def _on_track(self, track: Any) -> None:
         if track.kind == "audio":
-            task = asyncio.get_running_loop().create_task(_drain(track))
+            task = asyncio.get_running_loop().create_task(_drain(track, self.session))
             self._drains.add(task)
             task.add_done_callback(self._drains.discard)
 
@@ -125,8 +125,10 @@ class Peer:
             self.close_soon(grace=0)
 
 
-async def _drain(track: Any) -> None:
-    """Read and drop the caller's audio (aiortc would otherwise queue it forever)."""
+async def _drain(track: Any, session: Session) -> None:
+    """Read and drop the caller's audio (aiortc would otherwise queue it forever),
+    counting the frames so tests can see that real audio arrived."""
     with contextlib.suppress(MediaStreamError):
         while True:
             await track.recv()
+            session.record_audio_frame()

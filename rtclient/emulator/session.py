@@ -161,10 +161,17 @@ class Session:
     @property
     def counters(self) -> dict[str, int]:
         """``client_events``, ``server_events``, ``errors``, ``creates``,
-        ``rejections`` (active-response), ``responses`` (created), and one per final
-        status (``completed``, ``cancelled``, ``incomplete``, ``failed``)."""
+        ``rejections`` (active-response), ``responses`` (created), one per final
+        status (``completed``, ``cancelled``, ``incomplete``, ``failed``), and
+        ``audio_frames_in`` (frames received on the caller's audio track)."""
         with self._recorder.lock:
             return dict(self._counters)
+
+    def record_audio_frame(self) -> None:
+        """The caller's audio track delivered one frame (counted as ``audio_frames_in``)."""
+        with self._recorder.lock:
+            self._counters["audio_frames_in"] += 1
+            self._recorder.changed()
 
     def count(self, name: str) -> int:
         """One counter (0 if never incremented); cheap inside wait_for predicates."""
