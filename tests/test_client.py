@@ -256,3 +256,21 @@ def test_missing_api_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(RealtimeError, match="OPENAI_API_KEY"):
         RealtimeClient()
+
+
+def cube(x: int = 2, i: int = 0) -> int:
+    """Cube a number (module level: a process pool pickles it by reference)."""
+    return x**3
+
+
+def test_process_pool_executor_runs_picklable_tools(
+    rt_emulator: Emulator, rt_connect: Connect
+) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        client = rt_connect(tools=[cube], executor=pool)
+        answer = client.ask('use cube({"x": 3})*2', timeout=60)
+        assert answer.text.count("cube -> 27") == 2
+        assert client.stats()["tool_errors"] == 0
+        client.close()
