@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 import janus
 from loguru import logger
 
-from rtclient.errors import BridgeClosedError, BridgeFullError
+from rtclient.errors import BridgeClosedError, BridgeFullError, ClosedError
 from rtclient.loop import LoopThread
 
 C = TypeVar("C")
@@ -67,7 +67,8 @@ class Bridge(Generic[C]):
         self._maxsize = maxsize
         self.name = name
         self._queue: janus.Queue[Command[C]] | None = None
-        self._closed = False
+        self._closed = False  # refuses new puts
+        self._shut = False  # aclose() ran: queued commands failed, janus closed
         self._lock = threading.Lock()  # held only for flag flips and put_nowait
         self._wake_scheduled = False
 
@@ -97,7 +98,7 @@ class Bridge(Generic[C]):
         after everything already queued: commands are always performed in put order.
         """
         command: Command[C] = Command(payload)
-        if self._loop_thread.in_loop_thread() and not self._closed:
+        if self._loop_thread.in_loop_thread() and self._queue is not None and not self._closed:
             self._drain()  # what other threads queued earlier goes first: put order holds
             self._perform(command)
             return command.future
@@ -149,9 +150,9 @@ class Bridge(Generic[C]):
     async def aclose(self) -> None:
         """Refuse new puts, fail what is still queued, close the janus queue. Idempotent."""
         with self._lock:
-            if self._closed:
+            if self._shut:
                 return
-            self._closed = True
+            self._closed = self._shut = True
         self._loop_thread.remove_stop_hook(self.aclose)
         queue = self._queue
         if queue is None:
@@ -170,10 +171,18 @@ class Bridge(Generic[C]):
         await queue.aclose()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Close from a non-loop thread (or do nothing if the loop is already gone)."""
-        if self._closed:
+        """Close from a non-loop thread (or only refuse puts if the loop is stopping or gone).
+
+        If the loop is stopping, its stop hook (:meth:`aclose`) still fails whatever is
+        queued: marking the bridge closed here must not make that hook a no-op.
+        """
+        if self._shut:
             return
         if self._loop_thread.running:
-            self._loop_thread.call(self.aclose(), timeout=timeout)
-        else:
+            try:
+                self._loop_thread.call(self.aclose(), timeout=timeout)
+                return
+            except ClosedError:
+                pass  # the loop began stopping meanwhile; its stop hook runs aclose()
+        with self._lock:
             self._closed = True

@@ -126,7 +126,7 @@ class Trigger:
         return self.params is None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Ticket:
     """A claimed ``response.create``: its ``event_id`` and the triggers it carries."""
 
@@ -204,6 +204,9 @@ class GateMachine:
         self._ids = itertools.count(1)
         self._prefix = f"rtc_{id_prefix or _process_tag}_{id(self):x}_"
         self.stats = GateStats()
+        # Whether to write the hot-path notes (CHECK, QUEUED, COALESCED). The owner sets
+        # it from "would anybody log them?"; a pure flag, so the machine stays I/O-free.
+        self.diagnostics = True
 
     # -- queries -------------------------------------------------------------------
 
@@ -244,29 +247,31 @@ class GateMachine:
         if trigger.state != "new":
             raise ValueError(f"trigger {trigger.reason!r} was already requested")
         fx = Effects()
-        in_flight = self.in_flight.event_id if self.in_flight else None
-        fx.notes.append(
-            (
-                "DEBUG",
-                "RESPONSE_CREATE_CHECK",
-                "in_flight={} active={} cancelling={} pending={} for {}",
-                (in_flight, self.active, self.cancelling, len(self.pending), trigger.reason),
+        if self.diagnostics:
+            in_flight = self.in_flight.event_id if self.in_flight else None
+            fx.notes.append(
+                (
+                    "DEBUG",
+                    "RESPONSE_CREATE_CHECK",
+                    "in_flight={} active={} cancelling={} pending={} for {}",
+                    (in_flight, self.active, self.cancelling, len(self.pending), trigger.reason),
+                )
             )
-        )
         self.stats.accepted += 1
         trigger.state = "pending"
         self.pending.append(trigger)
-        if self.free:
+        if self.in_flight is None and self.active is None:
             fx.send = self._claim(now, fx)
         else:
             self.stats.queued += 1
-            blocker: str | None = self.active
-            why = "response {} is active"
-            if self.in_flight is not None:
-                why, blocker = "create {} awaits confirmation", self.in_flight.event_id
-            fx.notes.append(
-                ("INFO", "RESPONSE_QUEUED", "{} queued: " + why, (trigger.reason, blocker))
-            )
+            if self.diagnostics:
+                blocker: str | None = self.active
+                why = "response {} is active"
+                if self.in_flight is not None:
+                    why, blocker = "create {} awaits confirmation", self.in_flight.event_id
+                fx.notes.append(
+                    ("INFO", "RESPONSE_QUEUED", "{} queued: " + why, (trigger.reason, blocker))
+                )
         return fx
 
     def rollback(
@@ -469,13 +474,15 @@ class GateMachine:
     # -- internals -----------------------------------------------------------------
 
     def _claim(self, now: float, fx: Effects) -> Ticket | None:
-        if not self.free or not self.pending or self.closed is not None:
+        # (properties inlined: this runs on every decision that sends)
+        pending = self.pending
+        if self.in_flight is not None or self.active is not None or not pending or self.closed:
             return None
-        first = self.pending.popleft()
+        first = pending.popleft()
         batch = [first]
-        if first.plain:
-            while self.pending and self.pending[0].plain:
-                batch.append(self.pending.popleft())
+        if first.params is None:
+            while pending and pending[0].params is None:
+                batch.append(pending.popleft())
         for t in batch:
             t.state = "in_flight"
         ticket = Ticket(f"{self._prefix}{next(self._ids)}", tuple(batch), first.params, now)
@@ -483,6 +490,7 @@ class GateMachine:
         self.stats.creates += 1
         if len(batch) > 1:
             self.stats.coalesced += len(batch) - 1
+        if len(batch) > 1 and self.diagnostics:
             fx.notes.append(
                 (
                     "INFO",
@@ -571,10 +579,13 @@ class ResponseGate:
         """
         if isinstance(trigger, str):
             trigger = Trigger(trigger, params)
-        thread = threading.get_ident()
+        diagnostics = _diagnostics_enabled()
         with self._lock:
+            self._machine.diagnostics = diagnostics  # for this hot call only
             fx = self._machine.request(trigger, self._clock())
-        self._apply(fx, thread)
+            self._machine.diagnostics = True
+        if diagnostics:
+            self._apply(fx, threading.get_ident())
         return fx.send
 
     def rollback(

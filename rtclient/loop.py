@@ -166,6 +166,10 @@ class LoopThread:
     async def _drain(loop: asyncio.AbstractEventLoop) -> None:
         me = asyncio.current_task()
         for _ in range(_CANCEL_ROUNDS):
+            # Yield first: callbacks already queued run before we look (and before
+            # loop.stop() drops them) - e.g. the done-callback that hands a task's
+            # result to a submit() future, or work scheduled just before stop().
+            await asyncio.sleep(0)
             tasks = [t for t in asyncio.all_tasks(loop) if t is not me and not t.done()]
             if not tasks:
                 break
@@ -193,12 +197,17 @@ class LoopThread:
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the loop from any thread; returns its future."""
         try:
-            self._check_usable()
+            self._check_process()  # before the lock: a forked child may inherit it held
+            # The check and the scheduling are one step under _state_lock, where stop()
+            # marks the loop stopping: work that passed the check is queued before the
+            # shutdown (whose drain cancels it), never onto a loop that already stopped.
+            with self._state_lock:
+                self._check_usable()
+                assert self._loop is not None
+                return asyncio.run_coroutine_threadsafe(coro, self._loop)
         except BaseException:
             coro.close()
             raise
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the loop and block for its result (bounded by ``timeout``).
@@ -211,17 +220,22 @@ class LoopThread:
                 "a blocking call from the loop thread would deadlock; await it instead"
             )
         future = self.submit(coro)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
+        # Wait first, then take the result: concurrent.futures.TimeoutError *is* the
+        # builtin TimeoutError (3.11+), so catching it around result() would disguise a
+        # TimeoutError raised by the coroutine itself as this call timing out.
+        done, _ = concurrent.futures.wait([future], timeout)
+        if not done:
             future.cancel()
-            raise TimeoutError(f"call on {self.name} timed out after {timeout}s") from None
+            raise TimeoutError(f"call on {self.name} timed out after {timeout}s")
+        return future.result()
 
     def call_soon(self, fn: Callable[..., object], *args: object) -> None:
         """Schedule a plain callback on the loop from any thread."""
-        self._check_usable()
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(fn, *args)
+        self._check_process()
+        with self._state_lock:  # as in submit(): never onto a loop that already stopped
+            self._check_usable()
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(fn, *args)
 
     def _check_process(self) -> None:
         if os.getpid() != self._pid:
