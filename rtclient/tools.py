@@ -235,6 +235,7 @@ class ToolRunner:
         self._schedule = schedule
         self._lock = threading.Lock()
         self._batches: dict[str, _Batch] = {}
+        self._names: dict[str, str] = {}  # call_id -> tool name, from output_item.added
         self.stats = ToolStats()
 
     def session_tools(self) -> list[dict[str, Any]]:
@@ -244,22 +245,16 @@ class ToolRunner:
 
     def on_event(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "response.function_call_arguments.done":
-            self._start(
-                str(event.get("call_id")),
-                str(event.get("name")),
-                event.get("arguments"),
-                event.get("response_id"),
-            )
+        if kind == "response.output_item.added":
+            item = event.get("item") or {}
+            if item.get("type") == "function_call":  # names, for servers whose
+                self._names[str(item.get("call_id"))] = str(item.get("name"))  # args.done lacks one
+        elif kind == "response.function_call_arguments.done":
+            self._start_call(event, event.get("response_id"))
         elif kind == "response.output_item.done":
             item = event.get("item") or {}
             if item.get("type") == "function_call":
-                self._start(
-                    str(item.get("call_id")),
-                    str(item.get("name")),
-                    item.get("arguments"),
-                    event.get("response_id"),
-                )
+                self._start_call(item, event.get("response_id"))
         elif kind == "response.done":
             response = event.get("response") or {}
             rid = response.get("id")
@@ -267,12 +262,7 @@ class ToolRunner:
                 return
             for item in response.get("output") or []:
                 if isinstance(item, dict) and item.get("type") == "function_call":
-                    self._start(
-                        str(item.get("call_id")),
-                        str(item.get("name")),
-                        item.get("arguments"),
-                        rid,
-                    )
+                    self._start_call(item, rid)
             with self._lock:
                 batch = self._batches.get(rid)
                 if batch is None:
@@ -282,9 +272,16 @@ class ToolRunner:
             if followup is not None:
                 self._request_followup(rid, followup)
 
+    def _start_call(self, call: Mapping[str, Any], response_id: Any) -> None:
+        """Start a call described by an arguments.done event or a function_call item."""
+        call_id = str(call.get("call_id"))
+        name = call.get("name") or self._names.get(call_id)
+        self._start(call_id, str(name), call.get("arguments"), response_id)
+
     def _start(self, call_id: str, name: str, arguments: Any, response_id: Any) -> None:
         rid = response_id if isinstance(response_id, str) else f"unknown:{call_id}"
         args_text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+        self._names.pop(call_id, None)
         with self._lock:
             batch = self._batches.setdefault(rid, _Batch(rid))
             if call_id in batch.calls or any(call_id in b.calls for b in self._batches.values()):

@@ -227,3 +227,25 @@ def test_process_pool_runs_picklable_tools() -> None:
         h.done("r", ["c1"], ["square"])
         assert h.followup_event.wait(30)
         assert h.outputs == [("c1", "49")]
+
+
+def test_name_comes_from_output_item_added_when_arguments_done_lacks_it(pool: Any) -> None:
+    h = Harness([square], pool)
+    h.runner.on_event(
+        {
+            "type": "response.output_item.added",
+            "response_id": "r",
+            "item": {"type": "function_call", "call_id": "c1", "name": "square"},
+        }
+    )
+    h.runner.on_event(
+        {
+            "type": "response.function_call_arguments.done",
+            "response_id": "r",
+            "call_id": "c1",
+            "arguments": '{"x": 5}',
+        }
+    )
+    h.done("r", ["c1"], ["square"])
+    assert h.followup_event.wait(5)
+    assert h.outputs == [("c1", "25")]
