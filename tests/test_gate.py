@@ -63,9 +63,7 @@ def test_request_while_in_flight_queues(m: GateMachine) -> None:
     t = Trigger("b")
     fx = m.request(t, 0.0)
     assert fx.send is None and list(m.pending) == [t] and m.in_flight is first
-    assert any(
-        tag == "RESPONSE_QUEUED" and "awaits confirmation" in msg for tag, msg in texts(fx)
-    )
+    assert any(tag == "RESPONSE_QUEUED" and "awaits confirmation" in msg for tag, msg in texts(fx))
 
 
 def test_request_while_active_queues(m: GateMachine) -> None:
