@@ -169,6 +169,8 @@ class Transport:
             return self._audio_in
         if isinstance(self._audio_in, str):
             self._player = MediaPlayer(self._audio_in)
+            if self._player.audio is None:
+                raise ValueError(f"audio_in {self._audio_in!r} has no audio stream")
             return self._player.audio
         return _SilentTrack()
 

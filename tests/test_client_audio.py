@@ -62,3 +62,27 @@ def test_no_audio_in_means_no_frames_sent(rt_emulator: Emulator, rt_connect: Con
     client = rt_connect()
     client.send_text("hello").result(20)  # type: ignore[union-attr]
     assert rt_emulator.sessions[-1].count("audio_frames_in") == 0
+
+
+def write_video_only(path: Path) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 16
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame(16, 16, "yuv420p")))
+        container.mux(stream.encode())
+
+
+def test_a_bad_audio_in_file_fails_connect_clearly(
+    rt_emulator: Emulator, rt_connect: Connect, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.wav"
+    with pytest.raises(Exception, match=r"missing\.wav"):
+        rt_connect(audio_in=str(missing))
+    video = tmp_path / "video.mkv"
+    write_video_only(video)
+    with pytest.raises(ValueError, match="has no audio stream"):
+        rt_connect(audio_in=str(video))
+    assert rt_emulator.stats()["sessions"] == 0  # nothing reached the server
