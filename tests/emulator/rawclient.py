@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -19,7 +18,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from rtclient._loopback import loopback_only
 
-Event = dict[str, Any]
+from .inbox import Event, Inbox
 
 
 async def make_offer(audio: bool = True) -> tuple[RTCPeerConnection, Any, str]:
@@ -58,20 +57,18 @@ async def post_call(
         return response.status, await response.text(), dict(response.headers)
 
 
-class RawClient:
+class RawClient(Inbox):
     """One connected call: send events, await server events in order."""
 
     def __init__(self, pc: RTCPeerConnection, channel: Any, call_id: str) -> None:
+        super().__init__()
         self.pc = pc
         self.channel = channel
         self.call_id = call_id
-        self.received: list[Event] = []
         self.audio_frames = 0
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[None]] = set()
-        channel.on("message", self._on_message)
+        channel.on("message", self._deliver)
         channel.on("open", lambda: _resolve(self._open))
         channel.on("close", lambda: _resolve(self._closed))
         pc.on("track", self._on_track)
@@ -107,14 +104,6 @@ class RawClient:
         await asyncio.wait_for(asyncio.shield(client._open), timeout)
         return client
 
-    def _on_message(self, message: str | bytes) -> None:
-        try:
-            event = json.loads(message)
-        except ValueError:
-            event = {"type": None, "raw": message}
-        self.received.append(event)
-        self._queue.put_nowait(event)
-
     def _on_track(self, track: Any) -> None:
         async def count() -> None:
             with contextlib.suppress(MediaStreamError):
@@ -130,40 +119,6 @@ class RawClient:
 
     def send_raw(self, text: str) -> None:
         self.channel.send(text)
-
-    async def next(self, timeout: float = 5.0) -> Event:
-        return await asyncio.wait_for(self._queue.get(), timeout)
-
-    async def until(self, predicate: Callable[[Event], bool] | str, timeout: float = 5.0) -> Event:
-        """Consume events up to the first matching one (a type name or a predicate)."""
-        match = (lambda e: e.get("type") == predicate) if isinstance(predicate, str) else predicate
-
-        async def scan() -> Event:
-            while True:
-                event = await self._queue.get()
-                if match(event):
-                    return event
-
-        return await asyncio.wait_for(scan(), timeout)
-
-    async def gather(
-        self, predicate: Callable[[Event], bool] | str, count: int, timeout: float = 5.0
-    ) -> list[Event]:
-        """Wait until ``count`` received events match (in any order with the rest)."""
-        match = (lambda e: e.get("type") == predicate) if isinstance(predicate, str) else predicate
-
-        async def scan() -> list[Event]:
-            while len(found := [e for e in self.received if match(e)]) < count:
-                await self._queue.get()
-            return found
-
-        return await asyncio.wait_for(scan(), timeout)
-
-    async def wait_closed(self, timeout: float = 5.0) -> None:
-        await asyncio.wait_for(asyncio.shield(self._closed), timeout)
-
-    def types(self) -> list[str]:
-        return [str(e.get("type")) for e in self.received]
 
     async def close(self) -> None:
         for task in self._tasks:
