@@ -187,15 +187,18 @@ def test_late_response_created_still_serves_the_trigger_once(rt_emulator: Emulat
         client.close()
 
 
-def test_malformed_and_unknown_server_events_are_skipped(
+def test_malformed_unknown_and_oversized_server_events_are_handled(
     rt_emulator: Emulator, rt_connect: Connect
 ) -> None:
     client = rt_connect()
     session = rt_emulator.sessions[-1]
-    session.set_faults(malformed_json=True, unknown_event=True)
+    session.set_faults(malformed_json=True, unknown_event=True, oversized_event_bytes=200_000)
+    big = threading.Event()
+    client.on("rate_limits.updated", lambda e: big.set() if len(e["emulator_padding"]) else None)
     session.inject("{not json")
     session.inject(json.dumps([1, 2]))
     assert client.send_text("still fine").result(10)["response"]["status"] == "completed"
+    assert big.wait(10)  # a 200 KB event arrives whole, in order, and is dispatched
     stats = client.stats()
     assert stats["malformed_events"] >= 3 and stats["lost"] == 0
 
