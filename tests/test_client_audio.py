@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
 import threading
 import wave
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import pytest
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 
 from rtclient import RealtimeClient
 from rtclient.emulator import Emulator
@@ -58,6 +63,43 @@ def test_a_file_is_sent_as_the_users_audio(
     assert client.send_text("hello").result(20)["response"]["status"] == "completed"  # type: ignore[union-attr]
 
 
+class ToneTrack(MediaStreamTrack):
+    """A user's own track (a microphone, say): 20 ms frames of 48 kHz mono PCM, paced."""
+
+    kind = "audio"
+
+    def __init__(self, frames: int) -> None:
+        super().__init__()
+        self.left = frames
+        self.pts = 0
+        self.delivered = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.left == 0:
+            self.stop()
+            raise MediaStreamError
+        self.left -= 1
+        await asyncio.sleep(0.02)  # a microphone's pace, not synchronisation
+        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        frame.sample_rate, frame.pts, frame.time_base = 48000, self.pts, Fraction(1, 48000)
+        self.pts += 960
+        self.delivered += 1
+        return frame
+
+
+def test_a_user_track_is_sent_as_the_users_audio(
+    rt_emulator: Emulator, rt_connect: Connect
+) -> None:
+    track = ToneTrack(frames=25)
+    client = rt_connect(audio_in=track)
+    session = rt_emulator.sessions[-1]
+    assert rt_emulator.wait_for(lambda: session.count("audio_frames_in") >= 10, 20)
+    assert client.send_text("hello").result(20)["response"]["status"] == "completed"  # type: ignore[union-attr]
+    assert track.delivered >= 10
+
+
 def test_no_audio_in_means_no_frames_sent(rt_emulator: Emulator, rt_connect: Connect) -> None:
     client = rt_connect()
     client.send_text("hello").result(20)  # type: ignore[union-attr]
@@ -65,8 +107,6 @@ def test_no_audio_in_means_no_frames_sent(rt_emulator: Emulator, rt_connect: Con
 
 
 def write_video_only(path: Path) -> None:
-    import av
-
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=10)
         stream.width = stream.height = 16
