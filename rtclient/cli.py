@@ -61,11 +61,11 @@ class Timeline:
         self._lock = threading.Lock()
 
     def line(self, tag: str, text: str) -> None:
-        ms = (time.perf_counter() - self.start) * 1000
         label = f"[{tag}]"
         if self.colour:
             label = f"{_COLOURS.get(tag, '')}{label}{_RESET}"
-        with self._lock:
+        with self._lock:  # the clock is read under the lock: printed times never go back
+            ms = (time.perf_counter() - self.start) * 1000
             print(f"{ms:9.1f} ms  {label} {text}", file=self.out, flush=True)
 
     def sink(self, message: Any) -> None:

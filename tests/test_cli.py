@@ -26,6 +26,8 @@ def test_demo_runs_offline_and_reports_no_loss(capsys: pytest.CaptureFixture[str
     lost = re.search(r"lost triggers\s+(\d+)", out)
     assert lost is not None and lost.group(1) == "0"
     assert "3 tool calls" in out
+    times = [float(m) for m in re.findall(r"^\s*(\d+\.\d) ms  \[", out, re.MULTILINE)]
+    assert len(times) > 20 and times == sorted(times)  # lines from many threads, in order
 
 
 def test_demo_colours_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
