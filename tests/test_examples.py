@@ -110,6 +110,29 @@ def test_flask_sixteen_threads_ask_at_once(rt_emulator: Emulator, flask_app: Any
 
 
 @pytest.mark.timeout(60)
+def test_flask_replaces_a_lost_connection_on_the_next_request(
+    rt_emulator: Emulator, flask_app: Any
+) -> None:
+    question = 'Where is order 7? lookup_order({"order_id": 7})'
+    http = flask_app.test_client()
+    assert http.post("/ask", json={"question": question}).status_code == 200
+    first = flask_app.extensions["rtclient"].current
+    events = first.events(timeout=20)
+    rt_emulator.sessions[-1].close()  # the server ends the call (expiry, deploy, ...)
+    for _ in events:  # ends when the client has noticed and shut down (or after 20 s)
+        pass
+    assert first.closed
+
+    reply = http.post("/ask", json={"question": question})
+
+    assert reply.status_code == 200, reply.get_json()
+    assert reply.get_json()["text"].startswith("Tool results: lookup_order -> ")
+    second = flask_app.extensions["rtclient"].current
+    assert second is not first and not second.closed
+    assert rt_emulator.stats()["sessions"] == 2 and second.stats()["lost"] == 0
+
+
+@pytest.mark.timeout(60)
 def test_flask_session_mints_an_ephemeral_key_a_client_can_use(
     rt_emulator: Emulator, flask_app: Any
 ) -> None:
