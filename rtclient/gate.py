@@ -278,11 +278,20 @@ class GateMachine:
                 )
             )
         self.stats.accepted += 1
-        trigger.state = "pending"
-        self.pending.append(trigger)
         if self.in_flight is None and self.active is None:
-            fx.send = self._claim(now, fx)
+            if self.pending:  # (only after a close race or a failed re-fire)
+                trigger.state = "pending"
+                self.pending.append(trigger)
+                fx.send = self._claim(now, fx)
+            else:  # the common case, inlined: this trigger alone, claimed now
+                trigger.state = "in_flight"
+                fx.send = self.in_flight = Ticket(
+                    f"{self._prefix}{next(self._ids)}", (trigger,), trigger.params, now
+                )
+                self.stats.creates += 1
         else:
+            trigger.state = "pending"
+            self.pending.append(trigger)
             self.stats.queued += 1
             if self.diagnostics:
                 blocker: str | None = self.active
