@@ -917,11 +917,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--worker"]:
         return worker_main()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=1000, help="trials per strategy and K")
     parser.add_argument(
-        "--max-calls", type=int, default=16000,
+        "--trials", type=int, default=None,
+        help="trials per strategy and K (default 1000, with the --max-calls cap; "
+        "given explicitly, every cell runs exactly this many unless --max-calls is given)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-calls", type=int, default=None,
         help="cap a cell at this many tool calls (trials = min(N, max_calls // K)); "
-        "0 = no cap. The default keeps the whole run under 10 minutes on 2 cores",
+        "0 = no cap. Default: 16000 when --trials is not given, which keeps the whole "
+        "run under 10 minutes on 2 cores (K=32: 500 trials, K=64: 250)",
     )  # fmt: skip
     parser.add_argument("--k", default=",".join(map(str, KS)), help="K values, e.g. 2,8")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
@@ -943,6 +948,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--name", default=None, help="result name (default race or race_vad)")
     args = parser.parse_args(argv)
+    if args.max_calls is None:
+        args.max_calls = 16000 if args.trials is None else 0
+    if args.trials is None:
+        args.trials = 1000
     ks = [int(k) for k in args.k.split(",") if k]
     strategies = [s for s in args.strategies.split(",") if s]
     for s in strategies:
