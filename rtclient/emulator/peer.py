@@ -90,7 +90,7 @@ class Peer:
     async def _close(self, grace: float) -> None:
         self.session.terminate("call ended")
         if grace > 0 and self._link is not None and not self._channel_closed.done():
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):  # not builtin before 3.11
                 await asyncio.wait_for(asyncio.shield(self._channel_closed), grace)
         for task in list(self._drains):
             task.cancel()

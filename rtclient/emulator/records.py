@@ -61,7 +61,7 @@ class Recorder:
         try:
             await asyncio.wait_for(waiter.future, timeout)
             return True
-        except TimeoutError:
+        except asyncio.TimeoutError:  # the builtin TimeoutError only from 3.11
             return False
         finally:
             with self.lock:
