@@ -266,9 +266,13 @@ def cube(x: int = 2, i: int = 0) -> int:
 def test_process_pool_executor_runs_picklable_tools(
     rt_emulator: Emulator, rt_connect: Connect
 ) -> None:
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(2) as pool:
+    # forkserver, as the README advises: fork() copies a process whose rtclient threads
+    # may hold locks, and can deadlock the child
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(2, mp_context=context) as pool:
         client = rt_connect(tools=[cube], executor=pool)
         answer = client.ask('use cube({"x": 3})*2', timeout=60)
         assert answer.text.count("cube -> 27") == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Literal
@@ -221,7 +222,8 @@ def test_duplicate_call_events_start_once(pool: Any) -> None:
 
 
 def test_process_pool_runs_picklable_tools() -> None:
-    with ProcessPoolExecutor(2) as executor:
+    context = multiprocessing.get_context("forkserver")  # not fork: this process has threads
+    with ProcessPoolExecutor(2, mp_context=context) as executor:
         h = Harness([square], executor)
         h.call("r", "c1", "square", {"x": 7})
         h.done("r", ["c1"], ["square"])
