@@ -161,10 +161,15 @@ def _demo(args: argparse.Namespace, timeline: Timeline) -> int:
     finally:
         if emulator is not None:
             rejected = emulator.stats()["rejections"]
+            heard = sum(session.count("audio_frames_in") for session in emulator.sessions)
             emulator.stop()
         else:
             rejected = stats.get("rejections", 0) if "stats" in locals() else 0
     _summary(timeline, stats, rejected, latencies)
+    if args.audio_in and emulator is not None:
+        print(f"  your audio: {heard} frames of 20 ms reached the server", file=timeline.out)
+    if args.audio_out:
+        print(f"  the model's audio: recorded to {args.audio_out}", file=timeline.out)
     return 0 if stats["lost"] == 0 and stats["failed"] == 0 else 1
 
 

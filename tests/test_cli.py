@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import urllib.request
+import wave
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +37,34 @@ def test_demo_runs_offline_and_reports_no_loss(capsys: pytest.CaptureFixture[str
 def test_demo_colours_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--color", "always"]) == 0
     assert "\033[1;32m[RESPONSE_CREATE]" in capsys.readouterr().out
+
+
+def test_demo_with_real_audio_in_and_out(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    tone, recording = tmp_path / "you.wav", tmp_path / "model.wav"
+    with wave.open(str(tone), "wb") as w:  # 1 s of a 440 Hz tone, 48 kHz mono
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes(
+            b"".join(
+                struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * n / 48000)))
+                for n in range(48000)
+            )
+        )
+
+    assert (
+        main(["demo", "--color", "never", "--audio-in", str(tone), "--audio-out", str(recording)])
+        == 0
+    )
+
+    out = capsys.readouterr().out
+    heard = re.search(r"your audio: (\d+) frames", out)
+    assert heard is not None and int(heard.group(1)) > 0
+    assert f"recorded to {recording}" in out
+    with wave.open(str(recording), "rb") as w:
+        assert w.getnframes() > 0
 
 
 def test_live_demo_without_a_key_is_a_clear_error(
