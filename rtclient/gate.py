@@ -153,7 +153,7 @@ class Effects:
         self.send: Ticket | None = None
         self.cancel: str | None = None
         # Empty tuples until the first item: most decisions add nothing to them, and
-        # three empty lists would be a third of a decision's cost.
+        # three empty lists per decision cost ~0.1 us on the hot path.
         self.resolved: Sequence[tuple[Trigger, dict[str, Any]]] = ()
         self.failed: Sequence[tuple[Trigger, BaseException]] = ()
         self.notes: Sequence[Note] = ()
@@ -279,7 +279,7 @@ class GateMachine:
             )
         self.stats.accepted += 1
         if self.in_flight is None and self.active is None:
-            if self.pending:  # (only after a close race or a failed re-fire)
+            if self.pending:  # waiting triggers go first, in order
                 trigger.state = "pending"
                 self.pending.append(trigger)
                 fx.send = self._claim(now, fx)
