@@ -237,6 +237,7 @@ class RealtimeClient:
             if self._loop_thread is None:
                 self._loop_thread = LoopThread("rtclient-loop").start()
             loop_thread = self._loop_thread
+            config = self._session_config()
             self._bridge = Bridge(
                 loop_thread, self._perform_send, maxsize=self._bridge_size, name="rtclient-bridge"
             ).start()
@@ -248,16 +249,15 @@ class RealtimeClient:
                 base_url=self.base_url,
                 api_key=self._key,
                 model=self.model,
-                session=self._session_config(),
+                session=config,
                 on_message=self._on_message,
                 on_closed=self._on_connection_lost,
                 **self._transport_options,
             )
             loop_thread.call(self._transport.connect(), timeout=timeout + 1.0)
             self._session_ready.result(max(0.0, deadline - time.monotonic()))
-            update = self._session_config()
-            if update:
-                event = ev.session_update(update)
+            if config:
+                event = ev.session_update(config)
                 self._session_update_id = event["event_id"]
                 self._send(event)
                 self._session_updated.result(max(0.0, deadline - time.monotonic()))
@@ -506,8 +506,9 @@ class RealtimeClient:
         return ResponseTicket(future, reason)
 
     def _send_tool_output(self, call_id: str, output: str) -> None:
-        if self._bridge is None or self._closed is not None:
-            raise ClosedError("the client is closed")
+        """Hand a tool's output to the bridge without waiting (a tool thread)."""
+        self._check_open()
+        assert self._bridge is not None
         self._bridge.put(ev.function_call_output(call_id, output))
 
     def _request_followup(self, response_id: str, calls: list[ToolCall]) -> None:
@@ -516,7 +517,12 @@ class RealtimeClient:
             _settle(future, (calls, None))
             return
         trigger = Trigger(f"tool_calls:{response_id}")
-        trigger.future.add_done_callback(lambda f: _settle(future, (calls, f)))
+
+        def served(done: concurrent.futures.Future[dict[str, Any]]) -> None:
+            exc = done.exception()
+            _settle(future, exc if exc is not None else (calls, done.result()))
+
+        trigger.future.add_done_callback(served)
         try:
             ticket = self._gate.request(trigger)
         except ClosedError as exc:
@@ -668,15 +674,7 @@ def _remaining(deadline: float) -> float:
 
 
 def _settle(future: concurrent.futures.Future[Any], outcome: Any) -> None:
-    """Resolve a future once, with a value or an exception (or another future's)."""
-    if (
-        isinstance(outcome, tuple)
-        and len(outcome) == 2
-        and isinstance(outcome[1], concurrent.futures.Future)
-    ):
-        calls, source = outcome
-        exc = source.exception()
-        outcome = exc if exc is not None else (calls, source.result())
+    """Resolve a future once, with a value or an exception."""
     if future.done():
         return
     try:

@@ -284,7 +284,7 @@ class ToolRunner:
         self._names.pop(call_id, None)
         with self._lock:
             batch = self._batches.setdefault(rid, _Batch(rid))
-            if call_id in batch.calls or any(call_id in b.calls for b in self._batches.values()):
+            if any(call_id in b.calls for b in self._batches.values()):
                 return  # already started (arguments.done, then output_item.done, then done)
             spec = self.specs.get(name)
             call = ToolCall(call_id, name, args_text, rid, started_at=time.monotonic())

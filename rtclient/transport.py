@@ -36,6 +36,7 @@ from aiortc.contrib.media import MediaBlackhole, MediaPlayer, MediaRecorder
 from aiortc.mediastreams import MediaStreamError
 from loguru import logger
 
+from rtclient import events as ev
 from rtclient._loopback import loopback_only as _loopback_only
 from rtclient._secret import Secret
 from rtclient.errors import (
@@ -117,7 +118,6 @@ class Transport:
         self._tasks: set[asyncio.Future[None]] = set()
         self._closing = False
         self._closed_reported = False
-        self.sent_events = 0
 
     def __repr__(self) -> str:
         return f"<Transport {self.base_url} call={self.call_id} key={self._key!r}>"
@@ -224,7 +224,7 @@ class Transport:
 
     def send(self, event: Mapping[str, Any]) -> None:
         """Send one event (loop thread only). Raises if it cannot go on the wire."""
-        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        text = ev.encode(event)
         channel = self._channel
         if channel is None or channel.readyState != "open" or self._closing:
             raise ConnectionLostError("the data channel is not open")
@@ -235,7 +235,6 @@ class Transport:
                 f"{event.get('type')} is {size} bytes; the peer accepts at most {limit}"
             )
         channel.send(text)
-        self.sent_events += 1
 
     @property
     def max_message_size(self) -> int:

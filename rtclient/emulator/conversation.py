@@ -101,26 +101,24 @@ class Conversation:
             param="previous_item_id",
         )
 
-    def delete(self, item_id: str) -> None:
+    def existing(self, item_id: str, action: str, verb: str) -> dict[str, Any]:
+        """The item, or the API's ``item_<action>_invalid_item_id`` error."""
         item = self.get(item_id)
         if item is None:
             raise ClientEventError(
-                "item_delete_invalid_item_id",
-                f"Error deleting item: the item with id '{item_id}' does not exist.",
+                f"item_{action}_invalid_item_id",
+                f"Error {verb} item: the item with id '{item_id}' does not exist.",
                 param="item_id",
             )
+        return item
+
+    def delete(self, item_id: str) -> None:
+        item = self.existing(item_id, "delete", "deleting")
         self._items.remove(item)
         self._audio_ms.pop(item_id, None)
 
     def retrieve(self, item_id: str) -> dict[str, Any]:
-        item = self.get(item_id)
-        if item is None:
-            raise ClientEventError(
-                "item_retrieve_invalid_item_id",
-                f"Error retrieving item: the item with id '{item_id}' does not exist.",
-                param="item_id",
-            )
-        return item
+        return self.existing(item_id, "retrieve", "retrieving")
 
     def record_audio(self, item_id: str, milliseconds: int) -> None:
         """How much speech an assistant audio item holds (for truncate's bounds)."""
@@ -128,13 +126,7 @@ class Conversation:
 
     def truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> None:
         """Cut an assistant message's audio (and drop its unheard transcript)."""
-        item = self.get(item_id)
-        if item is None:
-            raise ClientEventError(
-                "item_truncate_invalid_item_id",
-                f"Error truncating item: the item with id '{item_id}' does not exist.",
-                param="item_id",
-            )
+        item = self.existing(item_id, "truncate", "truncating")
         if item.get("type") != "message" or item.get("role") != "assistant":
             raise ClientEventError(
                 "item_truncate_invalid_item_id",
