@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from threads import run_at_once, submit_while_closing
 
 from rtclient.bridge import Bridge
 from rtclient.errors import BridgeClosedError, BridgeFullError, ClosedError, SendError
@@ -147,24 +148,10 @@ def test_many_threads_on_a_barrier_every_put_completes_exactly_once(lt: LoopThre
         return payload
 
     bridge = Bridge(lt, handler, maxsize=threads * per_thread).start()
-    barrier = threading.Barrier(threads, timeout=WAIT)
-    results: dict[int, list[concurrent.futures.Future[Any]]] = {}
-    errors: list[BaseException] = []
-
-    def worker(t: int) -> None:
-        try:
-            barrier.wait()
-            results[t] = [bridge.put((t, i)) for i in range(per_thread)]
-        except BaseException as exc:
-            errors.append(exc)
-
-    pool = [threading.Thread(target=worker, args=(t,), name=f"put-{t}") for t in range(threads)]
-    for th in pool:
-        th.start()
-    for th in pool:
-        th.join(WAIT)
-    assert errors == []
-    for t, futures in results.items():
+    results = run_at_once(
+        threads, lambda t: [bridge.put((t, i)) for i in range(per_thread)], WAIT, "put"
+    )
+    for t, futures in enumerate(results):
         assert [f.result(WAIT) for f in futures] == [(t, i) for i in range(per_thread)]
     assert len(seen) == threads * per_thread
     assert set(seen.values()) == {1}, "a command was handled twice"
@@ -364,30 +351,9 @@ def test_close_from_a_worker_while_the_loop_stops_still_fails_queued_commands() 
 def _put_close_race_round(lt: LoopThread, name: str, workers: int, per_worker: int) -> None:
     handler = Recorder()
     bridge = Bridge(lt, handler, maxsize=workers * per_worker, name=name).start()
-    barrier = threading.Barrier(workers + 1, timeout=WAIT)
-    futures: list[concurrent.futures.Future[Any]] = []
-    refused: list[BaseException] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        barrier.wait()
-        mine = []
-        try:
-            for i in range(per_worker):
-                mine.append(bridge.put(i))
-        except BaseException as exc:
-            with lock:
-                refused.append(exc)
-        with lock:
-            futures.extend(mine)
-
-    pool = [threading.Thread(target=worker, name=f"racer-{i}") for i in range(workers)]
-    for th in pool:
-        th.start()
-    barrier.wait()
-    bridge.close(timeout=WAIT)
-    for th in pool:
-        th.join(WAIT)
+    futures, refused = submit_while_closing(
+        workers, per_worker, bridge.put, lambda: bridge.close(timeout=WAIT), WAIT
+    )
     assert all(isinstance(e, BridgeClosedError) for e in refused), refused
     concurrent.futures.wait(futures, WAIT)
     handled = failed = 0

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from threads import run_at_once
 
 from rtclient import RealtimeClient, tool
 from rtclient.emulator import Emulator, Pace
@@ -139,18 +140,9 @@ def test_tools_finish_while_a_vad_response_runs(rt_connect: Connect) -> None:
 
 def test_sixteen_threads_request_at_once(rt_emulator: Emulator, rt_connect: Connect) -> None:
     client = rt_connect()
-    barrier = threading.Barrier(16, timeout=20)
-    tickets: list[Any] = [None] * 16
-
-    def worker(i: int) -> None:
-        barrier.wait()
-        tickets[i] = client.send_text(f"msg {i}") if i % 2 else client.request_response()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    tickets = run_at_once(
+        16, lambda i: client.send_text(f"msg {i}") if i % 2 else client.request_response(), 20
+    )
     served = {t.result(30)["response"]["id"] for t in tickets}
     assert rt_emulator.stats()["rejections"] == 0
     stats = client.stats()

@@ -13,11 +13,12 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from threads import run_at_once
 
 from rtclient import RealtimeClient
 from rtclient.emulator import Emulator
@@ -36,29 +37,6 @@ def load_flask_example() -> Any:
 
 
 flask_example = load_flask_example()
-
-
-def run_at_once(count: int, work: Callable[[int], Any], timeout: float = 60) -> list[Any]:
-    """Run ``work(i)`` on ``count`` threads released together by a Barrier."""
-    barrier = threading.Barrier(count, timeout=timeout)
-    results: list[Any] = [None] * count
-    errors: list[BaseException] = []
-
-    def worker(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = work(i)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(i,), name=f"http-{i}") for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    assert not any(t.is_alive() for t in threads), "a request thread is stuck"
-    assert not errors, errors
-    return results
 
 
 def free_port_with_nobody_listening() -> int:

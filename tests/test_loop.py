@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from threads import submit_while_closing
 
 from rtclient.errors import ClosedError, ForkedProcessError, WrongThreadError
 from rtclient.loop import LoopThread
@@ -429,30 +430,13 @@ def test_stop_hooks_run_before_leftover_tasks_are_cancelled() -> None:
 
 def _submit_race_round(workers: int) -> None:
     loop_thread = LoopThread("test-submit-race").start()
-    barrier = threading.Barrier(workers + 1, timeout=WAIT)
-    futures: list[concurrent.futures.Future[int]] = []
-    refusals: list[BaseException] = []
-    lock = threading.Lock()
-
-    def submitter() -> None:
-        barrier.wait()
-        for _ in range(200):
-            try:
-                future = loop_thread.submit(_ident())
-            except BaseException as exc:
-                with lock:
-                    refusals.append(exc)
-                return
-            with lock:
-                futures.append(future)
-
-    pool = [threading.Thread(target=submitter, name=f"sub-{i}") for i in range(workers)]
-    for t in pool:
-        t.start()
-    barrier.wait()
-    loop_thread.stop(timeout=WAIT)
-    for t in pool:
-        t.join(WAIT)
+    futures, refusals = submit_while_closing(
+        workers,
+        200,
+        lambda _: loop_thread.submit(_ident()),
+        lambda: loop_thread.stop(timeout=WAIT),
+        WAIT,
+    )
     assert all(isinstance(exc, ClosedError) for exc in refusals), refusals
     concurrent.futures.wait(futures, WAIT)
     # resolved with a result, or cancelled by the stop drain - never left hanging
