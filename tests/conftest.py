@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from rtclient.loop import LoopThread
+
 # asyncio debug mode raises on cross-thread loop calls (call_soon from a foreign
 # thread), which is exactly the class of bug a thread-based SDK must not have.
 os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
@@ -36,3 +38,13 @@ def no_leaked_threads() -> Iterator[None]:
         t.join(timeout=_THREAD_GRACE_S / max(1, len(leaked)))
     leaked = _alive_others(before)
     assert not leaked, f"leaked threads: {[t.name for t in leaked]}"
+
+
+@pytest.fixture
+def lt() -> Iterator[LoopThread]:
+    """A started LoopThread, stopped after the test."""
+    loop_thread = LoopThread("test-loop").start()
+    try:
+        yield loop_thread
+    finally:
+        loop_thread.stop()

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from threads import run_at_once, submit_while_closing
+from threads import current_thread_ident, run_at_once, submit_while_closing
 
 from rtclient.bridge import Bridge
 from rtclient.errors import BridgeClosedError, BridgeFullError, ClosedError, SendError
@@ -22,19 +22,6 @@ from rtclient.gate import TICKET_METADATA_KEY, ResponseGate, Ticket, Trigger
 from rtclient.loop import LoopThread
 
 WAIT = 10.0
-
-
-@pytest.fixture
-def lt() -> Iterator[LoopThread]:
-    loop_thread = LoopThread("test-bridge-loop").start()
-    try:
-        yield loop_thread
-    finally:
-        loop_thread.stop()
-
-
-async def _ident() -> int:
-    return threading.get_ident()
 
 
 class Recorder:
@@ -107,7 +94,7 @@ def test_put_from_a_worker_resolves_with_the_handler_result_on_the_loop_thread(
     future = in_thread(work)
     assert isinstance(future, concurrent.futures.Future)
     assert future.result(WAIT) == ("handled", "hello")
-    assert handler.threads == {lt.call(_ident(), timeout=WAIT)}
+    assert handler.threads == {lt.call(current_thread_ident(), timeout=WAIT)}
     assert worker_ident[0] not in handler.threads
 
 

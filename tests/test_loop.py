@@ -20,29 +20,15 @@ import sys
 import textwrap
 import threading
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from threads import submit_while_closing
+from threads import current_thread_ident, submit_while_closing
 
 from rtclient.errors import ClosedError, ForkedProcessError, WrongThreadError
 from rtclient.loop import LoopThread
 
 WAIT = 10.0  # upper bound of every wait; a healthy run never gets near it
-
-
-@pytest.fixture
-def lt() -> Iterator[LoopThread]:
-    loop_thread = LoopThread("test-loop").start()
-    try:
-        yield loop_thread
-    finally:
-        loop_thread.stop()
-
-
-async def _ident() -> int:
-    return threading.get_ident()
 
 
 def _destroyed_pending(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -60,7 +46,7 @@ def test_start_runs_the_loop_on_another_daemon_thread() -> None:
     assert loop_thread.start() is loop_thread
     try:
         assert loop_thread.running
-        ident = loop_thread.call(_ident(), timeout=WAIT)
+        ident = loop_thread.call(current_thread_ident(), timeout=WAIT)
         assert ident != threading.get_ident()
         thread = next(t for t in threading.enumerate() if t.ident == ident)
         assert thread.name == "test-start" and thread.daemon
@@ -86,10 +72,10 @@ def test_start_twice_is_refused(lt: LoopThread) -> None:
 @pytest.mark.timeout(30)
 def test_context_manager_starts_and_stops() -> None:
     with LoopThread("test-ctx") as loop_thread:
-        assert loop_thread.call(_ident(), timeout=WAIT) != threading.get_ident()
+        assert loop_thread.call(current_thread_ident(), timeout=WAIT) != threading.get_ident()
     assert not loop_thread.running
     with pytest.raises(ClosedError):
-        loop_thread.call(_ident(), timeout=WAIT)
+        loop_thread.call(current_thread_ident(), timeout=WAIT)
 
 
 @pytest.mark.timeout(30)
@@ -122,7 +108,7 @@ def test_startup_failure_reraises_in_caller_and_leaves_no_thread(
     assert helper_cancelled.is_set()
     assert _destroyed_pending(caplog) == []
     assert not loop_thread.running
-    coro = _ident()
+    coro = current_thread_ident()
     with pytest.raises(ClosedError):
         loop_thread.call(coro, timeout=WAIT)
     assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
@@ -137,7 +123,7 @@ def test_on_start_runs_on_the_loop_thread_before_start_returns() -> None:
         seen.append(threading.get_ident())
 
     with LoopThread("test-on-start", on_start=on_start) as loop_thread:
-        assert seen == [loop_thread.call(_ident(), timeout=WAIT)]
+        assert seen == [loop_thread.call(current_thread_ident(), timeout=WAIT)]
 
 
 # -- call / submit ----------------------------------------------------------------
@@ -219,7 +205,7 @@ def test_submit_returns_a_concurrent_future(lt: LoopThread) -> None:
 
 @pytest.mark.timeout(30)
 def test_call_soon_runs_a_callback_on_the_loop_thread(lt: LoopThread) -> None:
-    loop_ident = lt.call(_ident(), timeout=WAIT)
+    loop_ident = lt.call(current_thread_ident(), timeout=WAIT)
     ran_on: concurrent.futures.Future[int] = concurrent.futures.Future()
     lt.call_soon(lambda: ran_on.set_result(threading.get_ident()))
     assert ran_on.result(WAIT) == loop_ident
@@ -229,7 +215,7 @@ def test_call_soon_runs_a_callback_on_the_loop_thread(lt: LoopThread) -> None:
 def test_call_from_the_loop_thread_raises_wrong_thread_instead_of_deadlocking(
     lt: LoopThread,
 ) -> None:
-    inner = _ident()
+    inner = current_thread_ident()
 
     async def nested() -> tuple[BaseException | None, BaseException | None, int]:
         errors: list[BaseException | None] = []
@@ -241,7 +227,7 @@ def test_call_from_the_loop_thread_raises_wrong_thread_instead_of_deadlocking(
             else:
                 errors.append(None)
         # submit (non-blocking) is fine from the loop thread: await its result
-        value = await asyncio.wrap_future(lt.submit(_ident()))
+        value = await asyncio.wrap_future(lt.submit(current_thread_ident()))
         return errors[0], errors[1], value
 
     call_error, stop_error, value = lt.call(nested(), timeout=WAIT)
@@ -249,7 +235,7 @@ def test_call_from_the_loop_thread_raises_wrong_thread_instead_of_deadlocking(
     assert "deadlock" in str(call_error)
     assert isinstance(stop_error, WrongThreadError)
     assert inspect.getcoroutinestate(inner) == inspect.CORO_CLOSED  # never "never awaited"
-    assert value == lt.call(_ident(), timeout=WAIT)
+    assert value == lt.call(current_thread_ident(), timeout=WAIT)
     assert lt.running  # the refused stop() did not stop it
 
 
@@ -259,7 +245,7 @@ def test_call_from_the_loop_thread_raises_wrong_thread_instead_of_deadlocking(
 @pytest.mark.timeout(30)
 def test_stop_is_idempotent() -> None:
     loop_thread = LoopThread("test-stop-twice").start()
-    ident = loop_thread.call(_ident(), timeout=WAIT)
+    ident = loop_thread.call(current_thread_ident(), timeout=WAIT)
     thread = next(t for t in threading.enumerate() if t.ident == ident)
     loop_thread.stop()
     assert not thread.is_alive()
@@ -269,7 +255,7 @@ def test_stop_is_idempotent() -> None:
 
 def _stop_race_round() -> None:
     loop_thread = LoopThread("test-stop-race").start()
-    ident = loop_thread.call(_ident(), timeout=WAIT)
+    ident = loop_thread.call(current_thread_ident(), timeout=WAIT)
     thread = next(t for t in threading.enumerate() if t.ident == ident)
     barrier = threading.Barrier(2, timeout=WAIT)
     errors: list[BaseException] = []
@@ -301,7 +287,7 @@ def test_stop_from_two_threads_at_once() -> None:
 def test_use_after_stop_raises_closed_error() -> None:
     loop_thread = LoopThread("test-after-stop").start()
     loop_thread.stop()
-    coros = [_ident(), _ident()]
+    coros = [current_thread_ident(), current_thread_ident()]
     with pytest.raises(ClosedError, match="stopped"):
         loop_thread.call(coros[0], timeout=WAIT)
     with pytest.raises(ClosedError):
@@ -317,7 +303,7 @@ def test_use_after_stop_raises_closed_error() -> None:
 @pytest.mark.timeout(30)
 def test_use_before_start_raises_closed_error() -> None:
     loop_thread = LoopThread("test-unstarted")
-    coro = _ident()
+    coro = current_thread_ident()
     with pytest.raises(ClosedError, match="not started"):
         loop_thread.call(coro, timeout=WAIT)
     assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
@@ -331,7 +317,7 @@ def test_stop_cancels_leftover_tasks_that_spawn_tasks_while_cancelled(
     """Like aiortc's close tasks: cancelling one spawns another, which also needs cancelling."""
     caplog.set_level(logging.DEBUG, logger="asyncio")
     loop_thread = LoopThread("test-drain").start()
-    ident = loop_thread.call(_ident(), timeout=WAIT)
+    ident = loop_thread.call(current_thread_ident(), timeout=WAIT)
     thread = next(t for t in threading.enumerate() if t.ident == ident)
     spawned, finished = [0], [0]
     depth = 5
@@ -433,7 +419,7 @@ def _submit_race_round(workers: int) -> None:
     futures, refusals = submit_while_closing(
         workers,
         200,
-        lambda _: loop_thread.submit(_ident()),
+        lambda _: loop_thread.submit(current_thread_ident()),
         lambda: loop_thread.stop(timeout=WAIT),
         WAIT,
     )
@@ -497,7 +483,7 @@ def test_submit_that_passed_its_check_cannot_lose_its_work_to_a_concurrent_stop(
 
     def submitter() -> None:
         try:
-            outcome.set_result(loop_thread.submit(_ident()))
+            outcome.set_result(loop_thread.submit(current_thread_ident()))
         except BaseException as exc:
             outcome.set_exception(exc)
 
@@ -558,7 +544,7 @@ def test_work_queued_just_before_stop_resolves() -> None:
     stopper = threading.Thread(target=loop_thread.stop, kwargs={"timeout": WAIT}, name="stopper")
     try:
         assert entered.wait(WAIT)
-        future = loop_thread.submit(_ident())
+        future = loop_thread.submit(current_thread_ident())
         stopper.start()
         assert shutdown_queued.wait(WAIT)
     finally:
@@ -612,9 +598,9 @@ def _child_probe(loop_thread: LoopThread) -> dict[str, str]:
     """Runs in the forked child: every use must raise ForkedProcessError, not hang."""
     report: dict[str, str] = {}
     probes = {
-        "call": lambda: loop_thread.call(_ident(), timeout=2.0),
-        "call_no_timeout": lambda: loop_thread.call(_ident()),
-        "submit": lambda: loop_thread.submit(_ident()),
+        "call": lambda: loop_thread.call(current_thread_ident(), timeout=2.0),
+        "call_no_timeout": lambda: loop_thread.call(current_thread_ident()),
+        "submit": lambda: loop_thread.submit(current_thread_ident()),
         "call_soon": lambda: loop_thread.call_soon(lambda: None),
         "loop": lambda: loop_thread.loop,
     }
@@ -636,7 +622,7 @@ def _child_probe(loop_thread: LoopThread) -> dict[str, str]:
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forked_child_gets_forked_process_error(lt: LoopThread) -> None:
-    assert lt.call(_ident(), timeout=WAIT)  # the loop is alive in the parent
+    assert lt.call(current_thread_ident(), timeout=WAIT)  # the loop is alive in the parent
     read_fd, write_fd = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
@@ -676,7 +662,7 @@ def test_forked_child_gets_forked_process_error(lt: LoopThread) -> None:
     }
     assert issubclass(ForkedProcessError, Exception)
     # the parent's loop thread is untouched by the child's attempts
-    assert lt.call(_ident(), timeout=WAIT) != threading.get_ident()
+    assert lt.call(current_thread_ident(), timeout=WAIT) != threading.get_ident()
 
 
 # -- asyncio debug mode -----------------------------------------------------------

@@ -69,3 +69,8 @@ def submit_while_closing(
     for t in pool:
         t.join(timeout)
     return futures, refusals
+
+
+async def current_thread_ident() -> int:
+    """Awaited on a loop: the ident of the thread running that loop."""
+    return threading.get_ident()
