@@ -102,6 +102,7 @@ Note = tuple[Level, str, str, tuple[Any, ...]]
 
 _STALE_TICKETS_KEPT = 64
 _FINISHED_KEPT = 256
+_STATE = "in_flight={} active={} cancelling={} pending={}"
 _RESPONSE_ID = re.compile(r"\bresp_[A-Za-z0-9]+")
 _process_tag = f"{os.getpid():x}"
 
@@ -235,12 +236,13 @@ class GateMachine:
         return self.in_flight is None and self.active is None
 
     def describe(self) -> str:
-        """The state in one line, for the ``[RESPONSE_CREATE_CHECK]`` diagnostics."""
+        """The state in one line, for the diagnostics."""
+        return _STATE.format(*self._state())
+
+    def _state(self) -> tuple[Any, ...]:
+        """What ``describe`` shows, unformatted (the hot path defers the formatting)."""
         in_flight = self.in_flight.event_id if self.in_flight else None
-        return (
-            f"in_flight={in_flight} active={self.active} cancelling={self.cancelling} "
-            f"pending={len(self.pending)}"
-        )
+        return (in_flight, self.active, self.cancelling, len(self.pending))
 
     def deadline(self) -> float | None:
         """When the watchdog must next look (``tick``), or None if nothing is in flight."""
@@ -268,13 +270,12 @@ class GateMachine:
             raise ValueError(f"trigger {trigger.reason!r} was already requested")
         fx = Effects()
         if self.diagnostics:
-            in_flight = self.in_flight.event_id if self.in_flight else None
             fx.note(
                 (
                     "DEBUG",
                     "RESPONSE_CREATE_CHECK",
-                    "in_flight={} active={} cancelling={} pending={} for {}",
-                    (in_flight, self.active, self.cancelling, len(self.pending), trigger.reason),
+                    _STATE + " for {}",
+                    (*self._state(), trigger.reason),
                 )
             )
         self.stats.accepted += 1
