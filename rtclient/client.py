@@ -245,15 +245,7 @@ class RealtimeClient:
                 target=self._dispatch_loop, name="rtclient-dispatcher", daemon=True
             )
             self._dispatcher.start()
-            self._transport = Transport(
-                base_url=self.base_url,
-                api_key=self._key,
-                model=self.model,
-                session=config,
-                on_message=self._on_message,
-                on_closed=self._on_connection_lost,
-                **self._transport_options,
-            )
+            self._transport = self._make_transport(config)
             loop_thread.call(self._transport.connect(), timeout=timeout + 1.0)
             self._session_ready.result(max(0.0, deadline - time.monotonic()))
             if config:
@@ -269,6 +261,18 @@ class RealtimeClient:
             self.close()
             raise
         return self
+
+    def _make_transport(self, config: dict[str, Any]) -> Transport:
+        """The connection this client speaks over (the only place that knows which)."""
+        return Transport(
+            base_url=self.base_url,
+            api_key=self._key,
+            model=self.model,
+            session=config,
+            on_message=self._on_message,
+            on_closed=self._on_connection_lost,
+            **self._transport_options,
+        )
 
     def _session_config(self) -> dict[str, Any]:
         config = dict(self._session)
