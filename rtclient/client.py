@@ -560,9 +560,7 @@ class RealtimeClient:
         """The gate's confirm watchdog, ticking on the loop thread."""
         if self._closed is not None or self._loop_thread is None:
             return
-        ticket = self._gate.tick()
-        if ticket is not None:
-            self._fire(ticket)
+        self._gate.tick()
         period = min(1.0, self._gate.machine.confirm_timeout / 4)
         self._watchdog = self._loop_thread.loop.call_later(period, self._arm_watchdog)
 

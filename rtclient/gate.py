@@ -49,13 +49,19 @@ error active_response, our ticket     clear ``in_flight``; triggers re-armed (ne
                                       at its ``done`` (an unseen one becomes
                                       ``active``); bounded attempts
 other error with our ticket's id      clear ``in_flight``; the ticket's waiters fail
+response.done naming our ticket       (its ``response.created`` was lost or is late) as
+                                      created, then done: the ticket's triggers are
+                                      served and resolved by this done
 response.done for ``active``          clear ``active``; resolve its served waiters; if
                                       triggers are pending, claim ONE coalesced ticket
 response.done, other id/out-of-band   resolve any waiters it served; gate unchanged
-confirm timeout (watchdog, tick)      clear ``in_flight``, re-arm, log loudly; a late
-                                      ``response.created`` for it still serves them
+confirm timeout (watchdog, tick)      report once, loudly (``confirm_timeouts``); never
+                                      re-send, never free ``in_flight`` (see ``tick``)
 cancel()                              ``active`` set and not cancelling: cancel it;
-                                      only ``in_flight``: cancel it once created
+                                      only ``in_flight``: mark its triggers to cancel
+                                      the response that serves them (survives a
+                                      rejection and re-fire)
+cancel_failed(response_id)            the cancel was not sent: clear ``cancelling``
 close(error)                          CLOSED: every waiter fails; nothing is replayed
 ====================================  =================================================
 
@@ -100,7 +106,6 @@ Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 # and only if loguru would emit it - the hot path never builds a string for nothing.
 Note = tuple[Level, str, str, tuple[Any, ...]]
 
-_STALE_TICKETS_KEPT = 64
 _FINISHED_KEPT = 256
 _STATE = "in_flight={} active={} cancelling={} pending={}"
 _RESPONSE_ID = re.compile(r"\bresp_[A-Za-z0-9]+")
@@ -120,6 +125,9 @@ class Trigger:
     future: Future[dict[str, Any]] = field(default_factory=Future, repr=False)
     attempts: int = 0
     state: TriggerState = "new"
+    # interrupt() asked to cancel the response that will serve this trigger (its create
+    # was unconfirmed then); kept on the trigger so a rejected, re-fired create keeps it.
+    cancel_requested: bool = False
 
     @property
     def plain(self) -> bool:
@@ -135,7 +143,11 @@ class Ticket:
     triggers: tuple[Trigger, ...]
     params: Mapping[str, Any] | None
     claimed_at: float
-    cancel_requested: bool = False
+    reported: bool = False  # the watchdog has reported it unconfirmed (once)
+
+    @property
+    def cancel_requested(self) -> bool:
+        return any(t.cancel_requested for t in self.triggers)
 
     @property
     def reasons(self) -> list[str]:
@@ -189,7 +201,7 @@ class GateStats:
     rejections: int = 0
     rearmed: int = 0
     rollbacks: int = 0
-    watchdog_resets: int = 0
+    confirm_timeouts: int = 0
     resolved: int = 0
     failed: int = 0
     outstanding: int = 0
@@ -220,7 +232,6 @@ class GateMachine:
         self.pending: deque[Trigger] = deque()
         self.closed: BaseException | None = None
         self._serving: dict[str, list[Trigger]] = {}
-        self._stale: OrderedDict[str, Ticket] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()  # recently done ids
         self._ids = itertools.count(1)
         self._prefix = f"rtc_{id_prefix or _process_tag}_{id(self):x}_"
@@ -245,8 +256,9 @@ class GateMachine:
         return (in_flight, self.active, self.cancelling, len(self.pending))
 
     def deadline(self) -> float | None:
-        """When the watchdog must next look (``tick``), or None if nothing is in flight."""
-        if self.in_flight is None:
+        """When the watchdog must next look (``tick``): None if nothing is in flight or
+        the create in flight was already reported."""
+        if self.in_flight is None or self.in_flight.reported:
             return None
         return self.in_flight.claimed_at + self.confirm_timeout
 
@@ -332,12 +344,7 @@ class GateMachine:
         fx = Effects()
         if out_of_band or self.closed is not None:
             return fx
-        ticket: Ticket | None = None
-        if self.in_flight is not None and ticket_id == self.in_flight.event_id:
-            ticket, self.in_flight = self.in_flight, None
-        elif ticket_id is not None and ticket_id in self._stale:
-            ticket = self._stale.pop(ticket_id)
-            fx.note(("WARNING", "RESPONSE_CREATED", "{}", (f"late confirmation of {ticket_id}",)))
+        ticket = self._take_in_flight(ticket_id, fx)
         was_in_progress = self.active is not None
         if was_in_progress:
             fx.note(
@@ -359,24 +366,41 @@ class GateMachine:
             )
         )
         if ticket is not None:
-            served = [t for t in ticket.triggers if t.state in ("pending", "in_flight")]
-            for t in served:
-                if t.state == "pending":
-                    self.pending.remove(t)
-                t.state = "served"
-            self._serving.setdefault(response_id, []).extend(served)
+            self._serve(ticket, response_id)
             if ticket.cancel_requested:
                 self.cancelling = True
                 fx.cancel = response_id
         return fx
 
     def on_done(
-        self, response_id: str, event: dict[str, Any], *, out_of_band: bool, now: float
+        self,
+        response_id: str,
+        event: dict[str, Any],
+        *,
+        out_of_band: bool,
+        now: float,
+        ticket_id: str | None = None,
     ) -> Effects:
+        """``ticket_id`` is the ticket the response's metadata names, if any: a done for
+        our create whose ``response.created`` never came settles the create here."""
         fx = Effects()
         self._finished[response_id] = None
         while len(self._finished) > _FINISHED_KEPT:
             self._finished.popitem(last=False)
+        if not out_of_band and self.closed is None:
+            ticket = self._take_in_flight(ticket_id, fx)
+            if ticket is not None:
+                fx.note(
+                    (
+                        "WARNING",
+                        "RESPONSE_DONE",
+                        "{}",
+                        (f"{response_id} done for {ticket.event_id}, never seen created",),
+                    )
+                )
+                self._serve(ticket, response_id)
+                if self.active is None:
+                    self.active = response_id  # cleared just below, like any active done
         for t in self._serving.pop(response_id, []):
             t.state = "done"
             self.stats.resolved += 1
@@ -401,8 +425,6 @@ class GateMachine:
             self.stats.rejections += 1
         ticket = self.in_flight
         if ticket is None or event_id is None or event_id != ticket.event_id or self.closed:
-            if event_id is not None and event_id in self._stale:
-                fx.note(("WARNING", "RESPONSE_REJECTED", "{}", (f"stale {event_id}: {code}",)))
             return fx
         self.in_flight = None
         if code == ACTIVE_RESPONSE_CODE:
@@ -435,29 +457,35 @@ class GateMachine:
         return fx
 
     def tick(self, now: float) -> Effects:
-        """The confirm watchdog: a create never confirmed nor rejected must not hold the gate."""
+        """The confirm watchdog: report a create unconfirmed after ``confirm_timeout``.
+
+        It only reports (once per create) and never re-sends or frees the slot. The
+        server answers every create in order - ``response.created`` or an ``error`` -
+        so an unconfirmed create is either still being processed or its confirmation
+        was lost; a second create would then either start a second response for one
+        request or be rejected by our own response. The slot is freed by the late
+        ``response.created``, by a ``response.done`` naming the ticket, by the error
+        naming it, or by the close of the connection.
+        """
         fx = Effects()
         ticket = self.in_flight
-        if ticket is None or now < ticket.claimed_at + self.confirm_timeout or self.closed:
+        if ticket is None or ticket.reported or self.closed:
             return fx
-        self.in_flight = None
-        self.stats.watchdog_resets += 1
-        self._stale[ticket.event_id] = ticket
-        while len(self._stale) > _STALE_TICKETS_KEPT:
-            self._stale.popitem(last=False)
+        if now < ticket.claimed_at + self.confirm_timeout:
+            return fx
+        ticket.reported = True
+        self.stats.confirm_timeouts += 1
         fx.note(
             (
                 "ERROR",
                 "RESPONSE_WATCHDOG",
                 "{}",
-                (f"{ticket.event_id} unconfirmed after {self.confirm_timeout}s; re-armed",),
+                (
+                    f"{ticket.event_id} unconfirmed after {self.confirm_timeout}s; "
+                    "still waiting for its response.created, response.done or error",
+                ),
             )
         )
-        error = ConfirmTimeoutError(
-            f"response.create {ticket.event_id} was not confirmed within {self.confirm_timeout}s"
-        )
-        self._rearm(ticket, error, fx, retry=True)
-        fx.send = self._claim(now, fx)
         return fx
 
     def cancel(self) -> Effects:
@@ -466,8 +494,18 @@ class GateMachine:
             self.cancelling = True
             fx.cancel = self.active
         elif self.active is None and self.in_flight is not None:
-            self.in_flight.cancel_requested = True
+            for t in self.in_flight.triggers:
+                t.cancel_requested = True
             fx.note(("INFO", "RESPONSE_CANCEL", "{}", (f"{self.in_flight.event_id} on creation",)))
+        return fx
+
+    def cancel_failed(self, response_id: str) -> Effects:
+        """The ``response.cancel`` for ``response_id`` could not be sent: a later
+        ``cancel()`` must try again rather than believe one is on its way."""
+        fx = Effects()
+        if self.active == response_id and self.cancelling:
+            self.cancelling = False
+            fx.note(("WARNING", "RESPONSE_CANCEL", "{}", (f"cancel of {response_id} not sent",)))
         return fx
 
     def close(self, error: BaseException) -> Effects:
@@ -485,11 +523,27 @@ class GateMachine:
             self._fail(t, error, fx)
         self.pending.clear()
         self._serving.clear()
-        self._stale.clear()
         self.in_flight, self.active = None, None
         return fx
 
     # -- internals -----------------------------------------------------------------
+
+    def _take_in_flight(self, ticket_id: str | None, fx: Effects) -> Ticket | None:
+        """Clear ``in_flight`` if ``ticket_id`` names it; return that ticket."""
+        ticket = self.in_flight
+        if ticket is None or ticket_id != ticket.event_id:
+            return None
+        self.in_flight = None
+        if ticket.reported:
+            fx.note(("WARNING", "RESPONSE_CREATED", "{}", (f"late confirmation of {ticket_id}",)))
+        return ticket
+
+    def _serve(self, ticket: Ticket, response_id: str) -> None:
+        """The ticket's waiting triggers are served by ``response_id``."""
+        served = [t for t in ticket.triggers if t.state == "in_flight"]
+        for t in served:
+            t.state = "served"
+        self._serving.setdefault(response_id, []).extend(served)
 
     def _claim(self, now: float, fx: Effects) -> Ticket | None:
         # (properties inlined: this runs on every decision that sends)
@@ -624,18 +678,22 @@ class ResponseGate:
             if not isinstance(response_id, str):
                 return Effects()
             out_of_band = "conversation_id" in response and response["conversation_id"] is None
+            metadata = response.get("metadata")
+            ticket_id = metadata.get(TICKET_METADATA_KEY) if isinstance(metadata, dict) else None
+            if not isinstance(ticket_id, str):
+                ticket_id = None
             with self._lock:
                 if kind == "response.created":
-                    metadata = response.get("metadata") or {}
-                    ticket_id = (
-                        metadata.get(TICKET_METADATA_KEY) if isinstance(metadata, dict) else None
-                    )
                     fx = self._machine.on_created(
                         response_id, ticket_id, out_of_band=out_of_band, now=self._clock()
                     )
                 else:
                     fx = self._machine.on_done(
-                        response_id, dict(event), out_of_band=out_of_band, now=self._clock()
+                        response_id,
+                        dict(event),
+                        out_of_band=out_of_band,
+                        now=self._clock(),
+                        ticket_id=ticket_id,
                     )
         elif kind == "error":
             error = ServerError.from_event(dict(event))
@@ -646,12 +704,11 @@ class ResponseGate:
         self._apply(fx)
         return fx
 
-    def tick(self) -> Ticket | None:
-        """Run the confirm watchdog now; returns a ticket to send, if re-armed and free."""
+    def tick(self) -> None:
+        """Run the confirm watchdog now (it reports; it never sends)."""
         with self._lock:
             fx = self._machine.tick(self._clock())
         self._apply(fx)
-        return fx.send
 
     def deadline(self) -> float | None:
         with self._lock:
@@ -663,6 +720,12 @@ class ResponseGate:
             fx = self._machine.cancel()
         self._apply(fx)
         return fx.cancel
+
+    def cancel_failed(self, response_id: str) -> None:
+        """The ``response.cancel`` for ``response_id`` did not reach the wire."""
+        with self._lock:
+            fx = self._machine.cancel_failed(response_id)
+        self._apply(fx)
 
     def close(self, error: BaseException) -> None:
         with self._lock:

@@ -259,32 +259,72 @@ def test_cancel_while_create_in_flight_cancels_on_creation(m: GateMachine) -> No
     assert fx.cancel == "resp_1" and m.cancelling
 
 
-def test_watchdog_frees_gate_and_late_confirmation_serves_once(m: GateMachine) -> None:
+def test_watchdog_reports_once_and_never_resends(m: GateMachine) -> None:
     ticket = claim(m, now=0.0)
     assert m.deadline() == 5.0
     assert m.tick(4.9).send is None and m.in_flight is ticket
     fx = m.tick(5.0)
-    assert m.stats.watchdog_resets == 1
+    assert m.stats.confirm_timeouts == 1 and fx.send is None and not fx.failed
     assert any(tag == "RESPONSE_WATCHDOG" for tag, _ in texts(fx))
-    retry = fx.send
-    assert retry is not None and retry.triggers == ticket.triggers
-    # the original was only late: its created arrives and serves the trigger
-    m.on_created("resp_1", ticket.event_id, out_of_band=False, now=6)
+    assert m.in_flight is ticket and m.deadline() is None  # held, reported once
+    assert not m.tick(50.0).notes and m.stats.confirm_timeouts == 1
+    # a request meanwhile waits: the slot is still ours
+    later = Trigger("later")
+    assert m.request(later, 6.0).send is None
+    # the late confirmation serves the ticket, exactly once
+    fx = m.on_created("resp_1", ticket.event_id, out_of_band=False, now=6)
     assert ticket.triggers[0].state == "served"
-    # the retry is rejected (resp_1 is active): nothing to re-arm, never served twice
-    fx = m.on_error(ACTIVE_RESPONSE_CODE, retry.event_id, rejection(retry.event_id), 6.0)
-    assert not m.pending and fx.send is None and not fx.failed
+    assert any("late confirmation" in text for _, text in texts(fx))
     fx = m.on_done("resp_1", done("resp_1"), out_of_band=False, now=7)
-    assert len(fx.resolved) == 1 and fx.send is None and m.stats.lost == 0
+    assert [t for t, _ in fx.resolved] == list(ticket.triggers)
+    assert fx.send is not None and fx.send.triggers == (later,)
+    assert m.stats.creates == 2 and m.snapshot_stats().lost == 0
 
 
-def test_watchdog_failure_after_bound(m: GateMachine) -> None:
-    claim(m, now=0.0)
-    fx = None
-    for i in range(1, m.max_attempts + 1):
-        fx = m.tick(i * 10.0)
-    assert fx is not None and len(fx.failed) == 1
-    assert isinstance(fx.failed[0][1], ConfirmTimeoutError)
+def test_done_naming_our_ticket_settles_a_create_never_seen_created(m: GateMachine) -> None:
+    ticket = claim(m, now=0.0)
+    m.tick(10.0)  # reported, still held
+    queued = Trigger("queued")
+    m.request(queued, 11.0)
+    event = done("resp_1")
+    fx = m.on_done("resp_1", event, out_of_band=False, now=12, ticket_id=ticket.event_id)
+    assert [(t, e) for t, e in fx.resolved] == [(ticket.triggers[0], event)]
+    assert m.active is None and m.in_flight is fx.send
+    assert fx.send is not None and fx.send.triggers == (queued,)
+    assert m.stats.creates == 2 and m.stats.rejections == 0 and m.snapshot_stats().lost == 0
+
+
+def test_done_naming_another_ticket_leaves_ours_in_flight(m: GateMachine) -> None:
+    ticket = claim(m)
+    fx = m.on_done("resp_x", done("resp_x"), out_of_band=False, now=1, ticket_id="rtc_other_1")
+    assert not fx.resolved and m.in_flight is ticket
+
+
+def test_cancel_that_could_not_be_sent_does_not_wedge_interrupts(m: GateMachine) -> None:
+    m.on_created("resp_1", None, out_of_band=False, now=0)
+    assert m.cancel().cancel == "resp_1"
+    assert m.cancel().cancel is None  # believed on its way
+    m.cancel_failed("resp_1")
+    assert not m.cancelling and m.cancel().cancel == "resp_1"  # tried again
+    m.cancel_failed("resp_other")  # a stale report changes nothing
+    assert m.cancelling
+
+
+def test_cancel_on_creation_survives_a_rejected_and_refired_create(m: GateMachine) -> None:
+    ticket = claim(m)
+    m.on_created("resp_vad", None, out_of_band=False, now=0)  # VAD starts meanwhile
+    m.on_done("resp_vad", done("resp_vad"), out_of_band=False, now=0)
+    # the interrupt comes while only our create is in flight
+    ticket2 = m.in_flight
+    assert ticket2 is ticket and m.cancel().cancel is None
+    m.on_created("resp_vad2", None, out_of_band=False, now=1)
+    fx = m.on_error(ACTIVE_RESPONSE_CODE, ticket.event_id, rejection(ticket.event_id), 1.0)
+    assert fx.send is None and ticket.triggers[0].state == "pending"
+    fx = m.on_done("resp_vad2", done("resp_vad2"), out_of_band=False, now=2)
+    refired = fx.send
+    assert refired is not None and refired.cancel_requested
+    fx = m.on_created("resp_ours", refired.event_id, out_of_band=False, now=3)
+    assert fx.cancel == "resp_ours" and m.cancelling
 
 
 def test_close_fails_every_waiter_and_refuses_requests(m: GateMachine) -> None:
@@ -367,11 +407,23 @@ def test_wrapper_watchdog_uses_injected_clock() -> None:
     gate = ResponseGate(confirm_timeout=2.0, clock=lambda: now[0])
     ticket = gate.request("a")
     assert ticket is not None and gate.deadline() == 102.0
-    assert gate.tick() is None
+    gate.tick()
+    assert gate.stats().confirm_timeouts == 0
     now[0] = 102.0
-    again = gate.tick()
-    assert again is not None and again.triggers == ticket.triggers
-    assert gate.stats().watchdog_resets == 1
+    gate.tick()
+    assert gate.stats().confirm_timeouts == 1 and gate.machine.in_flight is ticket
+
+
+def test_wrapper_settles_our_ticket_from_response_done_metadata() -> None:
+    gate = ResponseGate()
+    ticket = gate.request("a")
+    assert ticket is not None
+    trigger = ticket.triggers[0]
+    metadata = {"rtclient_ticket": ticket.event_id}
+    response = {"id": "resp_9", "conversation_id": "conv_1", "metadata": metadata}
+    gate.on_server_event({"type": "response.done", "response": response})
+    assert trigger.future.result(0)["response"]["id"] == "resp_9"
+    assert gate.machine.free
 
 
 def test_wrapper_ignores_garbage_events() -> None:

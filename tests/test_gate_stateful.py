@@ -2,7 +2,8 @@
 
 The same system as ``shared/models/gate.pml``, driven by random interleavings: tool
 triggers, sends that fail, a server that processes creates, starts its own (VAD)
-responses, finishes responses, and loses a create now and then (the watchdog's case).
+responses, finishes responses, drops a ``response.created`` now and then (the
+``response.done`` still names our ticket), and a watchdog that fires at any moment.
 Invariants checked after every step:
 
 * at most one of our creates is ever on the wire (sent, not yet processed);
@@ -39,10 +40,10 @@ class GateAgainstServer(RuleBasedStateMachine):
         self.now = 0.0
         self.outbox: Ticket | None = None  # claimed, being sent
         self.wire: deque[Ticket] = deque()  # sent, not yet processed by the server
-        self.lost_on_wire: set[str] = set()  # creates the network lost
         self.to_client: deque[tuple[str, Any]] = deque()
         self.s_active: str | None = None
         self.s_active_is_ours = False
+        self.s_active_ticket: str | None = None
         self.rids = itertools.count(1)
         self.sent_ids: set[str] = set()
         self.triggers: list[Trigger] = []
@@ -93,8 +94,10 @@ class GateAgainstServer(RuleBasedStateMachine):
             rid, ticket_id = payload
             self._handle(self.gate.on_created(rid, ticket_id, out_of_band=False, now=self.now))
         elif kind == "done":
-            event = {"type": "response.done", "response": {"id": payload}}
-            self._handle(self.gate.on_done(payload, event, out_of_band=False, now=self.now))
+            rid, ticket_id = payload
+            event = {"type": "response.done", "response": {"id": rid}}
+            fx = self.gate.on_done(rid, event, out_of_band=False, now=self.now, ticket_id=ticket_id)
+            self._handle(fx)
         else:
             ticket: Ticket = payload
             err = ServerError("busy", code=ACTIVE_RESPONSE_CODE, event_id=ticket.event_id)
@@ -103,48 +106,41 @@ class GateAgainstServer(RuleBasedStateMachine):
             self.just_rejected = [t for t in ticket.triggers if id(t) not in failed]
             self._handle(fx)
 
-    @precondition(
-        lambda self: (
-            self.gate.in_flight is not None
-            and self.outbox is None
-            and self.gate.in_flight.event_id in self.lost_on_wire
-        )
-    )
     @rule()
     def watchdog(self) -> None:
         self.now += self.gate.confirm_timeout
-        self._handle(self.gate.tick(self.now))
+        fx = self.gate.tick(self.now)
+        assert fx.send is None and not fx.failed, "the watchdog only reports"
+        self._handle(fx)
 
     # -- server side -----------------------------------------------------------------
 
     @precondition(lambda self: bool(self.wire))
-    @rule()
-    def server_processes_create(self) -> None:
+    @rule(drop_created=st.booleans())
+    def server_processes_create(self, drop_created: bool = False) -> None:
         ticket = self.wire.popleft()
         if self.s_active is not None:
             assert not self.s_active_is_ours, "rejected because of the client's own response"
             self.to_client.append(("error", ticket))
         else:
             self.s_active, self.s_active_is_ours = f"resp_{next(self.rids)}", True
-            self.to_client.append(("created", (self.s_active, ticket.event_id)))
-
-    @precondition(lambda self: bool(self.wire))
-    @rule()
-    def network_loses_create(self) -> None:
-        self.lost_on_wire.add(self.wire.popleft().event_id)
+            self.s_active_ticket = ticket.event_id
+            if not drop_created:  # dropped: only the done (naming the ticket) arrives
+                self.to_client.append(("created", (self.s_active, ticket.event_id)))
 
     @precondition(lambda self: True)
     @rule()
     def server_vad(self) -> None:
         if self.s_active is None:
             self.s_active, self.s_active_is_ours = f"resp_{next(self.rids)}", False
+            self.s_active_ticket = None
             self.to_client.append(("created", (self.s_active, None)))
 
     @precondition(lambda self: True)
     @rule()
     def server_finishes(self) -> None:
         if self.s_active is not None:
-            self.to_client.append(("done", self.s_active))
+            self.to_client.append(("done", (self.s_active, self.s_active_ticket)))
             self.s_active = None
 
     # -- invariants ------------------------------------------------------------------
@@ -170,8 +166,6 @@ class GateAgainstServer(RuleBasedStateMachine):
                 self.receive()
             elif self.s_active is not None:
                 self.server_finishes()
-            elif self.gate.in_flight is not None:
-                self.watchdog()  # its create was lost on the wire
             else:
                 break
         assert not self.gate.pending and self.gate.free
