@@ -1,63 +1,72 @@
-"""A Flask app that answers questions through one shared rtclient connection.
+"""Flask: one voice call per user. The browser holds the call; the server keeps the key.
 
-Why it looks like this:
+How it fits together:
 
-* Flask workers are threads, not coroutines. ``RealtimeClient`` is synchronous and
-  thread-safe, so every request thread simply calls ``client.ask(...)``; the client's
-  gate guarantees that concurrent requests never send a second ``response.create``
-  while one is active (the server's ``conversation_already_has_active_response``).
-* One WebRTC connection is shared by the whole process: it is created lazily on the
-  first request (not at import, so ``flask routes`` or a test needs no network) and
-  closed at interpreter exit. Its tools run on a ``ThreadPoolExecutor`` the app owns.
-* One connection is one conversation. Questions that arrive together are coalesced
-  into one response that sees them all, which suits a shared assistant; for a private
-  conversation per user, give each user their own client instead.
-* ``POST /session`` lets a browser talk to the API directly over WebRTC without ever
-  seeing the server's standard key: the server mints a short-lived ``ek_...`` key
-  (``POST {base_url}/realtime/client_secrets``) and returns only that.
+* ``GET /`` serves ``voice.html``, a plain page: it takes the microphone, opens a
+  WebRTC peer connection with the ``oai-events`` data channel and posts its SDP offer
+  to ``POST /calls``.
+* ``POST /calls`` creates the call with the server's standard key, instructions and
+  tools (``rtclient.create_call``), attaches a sideband client to it
+  (``RealtimeClient(call_id=...)``) and returns the SDP answer and the call id - never
+  a key. From then on the browser talks to the API directly: no audio passes through
+  this process. Each user has their own call, so their own conversation.
+* The sideband runs the tools on this app's thread pool, and its gate keeps its
+  follow-up responses from colliding with the browser's. Every sideband of this
+  process lives on one shared ``LoopThread``: one thread for all the calls.
+* ``POST /calls/<call_id>/hangup`` ends the call for everyone and forgets it. A call
+  that ends otherwise (the tab closed, the session expired) closes its sideband; the
+  registry forgets it the next time it is used. Only its browser knows a call id (no
+  route lists them), so only that browser can hang it up.
 
 Run it::
 
-    OPENAI_API_KEY=sk-... python examples/flask_app.py          # the real API
-    python examples/flask_app.py --emulator                     # offline, embedded emulator
+    OPENAI_API_KEY=sk-... python examples/flask_app.py   # the real API
+    python examples/flask_app.py --emulator              # offline, embedded emulator
 
-    curl -s localhost:5000/ask -H 'content-type: application/json' \\
-         -d '{"question": "Where is my order? lookup_order({\\"order_id\\": 7})"}'
-    curl -s -X POST localhost:5000/session
+then open http://127.0.0.1:5000/ and press "Start call".
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
-import json
+import contextlib
 import logging
 import os
 import threading
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from rtclient import RealtimeClient, RealtimeError, tool
+from rtclient import (
+    CallNotFoundError,
+    ClosedError,
+    LoopThread,
+    RealtimeClient,
+    RealtimeError,
+    create_call,
+    hangup_call,
+    tool,
+)
 from rtclient.client import DEFAULT_BASE_URL
 
 log = logging.getLogger(__name__)
+
+PAGE = Path(__file__).with_name("voice.html")
+
+SESSION = {
+    "type": "realtime",
+    "model": "gpt-realtime",
+    "instructions": "You are the shop's voice assistant. Look orders up with lookup_order.",
+}
+"""What every call may do is decided here, on the server, not by the browser."""
 
 ORDERS = {
     7: {"order_id": 7, "status": "shipped", "carrier": "DHL"},
     8: {"order_id": 8, "status": "processing", "carrier": None},
 }
-
-BROWSER_SESSION = {
-    "type": "realtime",
-    "model": "gpt-realtime",
-    "instructions": "You are the shop's voice assistant.",
-}
-"""What a browser's ephemeral key may do is decided here, on the server, not by the browser."""
 
 
 @tool
@@ -70,146 +79,140 @@ def lookup_order(order_id: int) -> dict[str, Any]:
     return ORDERS.get(order_id) or {"order_id": order_id, "status": "unknown"}
 
 
-class SharedClient:
-    """One ``RealtimeClient`` for the whole process, connected on first use.
+TOOLS = [lookup_order]
 
-    ``get()`` is safe to call from many request threads at once: the first connects
-    (under a lock), the others wait for it. If the connection was lost, the next
-    ``get()`` replaces it. ``close()`` hangs up and stops the tool threads; it is
-    registered with ``atexit`` while a client exists.
+
+class Calls:
+    """The live calls of this process: call id -> the sideband client attached to it.
+
+    Thread-safe. The loop thread and the tool pool are shared by every call; the loop
+    thread starts with the first call. ``close()`` hangs every call up (at shutdown).
     """
 
-    def __init__(self, *, max_workers: int = 8, **client_kwargs: Any) -> None:
-        self._kwargs = client_kwargs
-        self._max_workers = max_workers
+    def __init__(self, *, api_key: str, base_url: str, max_workers: int = 8) -> None:
+        self.api_key = api_key
+        self.base_url = base_url
+        self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix="flask-tool")
+        self.loop_thread = LoopThread("flask-calls")
+        self._started = False
         self._lock = threading.Lock()
-        self._client: RealtimeClient | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._live: dict[str, RealtimeClient] = {}
 
-    def get(self) -> RealtimeClient:
+    def start(self, offer_sdp: str) -> tuple[str, str]:
+        """Create a call for this browser offer and attach to it: ``(call_id, answer_sdp)``."""
         with self._lock:
-            if self._client is not None and not self._client.closed:
-                return self._client
-            self._close_locked()
-            executor = ThreadPoolExecutor(self._max_workers, thread_name_prefix="flask-tool")
-            try:
-                client = RealtimeClient(executor=executor, **self._kwargs).connect()
-            except BaseException:
-                executor.shutdown(wait=True, cancel_futures=True)
-                raise
-            self._client, self._executor = client, executor
-            atexit.register(self.close)
-            return client
+            if not self._started:
+                self.loop_thread.start()
+                self._started = True
+        self._forget_ended()
+        call = create_call(
+            offer_sdp,
+            session=SESSION,  # the instructions and tools: decided here, not by the browser
+            tools=TOOLS,
+            api_key=self.api_key,
+            base_url=self.base_url,
+            loop_thread=self.loop_thread,
+        )
+        client = RealtimeClient(
+            call_id=call.call_id,  # a sideband: attach to the browser's call
+            api_key=self.api_key,
+            base_url=self.base_url,
+            tools=TOOLS,
+            executor=self.pool,
+            loop_thread=self.loop_thread,
+        )
+        try:
+            client.connect()
+        except RealtimeError:
+            # A call without its tools is no use to the user: end it, report the failure.
+            with contextlib.suppress(RealtimeError):
+                hangup_call(call.call_id, api_key=self.api_key, base_url=self.base_url)
+            raise
+        with self._lock:
+            self._live[call.call_id] = client
+        return call.call_id, call.sdp
 
-    @property
-    def current(self) -> RealtimeClient | None:
-        """The connected client, if any (for stats); never connects."""
-        return self._client
+    def hangup(self, call_id: str) -> bool:
+        """End ``call_id`` for everyone; False if it is not one of ours."""
+        with self._lock:
+            client = self._live.pop(call_id, None)
+        if client is None:
+            return False
+        try:
+            client.hangup()  # for the browser too; closes the client either way
+        except CallNotFoundError:
+            pass  # it had already ended
+        except ClosedError:  # the sideband was lost first: end the call by its id
+            with contextlib.suppress(CallNotFoundError):
+                hangup_call(call_id, api_key=self.api_key, base_url=self.base_url)
+        return True
+
+    def live(self) -> list[str]:
+        """The call ids still attached."""
+        self._forget_ended()
+        with self._lock:
+            return list(self._live)
+
+    def get(self, call_id: str) -> RealtimeClient | None:
+        with self._lock:
+            return self._live.get(call_id)
+
+    def _forget_ended(self) -> None:
+        with self._lock:
+            ended = {cid: c for cid, c in self._live.items() if c.closed}
+            for call_id in ended:
+                del self._live[call_id]
+        for client in ended.values():
+            client.close()  # releases what the lost connection left behind
 
     def close(self) -> None:
         with self._lock:
-            self._close_locked()
-        atexit.unregister(self.close)
-
-    def _close_locked(self) -> None:
-        client, executor = self._client, self._executor
-        self._client = self._executor = None
-        if client is not None:
-            client.close()
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
-
-
-class _StaticClient:
-    """Wraps a client the caller owns (``create_app(client=...)``): never closed here."""
-
-    def __init__(self, client: RealtimeClient) -> None:
-        self.current = client
-
-    def get(self) -> RealtimeClient:
-        return self.current
-
-    def close(self) -> None:
-        pass
+            clients, self._live = list(self._live.values()), {}
+        for client in clients:
+            with contextlib.suppress(RealtimeError):
+                client.hangup()
+        self.loop_thread.stop()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def create_app(
-    client: RealtimeClient | None = None,
-    *,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    loopback_only: bool = False,
-    max_workers: int = 8,
-    ask_timeout: float = 60.0,
+    *, api_key: str | None = None, base_url: str | None = None, max_workers: int = 8
 ) -> Flask:
-    """The app. ``client`` (connected, with ``lookup_order``) is used as given and left
-    to its owner; otherwise the app connects its own on the first ``/ask``.
+    """The app; ``api_key``/``base_url`` default to ``OPENAI_API_KEY``/``OPENAI_BASE_URL``.
 
-    ``api_key``/``base_url`` default to ``OPENAI_API_KEY``/``OPENAI_BASE_URL``.
-    The shared client is ``app.extensions["rtclient"]`` (``.close()`` it in tests).
+    The registry is ``app.extensions["calls"]``: ``.close()`` it at shutdown.
     """
     app = Flask(__name__)
-    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-    url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-    shared: SharedClient | _StaticClient
-    if client is not None:
-        shared = _StaticClient(client)
-    else:
-        shared = SharedClient(
-            max_workers=max_workers,
-            api_key=key or None,
-            base_url=url,
-            tools=[lookup_order],
-            loopback_only=loopback_only,
-        )
-    app.extensions["rtclient"] = shared
+    calls = Calls(
+        api_key=api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", ""),
+        base_url=(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
+        max_workers=max_workers,
+    )
+    app.extensions["calls"] = calls
 
-    @app.post("/ask")
-    def ask() -> Any:
-        body = request.get_json(silent=True)
-        question = body.get("question") if isinstance(body, dict) else None
-        if not isinstance(question, str) or not question.strip():
-            return _error(400, 'send JSON {"question": "..."}')
-        try:
-            answer = shared.get().ask(question, timeout=ask_timeout)
-        except TimeoutError:
-            return _error(504, f"no answer within {ask_timeout}s")
-        except RealtimeError as exc:
-            log.warning("ask failed: %s", exc)  # rtclient's errors never carry the key
-            return _error(502, f"the Realtime API failed: {type(exc).__name__}")
-        return jsonify(
-            text=answer.text,
-            response_ids=answer.response_ids,
-            tool_calls=[
-                {"name": c.name, "arguments": c.arguments, "output": c.output, "error": c.error}
-                for c in answer.tool_calls
-            ],
-        )
+    @app.get("/")
+    def page() -> Any:
+        return PAGE.read_text(encoding="utf-8")
 
-    @app.post("/session")
-    def session() -> Any:
-        if not key:
+    @app.post("/calls")
+    def start_call() -> Any:
+        offer = request.get_data(as_text=True)
+        if request.mimetype != "application/sdp" or not offer.startswith("v=0"):
+            return _error(400, "post the browser's SDP offer as application/sdp")
+        if not calls.api_key:
             return _error(503, "the server has no API key configured")
-        body = json.dumps({"expires_after": {"anchor": "created_at", "seconds": 600},
-                           "session": BROWSER_SESSION}).encode()  # fmt: skip
-        req = urllib.request.Request(
-            f"{url}/realtime/client_secrets",
-            data=body,
-            method="POST",
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        )
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                secret = json.load(resp)
-        except urllib.error.HTTPError as exc:
-            # The API's message may quote part of the key: keep only status and code.
-            code = _error_code(exc)
-            log.warning("client_secrets refused: HTTP %s %s", exc.code, code)
-            return _error(502, f"the API refused to mint a key (HTTP {exc.code}, {code})")
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            log.warning("client_secrets failed: %s", type(exc).__name__)
-            return _error(502, "the API could not be reached")
-        return jsonify(value=secret["value"], expires_at=secret["expires_at"])
+            call_id, answer = calls.start(offer)
+        except RealtimeError as exc:
+            log.warning("call not started: %s", exc)  # rtclient's errors never carry the key
+            return _error(502, f"the Realtime API failed: {type(exc).__name__}")
+        return jsonify(call_id=call_id, sdp=answer), 201
+
+    @app.post("/calls/<call_id>/hangup")
+    def hangup(call_id: str) -> Any:
+        if not calls.hangup(call_id):
+            return _error(404, f"no live call {call_id}")
+        return jsonify(call_id=call_id, ended=True)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
@@ -222,33 +225,25 @@ def _error(status: int, message: str) -> Any:
     return jsonify(error={"message": message, "status": status}), status
 
 
-def _error_code(exc: urllib.error.HTTPError) -> str:
-    try:
-        return str(json.load(exc)["error"].get("code") or "error")
-    except Exception:
-        return "error"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--emulator", action="store_true", help="use the embedded emulator")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    logging.getLogger("aioice").setLevel(logging.WARNING)  # ICE pair checks are noise here
     emulator = None
     if args.emulator:
         from rtclient.emulator import Emulator
 
         emulator = Emulator(turn_detection=None).start()
-        app = create_app(base_url=emulator.url, api_key="sk-emulator", loopback_only=True)
+        app = create_app(base_url=emulator.url, api_key="sk-emulator")
         print(f"emulator on {emulator.url}")
     else:
         app = create_app()
     try:
         app.run(host="127.0.0.1", port=args.port, threaded=True)
     finally:
-        app.extensions["rtclient"].close()
+        app.extensions["calls"].close()
         if emulator is not None:
             emulator.stop()
 

@@ -9,10 +9,12 @@ the application opts in with ``logger.enable("rtclient")``.
 
 from loguru import logger
 
+from rtclient.calls import CallAnswer, create_call, hangup_call
 from rtclient.client import Answer, EventStream, RealtimeClient, ResponseTicket
 from rtclient.errors import (
     BridgeClosedError,
     BridgeFullError,
+    CallNotFoundError,
     ClosedError,
     ConfirmTimeoutError,
     ConnectionLostError,
@@ -27,6 +29,7 @@ from rtclient.errors import (
     SessionExpiredError,
     SignalingError,
     ToolError,
+    WaitTimeoutError,
     WrongThreadError,
 )
 from rtclient.gate import ResponseGate, Ticket, Trigger
@@ -41,6 +44,8 @@ __all__ = [
     "Answer",
     "BridgeClosedError",
     "BridgeFullError",
+    "CallAnswer",
+    "CallNotFoundError",
     "ClosedError",
     "ConfirmTimeoutError",
     "ConnectTimeoutError",
@@ -64,7 +69,10 @@ __all__ = [
     "ToolError",
     "ToolSpec",
     "Trigger",
+    "WaitTimeoutError",
     "WrongThreadError",
     "__version__",
+    "create_call",
+    "hangup_call",
     "tool",
 ]

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import janus
-from loguru import logger
+from rtclient.logs import logger
 
 from rtclient.errors import BridgeClosedError, BridgeFullError, ClosedError
 from rtclient.loop import LoopThread

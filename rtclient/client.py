@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
-from loguru import logger
+from rtclient.logs import logger
 
 from rtclient import events as ev
 from rtclient._secret import Secret
@@ -37,19 +37,27 @@ from rtclient.bridge import Bridge
 from rtclient.errors import (
     BridgeFullError,
     ClosedError,
+    ConnectTimeoutError,
+    ForkedProcessError,
     MessageTooLargeError,
     RealtimeError,
     ServerError,
     SessionExpiredError,
+    WaitTimeoutError,
+    WrongThreadError,
 )
 from rtclient.gate import ResponseGate, Ticket, Trigger
+from rtclient.lifecycle import Lifecycle, State
 from rtclient.loop import LoopThread
 from rtclient.tools import ToolCall, ToolRunner, ToolSpec
-from rtclient.transport import AudioFrameCallback, AudioIn, Transport
+from rtclient import transports
+from rtclient.transports import AudioFrameCallback, AudioIn, Transport
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _STOP = object()
-_DONE_EVENTS_KEPT = 256
+# Settled per-response bookkeeping kept for a late reader (``ask`` or ``interrupt``
+# asking after the fact); older entries are dropped, so a long session stays flat.
+_SETTLED_KEPT = 64
 _SEND_TIMEOUT = 10.0
 
 Callback = Callable[[dict[str, Any]], None]
@@ -62,15 +70,23 @@ class ResponseTicket:
     the request, or raises the typed error that ended it (closed, rejected, failed).
     """
 
-    def __init__(self, future: concurrent.futures.Future[dict[str, Any]], reason: str) -> None:
+    def __init__(
+        self,
+        future: concurrent.futures.Future[dict[str, Any]],
+        reason: str,
+        guard: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self._future = future
         self.reason = reason
+        self._guard = guard
 
     def result(self, timeout: float | None = None) -> dict[str, Any]:
-        try:
-            return self._future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            raise TimeoutError(f"no response.done for {self.reason} within {timeout}s") from None
+        if self._guard is not None:
+            self._guard(f"result() of the ticket for {self.reason}", not self._future.done())
+        done, _ = concurrent.futures.wait([self._future], timeout)
+        if not done:
+            raise WaitTimeoutError(f"no response.done for {self.reason} within {timeout}s")
+        return self._future.result()
 
     def done(self) -> bool:
         return self._future.done()
@@ -102,12 +118,13 @@ class EventStream(Iterator[dict[str, Any]]):
         self._client = client
         self._timeout = timeout
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        client._streams.add(self)
+        client._register_stream(self)
 
     def put(self, item: Any) -> None:
         self._queue.put(item)
 
     def __next__(self) -> dict[str, Any]:
+        self._client._may_block("iterating events()", True)
         try:
             item = self._queue.get(timeout=self._timeout)
         except queue.Empty:
@@ -118,17 +135,29 @@ class EventStream(Iterator[dict[str, Any]]):
         return item  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        self._client._streams.discard(self)
+        self._client._unregister_stream(self)
 
 
 class RealtimeClient:
-    """A synchronous, thread-safe client for the Realtime API over WebRTC.
+    """A synchronous, thread-safe client for the Realtime API.
+
+    It speaks WebRTC by default; ``transport="websocket"`` opens a WebSocket session
+    instead, and ``call_id="rtc_..."`` attaches as a sideband to a call a browser holds
+    (standard key; the browser carries the audio). Everything else is the same on all
+    three: see :mod:`rtclient.transports`.
 
     ``api_key`` defaults to ``OPENAI_API_KEY``; ``base_url`` to ``OPENAI_BASE_URL`` or
     ``https://api.openai.com/v1`` (the ``openai`` package's convention: it includes
     ``/v1``). Tools run on ``executor`` (a thread pool by default). With no tools
     registered, function calls are left to the caller (``submit_tool_output``).
     Pass ``loop_thread`` to share one loop thread between many clients.
+
+    ``client_turns=True`` makes the client start every response: server VAD still
+    detects speech, commits the user's turn and cancels a response the user talks over
+    (``interrupt_response``), but creates none itself (``create_response: false``); the
+    client requests the answer through the gate on ``input_audio_buffer.committed``.
+    With nothing else starting responses, no create can cross a server response, so
+    the server never rejects one - by construction, not by retry.
     """
 
     def __init__(
@@ -141,6 +170,8 @@ class RealtimeClient:
         tools: Iterable[Callable[..., Any] | ToolSpec] = (),
         executor: concurrent.futures.Executor | None = None,
         loop_thread: LoopThread | None = None,
+        transport: transports.Kind | None = None,
+        call_id: str | None = None,
         ice_servers: list[Any] | None = None,
         loopback_only: bool = False,
         connect_timeout: float = 15.0,
@@ -151,16 +182,21 @@ class RealtimeClient:
         on_audio: AudioFrameCallback | None = None,
         bridge_size: int = 1024,
         close_timeout: float = 10.0,
+        client_turns: bool = False,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
         if not key:
             raise RealtimeError("no API key: pass api_key= or set OPENAI_API_KEY")
         self._key = Secret(key)
+        audio = audio_in is not None or audio_out is not None or on_audio is not None
+        self._transport_kind = transports.choose(transport, call_id, self._key, audio=audio)
+        self._attach_call_id = call_id
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
             "/"
         )
         self.model = model
         self._session = dict(session or {})
+        self._client_turns = client_turns
         self._own_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             thread_name_prefix="rtclient-tool"
@@ -185,6 +221,7 @@ class RealtimeClient:
             self._executor,
             send_output=self._send_tool_output,
             request_followup=self._request_followup,
+            fail_followup=self._settle_followup,
             schedule=self._schedule,
         )
         self._transport: Transport | None = None
@@ -193,10 +230,17 @@ class RealtimeClient:
         self._dispatcher: threading.Thread | None = None
         self._subscribers: dict[str, list[Callback]] = {}
         self._streams: set[EventStream] = set()
-        self._lock = threading.Lock()  # guards the waiter maps below; never held for I/O
+        # The one lock close() takes: it guards the lifecycle and registers every waiter
+        # (the one waiter rule: a waiter registered after close() fails at once). Never
+        # held for I/O or while running user code.
+        self._lock = threading.Lock()
+        self._life = Lifecycle(self._lock)
+        self._pid = os.getpid()
+        self._connect_future: concurrent.futures.Future[Any] | None = None
         self._done_waiters: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
         self._done_events: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._followups: dict[str, concurrent.futures.Future[Any]] = {}
+        self._settled_followups: OrderedDict[str, concurrent.futures.Future[Any]] = OrderedDict()
         self._oob_waiters: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
         self._session_ready: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
         self._session_updated: concurrent.futures.Future[dict[str, Any]] = (
@@ -204,7 +248,6 @@ class RealtimeClient:
         )
         self._session_update_id: str | None = None
         self._closed: BaseException | None = None
-        self._close_started = False
         self._watchdog: Any = None
         self._counters = {
             "events_received": 0,
@@ -216,7 +259,9 @@ class RealtimeClient:
 
     def __repr__(self) -> str:
         call = self._transport.call_id if self._transport else None
-        state = "closed" if self._closed else "open" if self._transport else "new"
+        state = self._life.state.value
+        if self._closed is not None and state == "open":
+            state = "lost"
         return f"<RealtimeClient model={self.model} base_url={self.base_url} call={call} {state}>"
 
     def __enter__(self) -> RealtimeClient:
@@ -228,68 +273,140 @@ class RealtimeClient:
     # -- lifecycle -----------------------------------------------------------------
 
     def connect(self, timeout: float | None = None) -> RealtimeClient:
-        """Connect over WebRTC, wait for the session, register tools. Blocking, bounded."""
-        if self._transport is not None or self._close_started:
-            raise RealtimeError("a RealtimeClient connects once; create a new one")
+        """Connect, wait for the session, register tools. Blocking, bounded by ``timeout``.
+
+        A client connects once. ``close()`` from another thread at any moment of this
+        call makes it raise :class:`ClosedError` promptly and leaves nothing behind.
+        """
+        self._may_block("connect()", True)
+        with self._lock:
+            if self._life.state is not State.NEW and not self._life.ending:
+                raise RealtimeError("a RealtimeClient connects once; create a new one")
+            self._life.move(State.CONNECTING)  # raises ClosedError after close()
         timeout = timeout if timeout is not None else self.connect_timeout
-        deadline = time.monotonic() + timeout
+        failure: BaseException | None = None
         try:
-            if self._loop_thread is None:
-                self._loop_thread = LoopThread("rtclient-loop").start()
-            loop_thread = self._loop_thread
-            config = self._session_config()
-            self._bridge = Bridge(
-                loop_thread, self._perform_send, maxsize=self._bridge_size, name="rtclient-bridge"
-            ).start()
-            self._dispatcher = threading.Thread(
-                target=self._dispatch_loop, name="rtclient-dispatcher", daemon=True
-            )
-            self._dispatcher.start()
-            self._transport = self._make_transport(config)
-            loop_thread.call(self._transport.connect(), timeout=timeout + 1.0)
-            self._session_ready.result(max(0.0, deadline - time.monotonic()))
-            if config:
-                event = ev.session_update(config)
-                self._session_update_id = event["event_id"]
-                self._send(event)
-                self._session_updated.result(max(0.0, deadline - time.monotonic()))
-            loop_thread.call_soon(self._arm_watchdog)
-        except concurrent.futures.TimeoutError:
-            self.close()
-            raise TimeoutError(f"the session was not ready within {timeout}s") from None
-        except BaseException:
-            self.close()
-            raise
-        return self
+            self._build(timeout)
+        except BaseException as exc:
+            failure = exc
+        finally:
+            self._life.connect_finished.set()  # from here on, connect() builds nothing
+        if failure is None:
+            with self._lock:
+                if self._life.state is State.CONNECTING:
+                    self._life.move(State.OPEN)
+                    return self
+            failure = self._closed or ClosedError("the client was closed while connecting")
+        self.close()
+        if isinstance(failure, concurrent.futures.CancelledError):
+            failure = self._closed or ClosedError("the client was closed while connecting")
+        if isinstance(failure, TimeoutError) and not isinstance(failure, RealtimeError):
+            raise ConnectTimeoutError(f"the session was not ready within {timeout}s") from None
+        raise failure
+
+    def _build(self, timeout: float) -> None:
+        """connect()'s steps. Each resource is published before the next step, so a
+        concurrent close() (which waits for connect_finished) tears down exactly what
+        exists; each blocking wait is failed at once by close()."""
+        deadline = time.monotonic() + timeout
+        if self._loop_thread is None:
+            self._loop_thread = LoopThread("rtclient-loop").start()
+        loop_thread = self._loop_thread
+        config = self._session_config()
+        self._check_connecting()
+        self._bridge = Bridge(
+            loop_thread, self._perform_send, maxsize=self._bridge_size, name="rtclient-bridge"
+        ).start()
+        self._check_connecting()
+        self._dispatcher = threading.Thread(
+            target=self._dispatch_loop, name="rtclient-dispatcher", daemon=True
+        )
+        self._dispatcher.start()
+        self._transport = self._make_transport(config)
+        with self._lock:
+            self._check_connecting()
+            self._connect_future = loop_thread.submit(self._transport.connect())
+        _wait(self._connect_future, timeout + 1.0, "the connection to open")
+        if self._attach_call_id is None:  # a sideband may attach after session.created
+            self._session_ready.result(_remaining(deadline))
+        if config:
+            event = ev.session_update(config)
+            self._session_update_id = event["event_id"]
+            self._send(event)
+            self._session_updated.result(_remaining(deadline))
+        loop_thread.call_soon(self._arm_watchdog)
+
+    def _check_connecting(self) -> None:
+        if self._life.state is not State.CONNECTING:
+            raise self._closed or ClosedError("the client was closed while connecting")
 
     def _make_transport(self, config: dict[str, Any]) -> Transport:
         """The connection this client speaks over (the only place that knows which)."""
-        return Transport(
-            base_url=self.base_url,
-            api_key=self._key,
-            model=self.model,
-            session=config,
-            on_message=self._on_message,
-            on_closed=self._on_connection_lost,
-            **self._transport_options,
-        )
+        options = dict(self._transport_options)
+        common: dict[str, Any] = {
+            "base_url": self.base_url,
+            "api_key": self._key,
+            "model": self.model,
+            "session": config,
+            "on_message": self._on_message,
+            "on_closed": self._on_connection_lost,
+        }
+        if self._transport_kind == "webrtc":
+            return transports.WebRTCTransport(**common, **options)
+        del options["ice_servers"], options["loopback_only"]  # no ICE on a WebSocket
+        return transports.WebSocketTransport(**common, call_id=self._attach_call_id, **options)
 
     def _session_config(self) -> dict[str, Any]:
         config = dict(self._session)
         if self._tools.specs:
             config.setdefault("tools", self._tools.session_tools())
-        if config:
+        if self._client_turns:
+            config = ev.with_client_turns(config)
+        if config or self._attach_call_id is not None:  # a sideband's readiness: session.updated
             config.setdefault("type", "realtime")
         return config
 
     def close(self, timeout: float | None = None) -> None:
-        """Fail every waiter, hang up, stop threads. Idempotent; returns within ``timeout``."""
-        with self._lock:
-            if self._close_started:
-                return
-            self._close_started = True
+        """Fail every waiter, hang up, stop threads. Idempotent, from any thread (in a
+        forked child it returns at once and touches nothing); returns within ``timeout``.
+        """
+        if os.getpid() != self._pid:
+            return  # the parent's connection is not ours to touch
         timeout = timeout if timeout is not None else self.close_timeout
+        with self._lock:
+            state = self._life.state
+            if state is State.NEW:
+                self._life.move(State.CLOSED)
+            elif not self._life.ending:
+                self._life.move(State.CLOSING)
+            connect_future = self._connect_future
+        if state is State.NEW:
+            self._shut_down(ClosedError("the client was closed"))
+            if self._own_executor:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            return
+        if state in (State.CLOSING, State.CLOSED):
+            if not self._is_internal_thread():
+                self._life.closed.wait(timeout)  # another thread is tearing down
+            return
         self._shut_down(self._closed or ClosedError("the client was closed"))
+        if state is State.CONNECTING:
+            if connect_future is not None:
+                connect_future.cancel()  # ICE or signaling in progress: stop it now
+            if not self._life.connect_finished.is_set() and not self._is_internal_thread():
+                self._life.connect_finished.wait(timeout)
+        self._teardown(timeout)
+        with self._lock:
+            self._life.move(State.CLOSED)
+
+    def _is_internal_thread(self) -> bool:
+        """The dispatcher or the loop thread: they must never wait for the teardown."""
+        loop_thread = self._loop_thread
+        in_loop = loop_thread is not None and loop_thread.in_loop_thread()
+        return in_loop or threading.current_thread() is self._dispatcher
+
+    def _teardown(self, timeout: float) -> None:
+        """Release what exists: watchdog, connection, bridge, dispatcher, executor, loop."""
         loop_thread = self._loop_thread
         if loop_thread is not None and loop_thread.running:
             if self._watchdog is not None:
@@ -310,7 +427,7 @@ class RealtimeClient:
             loop_thread.stop(timeout)
 
     def _shut_down(self, error: BaseException) -> None:
-        """CLOSED: every waiter fails with ``error``. Runs once, from any thread."""
+        """CLOSED for callers: every waiter fails with ``error``. Runs once, any thread."""
         with self._lock:
             if self._closed is None:
                 self._closed = error
@@ -324,12 +441,33 @@ class RealtimeClient:
             self._done_waiters.clear()
             self._followups.clear()
             self._oob_waiters.clear()
+            streams = list(self._streams)
         self._gate.close(error)
         for future in waiters:
-            if not future.done():
-                future.set_exception(error)
-        for stream in list(self._streams):
+            _settle(future, error)
+        for stream in streams:
             stream.put(_STOP)
+
+    def hangup(self, timeout: float | None = None) -> None:
+        """End the call for everyone on it - the browser and every sideband - then close.
+
+        ``close()`` alone detaches a sideband and leaves the call running. On a call this
+        is the API's hang-up with the standard key; an own WebSocket session just ends.
+        Raises :class:`CallNotFoundError` if the call had already ended (another
+        :class:`SignalingError` if the API refused); the client is closed either way.
+        """
+        timeout = timeout if timeout is not None else self.close_timeout
+        with self._lock:
+            connected = self._life.state is State.OPEN
+        transport, loop_thread = self._transport, self._loop_thread
+        try:
+            if not connected or transport is None or loop_thread is None:
+                raise ClosedError(
+                    "the client is not connected; end a call by id with rtclient.hangup_call()"
+                )
+            loop_thread.call(transport.end_call(), timeout=timeout)
+        finally:
+            self.close(timeout)
 
     @property
     def closed(self) -> bool:
@@ -337,7 +475,7 @@ class RealtimeClient:
 
     @property
     def call_id(self) -> str | None:
-        return self._transport.call_id if self._transport else None
+        return self._transport.call_id if self._transport else self._attach_call_id
 
     # -- public API ----------------------------------------------------------------
 
@@ -360,11 +498,13 @@ class RealtimeClient:
         ticket = self._gate.request(trigger)
         if ticket is not None:
             self._fire(ticket)
-        return ResponseTicket(trigger.future, reason)
+        return ResponseTicket(trigger.future, reason, self._may_block)
 
-    def ask(self, text: str, *, timeout: float = 60.0) -> Answer:
-        """Send ``text`` and block until the final answer, after any tool rounds."""
-        deadline = time.monotonic() + timeout
+    def ask(self, text: str, *, timeout: float | None = 60.0) -> Answer:
+        """Send ``text`` and block until the final answer, after any tool rounds
+        (``timeout=None``: until the answer or the close of the client)."""
+        self._may_block("ask()", True)
+        deadline = time.monotonic() + timeout if timeout is not None else None
         ticket = self.send_text(text)
         assert ticket is not None
         done = ticket.result(_remaining(deadline))
@@ -375,7 +515,9 @@ class RealtimeClient:
             response_ids.append(str(rid))
             if not ev.function_calls(done) or not self._tools.specs:
                 break
-            calls, followup = self._followup_future(str(rid)).result(_remaining(deadline))
+            waiter = self._followup_future(str(rid))
+            what = f"the tool round of {rid} and its follow-up response"
+            calls, followup = _wait(waiter, _remaining(deadline), what)
             calls_made.extend(calls)
             if followup is None:
                 break
@@ -386,6 +528,7 @@ class RealtimeClient:
         self, call_id: str, output: Any, *, respond: bool = False
     ) -> ResponseTicket | None:
         """Send a tool result yourself (thread-safe); optionally request the follow-up."""
+        self._check_open()
         text = output if isinstance(output, str) else ev.encode(output)
         self._send(ev.function_call_output(call_id, text))
         return self.request_response(reason=f"tool_output:{call_id}") if respond else None
@@ -402,27 +545,41 @@ class RealtimeClient:
         queued by the gate until that done - never rejected.
         """
         self._check_open()
+        if wait:
+            self._may_block("interrupt(wait=True)", True)
         response_id = self._gate.cancel()
         if response_id is not None:
-            self._send(ev.response_cancel(response_id))
+            try:
+                self._send(ev.response_cancel(response_id))
+            except BaseException:
+                self._gate.cancel_failed(response_id)  # the next interrupt() tries again
+                raise
         self._send(ev.output_audio_buffer_clear())
         if response_id is None or not wait:
             return None
-        try:
-            return self._done_future(response_id).result(timeout)
-        except concurrent.futures.TimeoutError:
-            raise TimeoutError(f"{response_id} did not finish within {timeout}s") from None
+        waiter = self._done_future(response_id)  # fails at once if closed meanwhile
+        done: dict[str, Any] = _wait(
+            waiter, timeout, f"the cancelled response {response_id} to finish"
+        )
+        return done
 
     def send_event(self, event: Mapping[str, Any], *, timeout: float = _SEND_TIMEOUT) -> None:
         """Send any client event (an ``event_id`` is added). ``response.create`` is refused:
         use ``request_response`` so the gate can keep its promise."""
+        self._check_open()
         if event.get("type") == "response.create":
             raise ValueError("send response.create through request_response(), not send_event()")
         self._send(ev.with_event_id(event), timeout=timeout)
 
     def on(self, event_type: str, callback: Callback) -> Callable[[], None]:
         """Call ``callback(event)`` on the dispatcher thread for each event of that type
-        (``"*"`` for all). Returns a function that unsubscribes."""
+        (``"*"`` for all). Returns a function that unsubscribes.
+
+        A callback must not block on the client (``ask``, ``ticket.result``,
+        ``interrupt(wait=True)``): the dispatcher thread it runs on is the one that
+        would deliver the answer, so those calls raise :class:`WrongThreadError` there.
+        """
+        self._check_process()
         with self._lock:
             self._subscribers.setdefault(event_type, []).append(callback)
 
@@ -435,12 +592,16 @@ class RealtimeClient:
         return unsubscribe
 
     def events(self, timeout: float | None = None) -> EventStream:
-        """A blocking iterator over server events from now on."""
+        """A blocking iterator over server events from now on. Iteration ends when no
+        event arrives within ``timeout`` or when the client closes; opened on a closed
+        client it raises :class:`ClosedError`."""
+        self._check_process()
         return EventStream(self, timeout)
 
     def stats(self) -> dict[str, int]:
-        """Counters: the gate's (creates, coalesced, rejections, rearmed, watchdog resets,
-        lost - which must stay 0), the tools', and the connection's."""
+        """Counters: the gate's (creates, coalesced, rejections, rearmed, confirm
+        timeouts, lost - which must stay 0), the tools', and the connection's."""
+        self._check_process()
         gate = self._gate.stats().as_dict()
         tools = dataclasses.asdict(self._tools.stats)
         return {**gate, **tools, **self._counters}
@@ -451,26 +612,54 @@ class RealtimeClient:
 
     # -- sending -------------------------------------------------------------------
 
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise ForkedProcessError(
+                f"this RealtimeClient belongs to process {self._pid}; a forked child "
+                f"({os.getpid()}) shares none of its threads or its connection - create a "
+                "new client in the child"
+            )
+
     def _check_open(self) -> None:
+        self._check_process()
         if self._closed is not None:
             raise ClosedError(f"the client is closed: {self._closed}") from self._closed
         if self._bridge is None:
             raise ClosedError("the client is not connected; call connect() first")
 
+    def _may_block(self, what: str, blocking: bool = True) -> None:
+        """Refuse a wait that cannot end: in a forked child, or on the thread that would
+        have to deliver the answer (the dispatcher runs callbacks; the loop thread
+        performs sends and reads events)."""
+        self._check_process()
+        if not blocking:
+            return
+        if threading.current_thread() is self._dispatcher:
+            raise WrongThreadError(
+                f"{what} would block the dispatcher thread, which runs on() callbacks and "
+                "delivers the very events it waits for; call it from another thread "
+                "(e.g. submit it to an executor)"
+            )
+        loop_thread = self._loop_thread
+        if loop_thread is not None and loop_thread.in_loop_thread():
+            raise WrongThreadError(f"{what} would block the loop thread and deadlock")
+
     def _send(self, event: dict[str, Any], timeout: float = _SEND_TIMEOUT) -> None:
         """Put an event on the bridge and wait for the outcome of the actual send."""
         self._check_open()
         assert self._bridge is not None
-        self._bridge.put(event).result(timeout)
+        _wait(self._bridge.put(event), timeout, f"the send of {event.get('type')}")
 
     def _perform_send(self, event: dict[str, Any]) -> None:
         """The bridge's handler: runs on the loop thread, the only thread touching aiortc."""
         if self._transport is None:
             raise ClosedError("not connected")
         self._transport.send(event)
+        # On the wire. Nothing that can raise may follow (a log call can: a sink that
+        # raises would report a sent create as failed, and the gate would send it again);
+        # the "[RESPONSE_CREATE] sent" line is written by the bridge's caller after.
         if event.get("type") == "response.create":
             self._counters["creates_sent"] += 1
-            logger.info("[RESPONSE_CREATE] {} sent", event.get("event_id"))
 
     def _fire(self, ticket: Ticket | None) -> None:
         """Send a claimed ticket; on failure roll back (and send what the gate says)."""
@@ -489,6 +678,7 @@ class RealtimeClient:
     def _after_create(self, ticket: Ticket, future: concurrent.futures.Future[Any]) -> None:
         exc = future.exception()
         if exc is None:
+            logger.info("[RESPONSE_CREATE] {} sent", ticket.event_id)
             return
         retry = not isinstance(exc, ClosedError | MessageTooLargeError)
         self._fire(self._gate.rollback(ticket, exc, retry=retry))
@@ -498,57 +688,96 @@ class RealtimeClient:
         oob_id = event["event_id"]
         params["metadata"] = {**(params.get("metadata") or {}), "rtclient_oob": oob_id}
         event["response"] = params
-        future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
-        with self._lock:
-            self._oob_waiters[oob_id] = future
+        future = self._register(self._oob_waiters, oob_id)
         try:
             self._send(event)
         except BaseException:
             with self._lock:
                 self._oob_waiters.pop(oob_id, None)
             raise
-        return ResponseTicket(future, reason)
+        return ResponseTicket(future, reason, self._may_block)
 
-    def _send_tool_output(self, call_id: str, output: str) -> None:
-        """Hand a tool's output to the bridge without waiting (a tool thread)."""
+    def _send_tool_output(self, call_id: str, output: str) -> concurrent.futures.Future[Any]:
+        """Hand a tool's output to the bridge without waiting; the future reports the
+        outcome of the actual send (on the wire, or why not)."""
         self._check_open()
         assert self._bridge is not None
-        self._bridge.put(ev.function_call_output(call_id, output))
+        return self._bridge.put(ev.function_call_output(call_id, output))
+
+    def _message_limit(self) -> int | None:
+        transport = self._transport
+        return transport.max_message_size if transport is not None else None
 
     def _request_followup(self, response_id: str, calls: list[ToolCall]) -> None:
-        future = self._followup_future(response_id)
         if not any(c.wants_response for c in calls):
-            _settle(future, (calls, None))
+            self._settle_followup(response_id, (calls, None))
             return
         trigger = Trigger(f"tool_calls:{response_id}")
 
         def served(done: concurrent.futures.Future[dict[str, Any]]) -> None:
             exc = done.exception()
-            _settle(future, exc if exc is not None else (calls, done.result()))
+            self._settle_followup(response_id, exc if exc is not None else (calls, done.result()))
 
         trigger.future.add_done_callback(served)
         try:
             ticket = self._gate.request(trigger)
         except ClosedError as exc:
-            _settle(future, exc)
+            self._settle_followup(response_id, exc)
             return
         self._fire(ticket)
 
-    def _followup_future(self, response_id: str) -> concurrent.futures.Future[Any]:
+    def _settle_followup(self, response_id: str, outcome: Any) -> None:
+        """A tool round ended: hand it to its reader, or keep it (bounded) for a late one."""
         with self._lock:
-            if self._closed is not None:
-                failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
-                failed.set_exception(self._closed)
-                return failed
-            return self._followups.setdefault(response_id, concurrent.futures.Future())
+            future = self._followups.pop(response_id, None)
+            if future is None:
+                future = concurrent.futures.Future()
+                self._settled_followups[response_id] = future
+                while len(self._settled_followups) > _SETTLED_KEPT:
+                    self._settled_followups.popitem(last=False)
+        _settle(future, outcome)
+
+    def _followup_future(self, response_id: str) -> concurrent.futures.Future[Any]:
+        """The (calls, follow-up done) of a response's tool round, for one reader."""
+        with self._lock:
+            settled = self._settled_followups.pop(response_id, None)
+        if settled is not None:
+            return settled
+        return self._register(self._followups, response_id)
 
     def _done_future(self, response_id: str) -> concurrent.futures.Future[dict[str, Any]]:
+        future = self._register(self._done_waiters, response_id)
         with self._lock:
-            future = self._done_waiters.setdefault(response_id, concurrent.futures.Future())
             event = self._done_events.get(response_id)
         if event is not None:
+            with self._lock:
+                self._done_waiters.pop(response_id, None)
             _settle(future, event)
         return future
+
+    def _register(
+        self, waiters: dict[str, concurrent.futures.Future[Any]], key: str
+    ) -> concurrent.futures.Future[Any]:
+        """The one waiter rule: register under the lock close() takes, or fail at once."""
+        with self._lock:
+            if self._closed is None:
+                return waiters.setdefault(key, concurrent.futures.Future())
+            error = self._closed
+        failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        failed.set_exception(error)
+        return failed
+
+    def _register_stream(self, stream: EventStream) -> None:
+        with self._lock:
+            if self._closed is None:
+                self._streams.add(stream)
+                return
+            error = self._closed
+        raise ClosedError(f"the client is closed: {error}") from error
+
+    def _unregister_stream(self, stream: EventStream) -> None:
+        with self._lock:
+            self._streams.discard(stream)
 
     def _schedule(self, delay: float, fn: Callable[[], None]) -> None:
         loop_thread = self._loop_thread
@@ -575,24 +804,50 @@ class RealtimeClient:
             return
         self._counters["events_received"] += 1
         kind = event["type"]
+        if kind not in ev.SERVER_EVENT_TYPES:
+            self._counters["unknown_events"] += 1
         if kind in ("response.created", "response.done", "error"):
             fx = self._gate.on_server_event(event)
             if fx.send is not None:
                 self._fire(fx.send)
             if fx.cancel is not None:
-                self._bridge_put(ev.response_cancel(fx.cancel))
+                self._send_cancel(fx.cancel)
             if kind == "response.done":
                 self._on_response_done(event)
             elif kind == "error":
                 self._on_error(event)
+        elif kind == "input_audio_buffer.committed" and self._client_turns:
+            self._respond_to_turn(event)
         self._dispatch_queue.put(event)
 
-    def _bridge_put(self, event: dict[str, Any]) -> None:
-        if self._bridge is not None:
-            try:
-                self._bridge.put(event)
-            except RealtimeError as exc:
-                logger.warning("[SEND] {} not sent: {!r}", event.get("type"), exc)
+    def _respond_to_turn(self, event: dict[str, Any]) -> None:
+        """Client-driven turns: the server committed the user's turn and starts nothing
+        itself; we request the answer through the gate (loop thread, no hop)."""
+        trigger = Trigger(f"user_turn:{event.get('item_id')}")
+        try:
+            ticket = self._gate.request(trigger)
+        except ClosedError:
+            return
+        self._fire(ticket)
+
+    def _send_cancel(self, response_id: str) -> None:
+        """Cancel a response the gate marked (loop thread); if the cancel cannot go out,
+        the gate forgets it was cancelling, so a later interrupt() tries again."""
+        bridge = self._bridge
+        try:
+            if bridge is None:
+                raise ClosedError("not connected")
+            future = bridge.put(ev.response_cancel(response_id))
+        except RealtimeError as exc:
+            future = concurrent.futures.Future()
+            future.set_exception(exc)
+
+        def sent(outcome: concurrent.futures.Future[Any]) -> None:
+            if outcome.exception() is not None:
+                logger.warning("[SEND] cancel of {} not sent", response_id)
+                self._gate.cancel_failed(response_id)
+
+        future.add_done_callback(sent)
 
     def _on_response_done(self, event: dict[str, Any]) -> None:
         response = event.get("response") or {}
@@ -602,7 +857,7 @@ class RealtimeClient:
         with self._lock:
             if isinstance(rid, str):
                 self._done_events[rid] = event
-                while len(self._done_events) > _DONE_EVENTS_KEPT:
+                while len(self._done_events) > _SETTLED_KEPT:
                     self._done_events.popitem(last=False)
                 waiter = self._done_waiters.pop(rid, None)
             else:
@@ -648,7 +903,9 @@ class RealtimeClient:
                     _guard(self._on_audio, item[1])
                 continue
             self._dispatch(item)
-        for stream in list(self._streams):
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
             stream.put(_STOP)
 
     def _dispatch(self, event: dict[str, Any]) -> None:
@@ -665,14 +922,25 @@ class RealtimeClient:
             self._tools.on_event(event)
         with self._lock:
             callbacks = [*self._subscribers.get(kind, ()), *self._subscribers.get("*", ())]
+            streams = list(self._streams)
         for callback in callbacks:
             _guard(callback, event)
-        for stream in list(self._streams):
+        for stream in streams:
             stream.put(event)
 
 
-def _remaining(deadline: float) -> float:
-    return max(0.0, deadline - time.monotonic())
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _wait(future: concurrent.futures.Future[Any], timeout: float | None, what: str) -> Any:
+    """``future.result(timeout)``, but a timeout says what was waited for, and is both a
+    ``RealtimeError`` and a ``TimeoutError`` (never a TimeoutError raised *by* the work
+    mistaken for this wait's)."""
+    done, _ = concurrent.futures.wait([future], timeout)
+    if not done:
+        raise WaitTimeoutError(f"waited {timeout}s for {what}")
+    return future.result()
 
 
 def _settle(future: concurrent.futures.Future[Any], outcome: Any) -> None:

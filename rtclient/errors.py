@@ -79,7 +79,20 @@ class SendError(RealtimeError):
 
 
 class MessageTooLargeError(SendError):
-    """An event is larger than the peer's SCTP ``max-message-size``; it was not sent."""
+    """An event is larger than the connection accepts in one message; it was not sent."""
+
+    def __init__(self, message: str, *, size: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class WaitTimeoutError(RealtimeError, TimeoutError):
+    """A blocking call waited its whole ``timeout``; the message says what for.
+
+    Both a :class:`RealtimeError` (catch everything from the SDK) and the builtin
+    ``TimeoutError`` (catch every timeout), so either clause works.
+    """
 
 
 class ConfirmTimeoutError(RealtimeError):
@@ -99,7 +112,8 @@ class ForkedProcessError(LoopThreadError):
 
 
 class SignalingError(RealtimeError):
-    """The SDP exchange failed; carries the API's HTTP status, ``code`` and ``message``."""
+    """An HTTP exchange with the API failed (the SDP offer, a WebSocket handshake, a
+    hang-up); carries the API's HTTP status, ``code`` and ``message``."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
         super().__init__(f"signaling failed ({status}, {code}): {message}")
@@ -108,8 +122,13 @@ class SignalingError(RealtimeError):
         self.code = code
 
 
-class ConnectTimeoutError(RealtimeError):
-    """The data channel did not open within the connect timeout (e.g. no ICE candidate)."""
+class CallNotFoundError(SignalingError):
+    """The call does not exist or has ended (the API's ``call_id_not_found``): attaching
+    a sideband to it or hanging it up is refused."""
+
+
+class ConnectTimeoutError(WaitTimeoutError):
+    """The connection was not ready within the connect timeout (e.g. no ICE candidate)."""
 
 
 class ToolError(RealtimeError):

@@ -83,6 +83,87 @@ def output_audio_buffer_clear() -> Event:
     return with_event_id({"type": "output_audio_buffer.clear"})
 
 
+def with_client_turns(session: Mapping[str, Any]) -> Event:
+    """``session`` with server VAD that commits turns but starts no response itself.
+
+    Keeps whatever the caller set in ``audio.input.turn_detection`` (type, thresholds)
+    and forces ``create_response: false``; ``interrupt_response`` stays true unless set.
+    """
+    config = dict(session)
+    audio = dict(config.get("audio") or {})
+    audio_input = dict(audio.get("input") or {})
+    detection = dict(audio_input.get("turn_detection") or {"type": "server_vad"})
+    detection["create_response"] = False
+    detection.setdefault("interrupt_response", True)
+    audio_input["turn_detection"] = detection
+    audio["input"] = audio_input
+    config["audio"] = audio
+    return config
+
+
+# Every server event type the Realtime API defines (GA, and the old beta names it may
+# still send). Anything else counts as ``unknown_events``. Written out rather than read
+# from the ``openai`` package at run time (importing it costs ~1.5 s here);
+# ``tests/test_events.py`` checks this set against the package's event unions.
+SERVER_EVENT_TYPES: frozenset[str] = frozenset(
+    (
+        "conversation.created",
+        "conversation.item.added",
+        "conversation.item.created",
+        "conversation.item.deleted",
+        "conversation.item.done",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.failed",
+        "conversation.item.input_audio_transcription.segment",
+        "conversation.item.retrieved",
+        "conversation.item.truncated",
+        "error",
+        "input_audio_buffer.cleared",
+        "input_audio_buffer.committed",
+        "input_audio_buffer.dtmf_event_received",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.timeout_triggered",
+        "mcp_list_tools.completed",
+        "mcp_list_tools.failed",
+        "mcp_list_tools.in_progress",
+        "output_audio_buffer.cleared",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "rate_limits.updated",
+        "response.audio.delta",
+        "response.audio.done",
+        "response.audio_transcript.delta",
+        "response.audio_transcript.done",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.created",
+        "response.done",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.mcp_call.completed",
+        "response.mcp_call.failed",
+        "response.mcp_call.in_progress",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.output_audio.delta",
+        "response.output_audio.done",
+        "response.output_audio_transcript.delta",
+        "response.output_audio_transcript.done",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.text.delta",
+        "response.text.done",
+        "session.created",
+        "session.updated",
+        "transcription_session.updated",
+    )
+)
+
+
 def encode(event: Mapping[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 

@@ -88,7 +88,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from loguru import logger
+from rtclient import logs
+from rtclient.logs import logger
 
 from rtclient.errors import (
     ClosedError,
@@ -106,7 +107,7 @@ Level = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 # and only if loguru would emit it - the hot path never builds a string for nothing.
 Note = tuple[Level, str, str, tuple[Any, ...]]
 
-_FINISHED_KEPT = 256
+_FINISHED_KEPT = 64
 _STATE = "in_flight={} active={} cancelling={} pending={}"
 _RESPONSE_ID = re.compile(r"\bresp_[A-Za-z0-9]+")
 _process_tag = f"{os.getpid():x}"
@@ -592,18 +593,9 @@ class GateMachine:
 
 
 def _diagnostics_enabled() -> bool:
-    """Would loguru emit this module's records? A cheap check that keeps the disabled
-    library (the default) from paying for log calls on every decision.
-
-    It reads loguru's per-module activation cache (private, so guarded): False only once
-    loguru has decided this module is disabled; anything unknown logs and lets loguru
-    decide (which also fills the cache).
-    """
-    try:
-        core: Any = logger._core  # type: ignore[attr-defined]
-        return bool(core.handlers) and core.enabled.get(__name__) is not False
-    except AttributeError:
-        return True
+    """Would anybody see the gate's notes? A cheap check that keeps the disabled
+    library (the default) from paying for log calls on every decision."""
+    return logs.wanted()
 
 
 def _blocking_response(message: str) -> str | None:

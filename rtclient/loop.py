@@ -34,7 +34,8 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from loguru import logger
+from rtclient import logs
+from rtclient.logs import logger
 
 from rtclient.errors import ClosedError, ForkedProcessError, WrongThreadError
 
@@ -107,6 +108,7 @@ class LoopThread:
 
     def _run(self, started: concurrent.futures.Future[asyncio.AbstractEventLoop]) -> None:
         loop = asyncio.new_event_loop()
+        logs.attach_relay()  # this thread must never wait for a log sink
         try:
             asyncio.set_event_loop(loop)
             if self._debug is not None:
@@ -116,6 +118,7 @@ class LoopThread:
         except BaseException as exc:
             loop.run_until_complete(self._drain(loop))
             loop.close()
+            logs.detach_relay()
             started.set_exception(exc)
             return
         started.set_result(loop)
@@ -123,6 +126,7 @@ class LoopThread:
             loop.run_forever()
         finally:
             loop.close()
+            logs.detach_relay()
             self._stopped.set()
 
     def add_stop_hook(self, hook: Callable[[], Awaitable[None]]) -> None:

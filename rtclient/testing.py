@@ -8,7 +8,15 @@ Installed with rtclient (entry point ``pytest11``), so the fixtures are simply t
     ``sessions``, ``wait_for(...)``, ``simulate_speech(...)`` and faults.
 ``rt_connect``
     ``rt_connect(**kwargs)`` returns a connected :class:`rtclient.RealtimeClient` on
-    that emulator (WebRTC over loopback only); every client is closed after the test.
+    that emulator (WebRTC over loopback only, unless ``transport=`` or the
+    ``rt_transport`` fixture says otherwise); every client is closed after the test.
+``rt_transport``
+    The transport ``rt_connect`` uses by default: ``"webrtc"``. Override it with a
+    parametrized fixture to run the same tests over both::
+
+        @pytest.fixture(params=["webrtc", "websocket"])
+        def rt_transport(request):
+            return request.param
 ``rt_client``
     One connected client with the tools of the ``rt_tools`` fixture (none unless you
     override ``rt_tools`` in your conftest or test module).
@@ -56,7 +64,15 @@ def rt_emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def rt_connect(rt_emulator: Emulator) -> Iterator[Callable[..., RealtimeClient]]:
+def rt_transport() -> str:
+    """The transport ``rt_connect`` uses unless told otherwise."""
+    return "webrtc"
+
+
+@pytest.fixture
+def rt_connect(
+    rt_emulator: Emulator, rt_transport: str
+) -> Iterator[Callable[..., RealtimeClient]]:
     """``rt_connect(**kwargs)`` -> a connected client on ``rt_emulator``."""
     from rtclient.client import RealtimeClient
 
@@ -66,6 +82,8 @@ def rt_connect(rt_emulator: Emulator) -> Iterator[Callable[..., RealtimeClient]]
         kwargs.setdefault("api_key", "sk-test")
         kwargs.setdefault("base_url", rt_emulator.url)
         kwargs.setdefault("loopback_only", True)
+        if "call_id" not in kwargs:
+            kwargs.setdefault("transport", rt_transport)
         client = RealtimeClient(**kwargs)
         clients.append(client)
         return client.connect()

@@ -9,10 +9,22 @@ of its calls has an output on its way (a result, an error, or a timeout).
 
 Ordering rule, and why calls have two phases: a call is first *claimed* (by its result
 or its timeout, whichever comes first - under the lock), then its output is handed to
-the bridge, and only then is it counted as *sent*. The batch is complete when every
-call is sent. Counting at claim time would let the last tool's thread request the
-follow-up while an earlier tool's output was still on its way to the bridge, and the
-model would answer without it.
+the bridge, and only when the bridge reports the *actual* send (on the wire) is it
+counted as *sent*. The batch is complete when every call is sent. Counting earlier
+would let the last tool request the follow-up while another output was still on its
+way - or was refused - and the model would answer without it.
+
+An output that cannot go out is never dropped silently. One larger than the
+connection accepts in one message is replaced by an error output the model can read
+(its size and the limit) and counted in ``oversized_outputs``; one that cannot be sent
+at all (the bridge stays full, the connection is gone) is counted in
+``undelivered_outputs`` and fails the tool round, so whoever waits for its follow-up
+gets the error instead of an answer made without that result.
+
+Out-of-band responses (``conversation: "none"``) are not in the conversation, so
+their function calls have no place to put an output: they are not run, and no output
+or follow-up is ever sent for them. Their calls are listed in the ``response.done``
+that the out-of-band request's ticket returns.
 """
 
 from __future__ import annotations
@@ -28,9 +40,12 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future
 from typing import Any, Literal, Union, get_args, get_origin
 
-from loguru import logger
+from rtclient.errors import BridgeFullError, MessageTooLargeError
+from rtclient.logs import logger
 
 _TOOL_ATTR = "__rtclient_tool__"
+_SEND_RETRIES = 20  # a full bridge is retried this many times, _SEND_RETRY_DELAY apart
+_SEND_RETRY_DELAY = 0.05
 
 _JSON_TYPES: dict[Any, str] = {
     str: "string",
@@ -203,14 +218,18 @@ class ToolStats:
     tool_errors: int = 0
     tool_timeouts: int = 0
     late_results: int = 0
+    oversized_outputs: int = 0
+    undelivered_outputs: int = 0
 
 
 class ToolRunner:
     """Starts calls, sends their outputs, and requests one follow-up per response.
 
-    ``send_output(call_id, output)`` hands an output to the bridge (non-blocking).
-    ``request_followup(response_id, calls)`` is called once per response whose calls all
-    have outputs; it asks the gate for the follow-up if any call ``wants_response``.
+    ``send_output(call_id, output)`` hands an output to the bridge without blocking and
+    returns the future of its actual send. ``request_followup(response_id, calls)`` is
+    called once per response whose calls all have outputs on the wire; it asks the
+    gate for the follow-up if any call ``wants_response``. ``fail_followup(response_id,
+    error)`` is called instead when an output could not be delivered.
     ``schedule(delay, fn)`` runs ``fn`` after ``delay`` seconds (the loop's timer).
     """
 
@@ -219,8 +238,9 @@ class ToolRunner:
         tools: Iterable[Callable[..., Any] | ToolSpec],
         executor: Executor,
         *,
-        send_output: Callable[[str, str], None],
+        send_output: Callable[[str, str], Future[Any]],
         request_followup: Callable[[str, list[ToolCall]], None],
+        fail_followup: Callable[[str, BaseException], None],
         schedule: Callable[[float, Callable[[], None]], None],
     ) -> None:
         self.specs: dict[str, ToolSpec] = {}
@@ -232,10 +252,12 @@ class ToolRunner:
         self._executor = executor
         self._send_output = send_output
         self._request_followup = request_followup
+        self._fail_followup = fail_followup
         self._schedule = schedule
         self._lock = threading.Lock()
         self._batches: dict[str, _Batch] = {}
         self._names: dict[str, str] = {}  # call_id -> tool name, from output_item.added
+        self._out_of_band: set[str] = set()  # responses outside the conversation
         self.stats = ToolStats()
 
     def session_tools(self) -> list[dict[str, Any]]:
@@ -245,7 +267,11 @@ class ToolRunner:
 
     def on_event(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "response.output_item.added":
+        if kind == "response.created":
+            response = event.get("response") or {}
+            if "conversation_id" in response and response["conversation_id"] is None:
+                self._out_of_band.add(str(response.get("id")))
+        elif kind == "response.output_item.added":
             item = event.get("item") or {}
             if item.get("type") == "function_call":  # names, for servers whose
                 self._names[str(item.get("call_id"))] = str(item.get("name"))  # args.done lacks one
@@ -259,6 +285,9 @@ class ToolRunner:
             response = event.get("response") or {}
             rid = response.get("id")
             if not isinstance(rid, str):
+                return
+            if "conversation_id" in response and response["conversation_id"] is None:
+                self._out_of_band.discard(rid)  # its calls are the requester's to read
                 return
             for item in response.get("output") or []:
                 if isinstance(item, dict) and item.get("type") == "function_call":
@@ -280,6 +309,10 @@ class ToolRunner:
 
     def _start(self, call_id: str, name: str, arguments: Any, response_id: Any) -> None:
         rid = response_id if isinstance(response_id, str) else f"unknown:{call_id}"
+        if rid in self._out_of_band:
+            self._names.pop(call_id, None)
+            logger.debug("[TOOL] {} ({}) is out of band: not run", name, call_id)
+            return
         args_text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
         self._names.pop(call_id, None)
         with self._lock:
@@ -359,18 +392,61 @@ class ToolRunner:
                     self.stats.tool_timeouts += 1
         if error is not None:
             logger.warning("[TOOL] {} ({}): {}", call.name, call.call_id, error)
-        try:
-            text = output if error is None and output is not None else error_output(str(error))
-            self._send_output(call.call_id, text)
-        except Exception as exc:
-            logger.error("[TOOL] output of {} could not be sent: {!r}", call.call_id, exc)
-        with self._lock:
-            call.sent = True
-            batch = self._batches.get(call.response_id or "")
-            followup = self._take_followup(batch) if batch else None
-        if followup is not None and call.response_id is not None:
-            self._request_followup(call.response_id, followup)
+        text = output if error is None and output is not None else error_output(str(error))
+        self._deliver(call, text, fallback=False, attempt=0)
         return True
+
+    def _deliver(self, call: ToolCall, text: str, *, fallback: bool, attempt: int) -> None:
+        """Hand ``text`` to the bridge; what happens next depends on the actual send."""
+        try:
+            future = self._send_output(call.call_id, text)
+        except Exception as exc:  # not even queued (closed, full)
+            future = Future()
+            future.set_exception(exc)
+        future.add_done_callback(
+            lambda f: self._delivered(call, text, f.exception(), fallback=fallback, attempt=attempt)
+        )
+
+    def _delivered(
+        self, call: ToolCall, text: str, exc: BaseException | None, *, fallback: bool, attempt: int
+    ) -> None:
+        """The outcome of one send of ``call``'s output (usually on the loop thread)."""
+        if exc is None:
+            with self._lock:
+                call.sent = True
+                batch = self._batches.get(call.response_id or "")
+                followup = self._take_followup(batch) if batch else None
+            if followup is not None and call.response_id is not None:
+                self._request_followup(call.response_id, followup)
+            return
+        if isinstance(exc, MessageTooLargeError) and not fallback:
+            size = exc.size if exc.size is not None else len(text.encode())
+            message = (
+                f"the result of {call.name} is {size} bytes, more than the {exc.limit} bytes "
+                "one event may carry on this connection, so it was not delivered; ask for "
+                "less"
+            )
+            with self._lock:
+                call.output, call.error = None, message
+                self.stats.tool_errors += 1
+                self.stats.oversized_outputs += 1
+            logger.warning("[TOOL] {} ({}): {}", call.name, call.call_id, message)
+            self._deliver(call, error_output(message), fallback=True, attempt=0)
+            return
+        if isinstance(exc, BridgeFullError) and attempt < _SEND_RETRIES:
+            self._schedule(
+                _SEND_RETRY_DELAY,
+                lambda: self._deliver(call, text, fallback=fallback, attempt=attempt + 1),
+            )
+            return
+        logger.error("[TOOL] output of {} ({}) not delivered: {!r}", call.name, call.call_id, exc)
+        with self._lock:
+            call.error = f"output not delivered: {exc!r}"
+            self.stats.undelivered_outputs += 1
+            batch = self._batches.pop(call.response_id or "", None)
+        if batch is not None and not batch.followup_requested:
+            batch.followup_requested = True
+            self._fail_followup(batch.response_id, exc)
 
     def _take_followup(self, batch: _Batch) -> list[ToolCall] | None:
         """Under the lock: the calls to follow up on, once, when the batch is complete."""

@@ -1,8 +1,11 @@
-"""RealtimeClient against the emulator: real WebRTC on loopback, real threads.
+"""RealtimeClient against the emulator: real WebRTC (and WebSocket) on loopback, real
+threads.
 
 The emulator is the referee: it enforces the one-active-response rule and counts every
 ``conversation_already_has_active_response`` it sends. These tests assert on its
-counters, not on the client's own opinion of itself.
+counters, not on the client's own opinion of itself. Every test that connects runs
+over both transports (the ``rt_transport`` fixture): nothing above the transport may
+behave differently.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import av
 import pytest
 from threads import run_at_once
 
@@ -21,6 +25,11 @@ from rtclient.emulator import Emulator, Pace
 pytestmark = pytest.mark.timeout(60)
 
 Connect = Callable[..., RealtimeClient]
+
+
+@pytest.fixture(params=["webrtc", "websocket"])
+def rt_transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @tool
@@ -93,7 +102,7 @@ def test_rca_race_64_tools_released_on_one_barrier(
         assert client.stats()["lost"] == 0
 
 
-def test_tools_finish_while_a_vad_response_runs(rt_connect: Connect) -> None:
+def test_tools_finish_while_a_vad_response_runs(rt_transport: str) -> None:
     """A tool result races a server-VAD reply: nothing lost, rejections re-armed."""
     vad = {"type": "server_vad", "create_response": True, "interrupt_response": False}
     release = threading.Event()
@@ -110,7 +119,7 @@ def test_tools_finish_while_a_vad_response_runs(rt_connect: Connect) -> None:
         with ThreadPoolExecutor(8) as pool:
             client = RealtimeClient(
                 api_key="sk-test", base_url=emu.url, loopback_only=True,
-                tools=[slow], executor=pool,
+                tools=[slow], executor=pool, transport=rt_transport,
             )  # fmt: skip
             try:
                 client.connect()
@@ -150,7 +159,7 @@ def test_sixteen_threads_request_at_once(rt_emulator: Emulator, rt_connect: Conn
     assert len(served) == stats["creates_sent"] <= 16  # coalesced: fewer responses than asks
 
 
-def test_eight_clients_share_one_loop_thread(rt_emulator: Emulator) -> None:
+def test_eight_clients_share_one_loop_thread(rt_emulator: Emulator, rt_transport: str) -> None:
     from rtclient import LoopThread
 
     with LoopThread("shared-loop") as loop_thread:
@@ -161,6 +170,7 @@ def test_eight_clients_share_one_loop_thread(rt_emulator: Emulator) -> None:
                 loopback_only=True,
                 loop_thread=loop_thread,
                 tools=[get_weather],
+                transport=rt_transport,
             )
             for _ in range(8)
         ]
@@ -218,7 +228,9 @@ def test_out_of_band_response_bypasses_the_gate(rt_emulator: Emulator, rt_connec
     assert rt_emulator.stats()["rejections"] == 0
 
 
-def test_audio_frames_reach_the_callback(rt_emulator: Emulator, rt_connect: Connect) -> None:
+def test_audio_frames_reach_the_callback(
+    rt_emulator: Emulator, rt_connect: Connect, rt_transport: str
+) -> None:
     frames: list[Any] = []
     got = threading.Event()
 
@@ -230,7 +242,9 @@ def test_audio_frames_reach_the_callback(rt_emulator: Emulator, rt_connect: Conn
     client.send_text("speak", respond=False)
     client.request_response(output_modalities=["audio"]).result(20)
     assert got.wait(10)
-    assert frames[0].sample_rate == 48000
+    assert isinstance(frames[0], av.AudioFrame)  # the same type over both transports
+    # each frame says its rate: decoded Opus over WebRTC, the API's PCM16 over a socket
+    assert frames[0].sample_rate == (48000 if rt_transport == "webrtc" else 24000)
 
 
 def test_request_response_before_connect_is_refused() -> None:

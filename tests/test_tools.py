@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Literal
 
 import pytest
@@ -69,12 +69,21 @@ class Harness:
             executor,
             send_output=self.send_output,
             request_followup=self.request_followup,
+            fail_followup=self.fail_followup,
             schedule=self.schedule,
         )
+        self.failed: list[tuple[str, BaseException]] = []
 
-    def send_output(self, call_id: str, output: str) -> None:
+    def send_output(self, call_id: str, output: str) -> Future[Any]:
         with self.lock:
             self.outputs.append((call_id, output))
+        sent: Future[Any] = Future()
+        sent.set_result(None)  # on the wire
+        return sent
+
+    def fail_followup(self, rid: str, error: BaseException) -> None:
+        with self.lock:
+            self.failed.append((rid, error))
 
     def request_followup(self, rid: str, calls: list[ToolCall]) -> None:
         with self.lock:

@@ -22,6 +22,7 @@ class Conversation:
         self._ids = ids
         self._items: list[dict[str, Any]] = []
         self._audio_ms: dict[str, int] = {}
+        self._truncated: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -116,9 +117,14 @@ class Conversation:
         item = self.existing(item_id, "delete", "deleting")
         self._items.remove(item)
         self._audio_ms.pop(item_id, None)
+        self._truncated.discard(item_id)
 
     def retrieve(self, item_id: str) -> dict[str, Any]:
         return self.existing(item_id, "retrieve", "retrieving")
+
+    def is_truncated(self, item_id: str) -> bool:
+        """The user heard only part of this item (its unheard transcript is gone)."""
+        return item_id in self._truncated
 
     def record_audio(self, item_id: str, milliseconds: int) -> None:
         """How much speech an assistant audio item holds (for truncate's bounds)."""
@@ -153,4 +159,5 @@ class Conversation:
                 param="audio_end_ms",
             )
         self._audio_ms[item_id] = audio_end_ms
+        self._truncated.add(item_id)
         content[content_index]["transcript"] = ""

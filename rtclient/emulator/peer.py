@@ -110,7 +110,7 @@ class Peer:
             self.session.detach(link)
             self.close_soon(grace=0)
 
-        channel.on("message", self.session.handle_text)
+        channel.on("message", lambda message: self.session.handle_text(message, link))
         channel.on("close", on_close)
         self.session.attach(link)
 

@@ -299,6 +299,12 @@ class ResponseStream:
                 "part": part,
             }
         )
+        # The item holds its content part from now on, as the API's does: a barge-in
+        # may truncate it while it is still being generated.
+        if r.speaks:
+            item["content"] = [{"type": "output_audio", "transcript": ""}]
+        else:
+            item["content"] = [{"type": "output_text", "text": ""}]
         self._open = (item, index, "")
         if r.speaks and host.playback is not None and not r.audio_started:
             r.audio_started = True
@@ -388,7 +394,8 @@ class ResponseStream:
                     }
                 )
                 part = {"type": "audio", "transcript": so_far}
-                item["content"] = [{"type": "output_audio", "transcript": so_far}]
+                heard = "" if host.conversation.is_truncated(item["id"]) else so_far
+                item["content"] = [{"type": "output_audio", "transcript": heard}]
             else:
                 host.emit(
                     {"type": "response.output_text.done", **ids, "content_index": 0, "text": so_far}

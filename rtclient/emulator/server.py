@@ -6,9 +6,13 @@ API routes (``/v1`` is part of the base URL, as in the ``openai`` package):
   with parts ``sdp`` and optional ``session`` (JSON); ``?model=`` optional.
   ``201``, SDP answer, ``Location: /v1/realtime/calls/rtc_...``.
 - ``POST /v1/realtime/client_secrets``: mints ``ek_...`` keys (standard key only).
-- ``POST /v1/realtime/calls/{call_id}/hangup``: ends a call (standard key only).
+- ``POST /v1/realtime/calls/{call_id}/hangup``: ends a call (standard key only), and
+  with it every connection on it (the call's data channel and its sidebands).
 - ``GET /v1/realtime?model=...`` (WebSocket): a session over the socket;
-  ``?call_id=rtc_...`` joins a WebRTC call's session as a sideband.
+  ``?call_id=rtc_...`` (standard key) joins a live WebRTC call's session as a
+  sideband: it gets every server event of the session from then on (no
+  ``session.created``: that went to the call) and its client events act on the same
+  conversation. An unknown or ended call is ``404`` with code ``call_id_not_found``.
 
 Control routes (no key; for tests and benchmarks in another process):
 
@@ -218,8 +222,8 @@ async def hangup(request: web.Request) -> web.Response:
     emulator.keys.authenticate(request.headers.get("Authorization"), allow_ephemeral=False)
     call_id = request.match_info["call_id"]
     peer = emulator.peer(call_id)
-    if peer is None:
-        raise ApiError(404, f"Call '{call_id}' not found.", code="call_not_found", param="call_id")
+    if peer is None or peer.session.closed:
+        raise _call_not_found(call_id)
     await peer.close_soon(grace=0)
     return web.Response(status=200)
 
@@ -268,9 +272,7 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
         emulator.keys.authenticate(authorization, allow_ephemeral=False)
         peer = emulator.peer(call_id)
         if peer is None or peer.session.closed:
-            raise ApiError(
-                404, f"Call '{call_id}' not found.", code="call_not_found", param="call_id"
-            )
+            raise _call_not_found(call_id)
         session = peer.session
     else:
         credential: Credential = emulator.keys.authenticate(authorization, allow_ephemeral=True)
@@ -297,7 +299,7 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
     try:
         async for message in ws:
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                session.handle_text(message.data)
+                session.handle_text(message.data, link)
             elif message.type == WSMsgType.ERROR:
                 break
     finally:
@@ -306,6 +308,13 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
         await link.closed()
         emulator.forget_websocket(link)
     return ws
+
+
+def _call_not_found(call_id: str) -> ApiError:
+    """The API's answer for a call it does not know (or that has ended)."""
+    return ApiError(
+        404, f"Call '{call_id}' not found.", code="call_id_not_found", param="call_id"
+    )
 
 
 def _subprotocol_key(request: web.Request) -> str | None:

@@ -2,7 +2,13 @@
 
 A session receives client events as text (from the ``oai-events`` data channel or a
 WebSocket), validates them, applies the rules of PROTOCOL.md sections 2-6 and emits
-server events to every attached :class:`Channel`. Above all it enforces the
+server events to every attached :class:`Channel`.
+
+More than one channel may be attached: a WebRTC call plus sideband WebSockets. They
+share one conversation and one active response; every server event reaches every
+channel, in the same order. The exception is an ``error`` caused by a client event: it
+goes only to the channel that sent that event (an error no client event caused, such
+as ``session_expired``, goes to all). Above all it enforces the
 one-active-response rule: while a response writes to the default conversation (from
 its acceptance until its ``response.done``), another default-conversation
 ``response.create`` gets exactly the ``conversation_already_has_active_response``
@@ -263,8 +269,8 @@ class Session:
         if self.media == "websocket" and channel.kind == "websocket" and not self._channels:
             self.terminate("websocket closed")
 
-    def handle_text(self, text: str | bytes) -> None:
-        """One message from the client."""
+    def handle_text(self, text: str | bytes, channel: Channel | None = None) -> None:
+        """One message from the client on ``channel`` (where its error goes, if any)."""
         if self._closed:
             return
         try:
@@ -273,7 +279,8 @@ class Session:
             raw = _parse_received(text)
             self._record_client(raw)
             client_event_id = raw.get("event_id")
-            self._send_error(exc, client_event_id if isinstance(client_event_id, str) else None)
+            event_id = client_event_id if isinstance(client_event_id, str) else None
+            self._send_error(exc, event_id, channel)
             return
         self._record_client(event)
         event_type: str = event["type"]
@@ -288,12 +295,13 @@ class Session:
                     type=faults.fail_error_type,
                 ),
                 client_event_id,
+                channel,
             )
             return
         try:
             self._handlers[event_type](event)
         except ClientEventError as exc:
-            self._send_error(exc, client_event_id)
+            self._send_error(exc, client_event_id, channel)
         except Exception:
             logger.exception("emulator: {} failed on {}", self.id, event_type)
             self._send_error(
@@ -303,12 +311,14 @@ class Session:
                     type=SERVER_ERROR,
                 ),
                 client_event_id,
+                channel,
             )
 
-    def emit(self, event: dict[str, Any]) -> None:
-        """Send one server event (``event_id`` added) to every attached channel."""
+    def emit(self, event: dict[str, Any], to: Channel | None = None) -> None:
+        """Send one server event (``event_id`` added) to every attached channel, or
+        only to ``to`` (an error caused by that channel's event)."""
         event = {"type": event["type"], "event_id": self.ids.new("event"), **event}
-        self._transmit(json.dumps(event), event if event["type"] == "error" else None)
+        self._transmit(json.dumps(event), event if event["type"] == "error" else None, to)
 
     def send_raw(self, text: str) -> None:
         self._transmit(text, None)
@@ -601,8 +611,10 @@ class Session:
         )
         self.terminate("session expired")
 
-    def _send_error(self, exc: ClientEventError, client_event_id: str | None) -> None:
-        self.emit({"type": "error", "error": exc.payload(client_event_id)})
+    def _send_error(
+        self, exc: ClientEventError, client_event_id: str | None, to: Channel | None = None
+    ) -> None:
+        self.emit({"type": "error", "error": exc.payload(client_event_id)}, to)
 
     def _record_client(self, event: dict[str, Any]) -> None:
         with self._recorder.lock:
@@ -610,7 +622,9 @@ class Session:
             self._counters["client_events"] += 1
             self._recorder.changed()
 
-    def _transmit(self, text: str, error_event: dict[str, Any] | None) -> None:
+    def _transmit(
+        self, text: str, error_event: dict[str, Any] | None, to: Channel | None = None
+    ) -> None:
         if self._closed:
             return
         with self._recorder.lock:
@@ -621,7 +635,8 @@ class Session:
                 self._counters["errors"] += 1
                 self._errors.append(error_event)
             self._recorder.changed()
-        for channel in list(self._channels):
+        channels = list(self._channels) if to is None else [to] if to in self._channels else []
+        for channel in channels:
             try:
                 channel.send_text(text)
             except Exception as exc:  # e.g. larger than the peer's max-message-size

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from rtclient._loopback import loopback_only
@@ -21,12 +21,15 @@ from rtclient._loopback import loopback_only
 from .inbox import Event, Inbox
 
 
-async def make_offer(audio: bool = True) -> tuple[RTCPeerConnection, Any, str]:
-    """A peer with ``oai-events`` (+ audio) and its loopback-only SDP offer."""
+async def make_offer(
+    audio: bool = True, track: MediaStreamTrack | None = None
+) -> tuple[RTCPeerConnection, Any, str]:
+    """A peer with ``oai-events`` (+ audio: ``track``'s, or none sent) and its
+    loopback-only SDP offer."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     channel = pc.createDataChannel("oai-events")
-    if audio:
-        pc.addTransceiver("audio", direction="sendrecv")
+    if audio or track is not None:
+        pc.addTransceiver(track or "audio", direction="sendrecv")
     with loopback_only():
         await pc.setLocalDescription(await pc.createOffer())
     return pc, channel, pc.localDescription.sdp
@@ -98,9 +101,17 @@ class RawClient(Inbox):
         if status != 201:
             await pc.close()
             raise RuntimeError(f"call refused: {status} {body}")
-        client = cls(pc, channel, headers["Location"].rsplit("/", 1)[-1])
+        call_id = headers["Location"].rsplit("/", 1)[-1]
+        return await cls.answered(pc, channel, call_id, body, timeout=timeout)
+
+    @classmethod
+    async def answered(
+        cls, pc: RTCPeerConnection, channel: Any, call_id: str, answer: str, *, timeout: float
+    ) -> RawClient:
+        """Finish a call whose offer someone else posted (an app server's create_call)."""
+        client = cls(pc, channel, call_id)
         with loopback_only():
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         await asyncio.wait_for(asyncio.shield(client._open), timeout)
         return client
 

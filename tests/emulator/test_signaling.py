@@ -185,7 +185,7 @@ async def test_hangup(emu: Emulator) -> None:
         headers = {"Authorization": "Bearer sk-test"}
         async with http.post(f"{emu.url}/realtime/calls/rtc_unknown/hangup", headers=headers) as r:
             assert r.status == 404
-            assert _error(await r.text())["code"] == "call_not_found"
+            assert _error(await r.text())["code"] == "call_id_not_found"
 
         client = await RawClient.connect(emu.url, http=http)
         try:

@@ -1,7 +1,12 @@
-"""The shared RealtimeClient and its tool, which reads the Django ORM from a tool thread.
+"""The live calls of this process and their tool, which reads the Django ORM.
 
-Why this is easy here and awkward with an async SDK: Django's ORM is synchronous and
-refuses to run inside an event loop (``SynchronousOnlyOperation``), so an asyncio
+Each browser holds its own WebRTC call; this module creates it with the server's key,
+instructions and tools (``rtclient.create_call``) and attaches one sideband client per
+call (``RealtimeClient(call_id=...)``). All the sidebands share one ``LoopThread`` and
+one tool pool, started with the first call; the registry maps call id -> client.
+
+Why the tool is easy here and awkward with an async SDK: Django's ORM is synchronous
+and refuses to run inside an event loop (``SynchronousOnlyOperation``), so an asyncio
 client's tool would need ``sync_to_async`` wrappers. rtclient runs tools on a plain
 ``ThreadPoolExecutor``, so a tool just uses the ORM.
 
@@ -14,6 +19,7 @@ does what those signals do, ``close_old_connections()``, when it is finished.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,9 +27,24 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections
 
-from rtclient import RealtimeClient, tool
+from rtclient import (
+    CallNotFoundError,
+    ClosedError,
+    LoopThread,
+    RealtimeClient,
+    RealtimeError,
+    create_call,
+    hangup_call,
+    tool,
+)
 
 from .models import Order
+
+SESSION = {
+    "type": "realtime",
+    "model": "gpt-realtime",
+    "instructions": "You are the shop's voice assistant. Look orders up with order_status.",
+}
 
 
 @tool
@@ -41,55 +62,97 @@ def order_status(order_id: int) -> dict[str, Any]:
 
 
 _lock = threading.Lock()
-_client: RealtimeClient | None = None
-_executor: ThreadPoolExecutor | None = None
+_live: dict[str, RealtimeClient] = {}
+_loop_thread: LoopThread | None = None
+_pool: ThreadPoolExecutor | None = None
 
 
-def get_client() -> RealtimeClient:
-    """The process's client, connected on first use from ``settings.RTCLIENT``.
-
-    Safe from many request threads at once; a lost connection is replaced on next use.
-    """
-    global _client, _executor
+def start_call(offer_sdp: str) -> tuple[str, str]:
+    """Create a call for this browser offer and attach to it: ``(call_id, answer_sdp)``."""
+    loop_thread, pool = _shared()
+    key, url = settings.RTCLIENT["api_key"], settings.RTCLIENT.get("base_url")
+    call = create_call(
+        offer_sdp,
+        session=SESSION,  # the instructions and tools: decided here, not by the browser
+        tools=[order_status],
+        api_key=key,
+        base_url=url,
+        loop_thread=loop_thread,
+    )
+    client = RealtimeClient(
+        call_id=call.call_id,  # a sideband: attach to the browser's call
+        api_key=key,
+        base_url=url,
+        tools=[order_status],
+        executor=pool,
+        loop_thread=loop_thread,
+    )
+    try:
+        client.connect()
+    except RealtimeError:
+        # A call without its tools is no use to the user: end it, report the failure.
+        with contextlib.suppress(RealtimeError):
+            hangup_call(call.call_id, api_key=key, base_url=url)
+        raise
     with _lock:
-        if _client is not None and not _client.closed:
-            return _client
-        _close_locked()
-        conf = settings.RTCLIENT
-        executor = ThreadPoolExecutor(conf.get("max_workers", 8), thread_name_prefix="django-tool")
-        try:
-            client = RealtimeClient(
-                api_key=conf.get("api_key"),
-                base_url=conf.get("base_url"),
-                loopback_only=conf.get("loopback_only", False),
-                tools=[order_status],
-                executor=executor,
-            ).connect()
-        except BaseException:
-            executor.shutdown(wait=True, cancel_futures=True)
-            raise
-        _client, _executor = client, executor
-        atexit.register(close)
-        return client
+        _live[call.call_id] = client
+    return call.call_id, call.sdp
 
 
-def current_client() -> RealtimeClient | None:
-    """The connected client, if any; never connects."""
-    return _client
+def hangup(call_id: str) -> bool:
+    """End ``call_id`` for everyone; False if it is not one of ours."""
+    with _lock:
+        client = _live.pop(call_id, None)
+    if client is None:
+        return False
+    try:
+        client.hangup()  # for the browser too; closes the client either way
+    except CallNotFoundError:
+        pass  # it had already ended
+    except ClosedError:  # the sideband was lost first: end the call by its id
+        with contextlib.suppress(CallNotFoundError):
+            conf = settings.RTCLIENT
+            hangup_call(call_id, api_key=conf["api_key"], base_url=conf.get("base_url"))
+    return True
+
+
+def live_calls() -> dict[str, RealtimeClient]:
+    """The calls still attached; forgets (and closes) those that ended on their own."""
+    with _lock:
+        ended = {call_id: c for call_id, c in _live.items() if c.closed}
+        for call_id in ended:
+            del _live[call_id]
+        live = dict(_live)
+    for client in ended.values():
+        client.close()  # releases what the lost connection left behind
+    return live
 
 
 def close() -> None:
-    """Hang up and stop the tool threads (at exit, or in tests)."""
+    """Hang every call up and stop the shared threads (at exit, or in tests)."""
+    global _loop_thread, _pool
     with _lock:
-        _close_locked()
+        clients = list(_live.values())
+        _live.clear()
+        loop_thread, pool = _loop_thread, _pool
+        _loop_thread = _pool = None
+    for client in clients:
+        with contextlib.suppress(RealtimeError):
+            client.hangup()
+    if loop_thread is not None:
+        loop_thread.stop()
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
     atexit.unregister(close)
 
 
-def _close_locked() -> None:
-    global _client, _executor
-    client, executor = _client, _executor
-    _client = _executor = None
-    if client is not None:
-        client.close()
-    if executor is not None:
-        executor.shutdown(wait=True, cancel_futures=True)
+def _shared() -> tuple[LoopThread, ThreadPoolExecutor]:
+    """The loop thread and tool pool every call of this process shares."""
+    global _loop_thread, _pool
+    with _lock:
+        if _loop_thread is None or _pool is None:
+            workers = settings.RTCLIENT.get("max_workers", 8)
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="django-tool")
+            _loop_thread = LoopThread("django-calls").start()
+            atexit.register(close)
+        return _loop_thread, _pool

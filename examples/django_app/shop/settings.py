@@ -1,8 +1,9 @@
 """Settings for the example shop: as few as Django needs, plus ``RTCLIENT``.
 
 The SQLite file lives in the temp directory unless ``RTSHOP_DB`` names one (the tests
-point it at their own temp path). No sessions, auth or CSRF middleware: ``/ask`` is a
-JSON endpoint for other servers, not a cookie-authenticated form.
+point it at their own temp path). No sessions, auth or CSRF middleware: ``POST /calls``
+takes only ``application/sdp``, a content type another site's form cannot send (and its
+script may not without a CORS preflight this app never grants).
 """
 
 import os
@@ -28,15 +29,16 @@ DATABASES = {
     }
 }
 
-# The shared RealtimeClient (orders/realtime.py). Offline: run `rtclient emulator --no-vad`
-# and set OPENAI_BASE_URL=http://127.0.0.1:8765/v1 OPENAI_API_KEY=sk-any RTCLIENT_LOOPBACK=1.
+# The calls' sidebands (orders/realtime.py). Offline: run `rtclient emulator --no-vad`
+# and set OPENAI_BASE_URL=http://127.0.0.1:8765/v1 OPENAI_API_KEY=sk-any.
 RTCLIENT = {
     "api_key": os.environ.get("OPENAI_API_KEY"),
     "base_url": os.environ.get("OPENAI_BASE_URL"),
-    "loopback_only": os.environ.get("RTCLIENT_LOOPBACK", "") == "1",
-    "max_workers": 8,
-    "ask_timeout": 60.0,
+    "max_workers": 8,  # the tool pool every call shares
 }
+
+# The browser's page, shared with the Flask example.
+VOICE_PAGE = BASE_DIR.parent / "voice.html"
 
 # rtclient's records arrive here through rtclient.logs.to_logging() (orders/apps.py), so
 # they are configured like any other library's. Existing loggers are left alone.

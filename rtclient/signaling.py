@@ -1,0 +1,149 @@
+"""The Realtime API's HTTP surface around a call: the SDP offer, the hang-up, and errors.
+
+Used by the WebRTC transport (its own call), the sideband WebSocket (its handshake
+errors and ``hangup()``) and :mod:`rtclient.calls` (an app server creating a browser's
+call), so that all of them build requests and read errors the same way:
+
+* ``POST {base_url}/realtime/calls``: with a standard key, ``multipart/form-data``
+  with parts ``sdp`` and ``session`` (JSON, the session config with ``model``); with
+  an ephemeral key (``ek_...``), the raw SDP as ``application/sdp`` (the session was
+  fixed when the key was minted). ``201``: the body is the SDP answer and
+  ``Location: /v1/realtime/calls/{call_id}`` names the call.
+* ``POST {base_url}/realtime/calls/{call_id}/hangup`` (standard key) ends a call for
+  every connection on it.
+* Every refusal is ``{"error": {"message", "type", "param", "code"}}`` with a 4xx/5xx
+  status; it becomes a :class:`SignalingError` (a :class:`CallNotFoundError` for
+  ``call_id_not_found``) carrying ``status`` and ``code``. The key is scrubbed from
+  every message, and no message is built from request headers.
+
+Everything here is a coroutine on the caller's event loop (a :class:`LoopThread`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from rtclient._secret import Secret
+from rtclient.errors import CallNotFoundError, SignalingError
+
+CALL_NOT_FOUND = "call_id_not_found"
+HANGUP_TIMEOUT = 2.0
+
+
+def websocket_url(base_url: str) -> str:
+    """``{base_url}/realtime`` with the scheme turned to ws/wss."""
+    base = base_url.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://") :]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://") :]
+    return f"{base}/realtime"
+
+
+def call_id_from_location(location: str) -> str | None:
+    """The last path segment of ``Location: /v1/realtime/calls/rtc_...``."""
+    return location.rstrip("/").rsplit("/", 1)[-1] or None
+
+
+async def post_offer(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    key: Secret,
+    sdp: str,
+    *,
+    session: Mapping[str, Any] | None,
+) -> tuple[str, str | None]:
+    """Post an SDP offer; returns ``(answer_sdp, call_id)``. ``session`` must carry
+    ``type`` and ``model``; it is not sent with an ephemeral key."""
+    url = f"{base_url.rstrip('/')}/realtime/calls"
+    headers = {"Authorization": f"Bearer {key.reveal()}"}
+    body: Any
+    if key.is_ephemeral:
+        headers["Content-Type"] = "application/sdp"
+        body = sdp
+    else:
+        body = aiohttp.FormData()
+        body.add_field("sdp", sdp, content_type="application/sdp")
+        body.add_field("session", json.dumps(dict(session or {})), content_type="application/json")
+    try:
+        async with http.post(url, data=body, headers=headers) as resp:
+            text = await resp.text()
+            if resp.status not in (200, 201):
+                raise signaling_error(resp.status, text, key)
+            location = resp.headers.get("Location", "")
+    except aiohttp.ClientError as exc:
+        raise connection_error(exc, key) from None
+    return text, call_id_from_location(location)
+
+
+async def post_hangup(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    key: Secret,
+    call_id: str,
+    *,
+    timeout: float = HANGUP_TIMEOUT,
+) -> None:
+    """End ``call_id`` for everyone on it; raises the API's refusal as a typed error."""
+    url = f"{base_url.rstrip('/')}/realtime/calls/{call_id}/hangup"
+    headers = {"Authorization": f"Bearer {key.reveal()}"}
+    try:
+        async with http.post(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            if resp.status >= 400:
+                raise signaling_error(resp.status, await resp.text(), key)
+    except aiohttp.ClientError as exc:
+        raise connection_error(exc, key) from None
+    except asyncio.TimeoutError:
+        raise SignalingError(
+            f"the hangup of {call_id} was not answered within {timeout}s", code="timeout"
+        ) from None
+
+
+def signaling_error(status: int, text: str, key: Secret) -> SignalingError:
+    """The API's JSON error body as a typed exception (the key scrubbed, just in case)."""
+    message, code = text[:500], None
+    try:
+        error = json.loads(text).get("error") or {}
+        message = str(error.get("message") or message)
+        code = error.get("code") or error.get("type")
+    except (ValueError, AttributeError):
+        pass
+    kind = CallNotFoundError if code == CALL_NOT_FOUND else SignalingError
+    return kind(key.redact(message), status=status, code=code)
+
+
+def connection_error(exc: BaseException, key: Secret) -> SignalingError:
+    """The server could not be reached at all (refused, reset, DNS ...)."""
+    return SignalingError(key.redact(f"{type(exc).__name__}: {exc}"), code="connection_error")
+
+
+class ErrorBodies:
+    """Keeps the body of a refused request, for a client that discards it.
+
+    aiohttp's ``ws_connect`` raises ``WSServerHandshakeError`` with the status only; the
+    API's JSON error (and its ``code``, e.g. ``call_id_not_found``) is in the body. This
+    reads it through aiohttp's documented request tracing, before the handshake check
+    releases the response. One instance per ``ClientSession``.
+    """
+
+    def __init__(self) -> None:
+        self.last: tuple[int, str] | None = None
+        self.trace = aiohttp.TraceConfig()
+        self.trace.on_request_end.append(self._on_request_end)
+
+    async def _on_request_end(
+        self, session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        response = params.response
+        if response.status >= 400:
+            try:
+                self.last = (response.status, await response.text())
+            except (aiohttp.ClientError, UnicodeDecodeError, asyncio.TimeoutError):
+                self.last = (response.status, "")

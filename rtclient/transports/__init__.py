@@ -1,0 +1,56 @@
+"""The connections a :class:`~rtclient.RealtimeClient` can speak over.
+
+A choice, not a hierarchy: :mod:`.base` says what the client needs (connect, an
+in-order ``send`` that raises when nothing reached the wire, ordered delivery of server
+messages, close, ending the call, and how barge-in is expressed); :mod:`.webrtc` and
+:mod:`.websocket` each meet it their own way. ``RealtimeClient._make_transport`` is the
+one place that picks one.
+
+========================  =====================================================
+``transport="webrtc"``    aiortc: Opus audio on a track, events on a data
+                          channel. What a browser speaks; the default.
+``transport="websocket"`` aiohttp: events and base64 PCM audio on one socket.
+                          Server to server, cheapest to run.
+``call_id="rtc_..."``     a WebSocket sideband on a call someone else holds (a
+                          browser): the app keeps the key, tools and gate.
+========================  =====================================================
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from rtclient._secret import Secret
+from rtclient.transports.base import AudioFrameCallback, AudioIn, Transport
+from rtclient.transports.webrtc import WebRTCTransport
+from rtclient.transports.websocket import WebSocketTransport
+
+Kind = Literal["webrtc", "websocket"]
+
+__all__ = [
+    "AudioFrameCallback",
+    "AudioIn",
+    "Kind",
+    "Transport",
+    "WebRTCTransport",
+    "WebSocketTransport",
+    "choose",
+]
+
+
+def choose(transport: str | None, call_id: str | None, key: Secret, *, audio: bool) -> Kind:
+    """Which transport a client's options ask for; refuses combinations that cannot work
+    (at construction, before anything connects)."""
+    if transport not in (None, "webrtc", "websocket"):
+        raise ValueError(f"transport must be 'webrtc' or 'websocket', not {transport!r}")
+    if call_id is None:
+        return "websocket" if transport == "websocket" else "webrtc"
+    if transport == "webrtc":
+        raise ValueError("a sideband (call_id=...) attaches over a WebSocket, not WebRTC")
+    if not call_id.strip():
+        raise ValueError("call_id is empty")
+    if key.is_ephemeral:
+        raise ValueError("a sideband attaches with a standard key; ephemeral keys cannot")
+    if audio:
+        raise ValueError("a sideband carries no audio: the call's audio is the browser's")
+    return "websocket"
