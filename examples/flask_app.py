@@ -10,9 +10,9 @@ How it fits together:
   (``RealtimeClient(call_id=...)``) and returns the SDP answer and the call id - never
   a key. From then on the browser talks to the API directly: no audio passes through
   this process. Each user has their own call, so their own conversation.
-* The sideband runs the tools on this app's thread pool, and its gate keeps its
-  follow-up responses from colliding with the browser's. Every sideband of this
-  process lives on one shared ``LoopThread``: one thread for all the calls.
+* The sideband runs the tools on this app's thread pool, and its gate holds each
+  follow-up response while one of the browser's (or server VAD's) is running. Every
+  sideband of this process lives on one shared ``LoopThread``: one thread, all calls.
 * ``POST /calls/<call_id>/hangup`` ends the call for everyone and forgets it. A call
   that ends otherwise (the tab closed, the session expired) closes its sideband; the
   registry forgets it the next time it is used. Only its browser knows a call id (no
@@ -23,7 +23,11 @@ Run it::
     OPENAI_API_KEY=sk-... python examples/flask_app.py   # the real API
     python examples/flask_app.py --emulator              # offline, embedded emulator
 
-then open http://127.0.0.1:5000/ and press "Start call".
+then open http://127.0.0.1:5000/ and press "Start call". Offline, type
+``lookup_order({"order_id": 7})`` to make the emulator's model call the tool; the
+emulator offers only 127.0.0.1 ICE candidates, so start Chromium with
+``--allow-loopback-in-peer-connection``. Tested by ``tests/test_examples.py`` and,
+with a real Chromium, ``tests/test_browser.py``.
 """
 
 from __future__ import annotations

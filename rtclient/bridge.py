@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import janus
-from rtclient.logs import logger
 
 from rtclient.errors import BridgeClosedError, BridgeFullError, ClosedError
+from rtclient.logs import logger
 from rtclient.loop import LoopThread
 
 C = TypeVar("C")

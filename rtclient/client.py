@@ -29,9 +29,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
-from rtclient.logs import logger
-
 from rtclient import events as ev
+from rtclient import transports
 from rtclient._secret import Secret
 from rtclient.bridge import Bridge
 from rtclient.errors import (
@@ -48,9 +47,9 @@ from rtclient.errors import (
 )
 from rtclient.gate import ResponseGate, Ticket, Trigger
 from rtclient.lifecycle import Lifecycle, State
+from rtclient.logs import logger
 from rtclient.loop import LoopThread
 from rtclient.tools import ToolCall, ToolRunner, ToolSpec
-from rtclient import transports
 from rtclient.transports import AudioFrameCallback, AudioIn, Transport
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

@@ -67,8 +67,9 @@ close(error)                          CLOSED: every waiter fails; nothing is rep
 
 Coalescing: plain triggers (tool results, "please respond") that wait together are
 merged into one create. A trigger with its own parameters (instructions, tools,
-modalities) is never merged; it waits its turn in order. Out-of-band responses
-(``conversation: "none"``) bypass the gate entirely.
+modalities) is never merged; it waits its turn in order. A trigger marked to cancel on
+creation is not merged with unmarked ones: the cancel is meant for its answer only.
+Out-of-band responses (``conversation: "none"``) bypass the gate entirely.
 
 Attribution: every create carries ``event_id`` = the ticket id and
 ``response.metadata[TICKET_METADATA_KEY]`` = the same id; the server echoes metadata in
@@ -89,14 +90,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rtclient import logs
-from rtclient.logs import logger
-
 from rtclient.errors import (
     ClosedError,
-    ConfirmTimeoutError,
     ResponseRejectedError,
     ServerError,
 )
+from rtclient.logs import logger
 
 TICKET_METADATA_KEY = "rtclient_ticket"
 ACTIVE_RESPONSE_CODE = "conversation_already_has_active_response"
@@ -554,7 +553,12 @@ class GateMachine:
         first = pending.popleft()
         batch = [first]
         if first.params is None:
-            while pending and pending[0].params is None:
+            # A trigger marked to cancel its response on creation (cancel() while its
+            # create was unconfirmed, then a rollback or rejection re-armed it) is not
+            # merged with unmarked ones - triggers that were not in flight at the
+            # interrupt, e.g. requested after it: the cancel would take their answer.
+            marked = first.cancel_requested
+            while pending and pending[0].params is None and pending[0].cancel_requested == marked:
                 batch.append(pending.popleft())
         for t in batch:
             t.state = "in_flight"

@@ -35,9 +35,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from rtclient import logs
-from rtclient.logs import logger
-
 from rtclient.errors import ClosedError, ForkedProcessError, WrongThreadError
+from rtclient.logs import logger
 
 T = TypeVar("T")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import re
 import socket
 import sys
 import threading
@@ -21,6 +20,7 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 KEY = "sk-browser-test-0123456789-SECRET"
@@ -102,7 +102,7 @@ def drive(context: Any, url: str, out: Path) -> dict[str, Any]:
     responses: list[Any] = []
     offers: list[str] = []
     console_errors: list[str] = []
-    page.on("request", lambda r: hosts.add(re.sub(r"^\w+://([^/:]+).*$", r"\1", r.url)))
+    page.on("request", lambda r: hosts.add(urlsplit(r.url).hostname or r.url))
     page.on("request", lambda r: offers.append(r.post_data or "") if r.method == "POST" else None)
     page.on("response", lambda r: responses.append(r))  # (a bound method cannot be a handler)
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)

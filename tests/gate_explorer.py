@@ -491,7 +491,10 @@ class System:
 
         raw = (
             (self.requested, self.vads, self.failures, self.drops, self.cancels, self.closed),
-            (tuple(self.asked_at), self.marked_at),
+            # only "asked after the last marking cancel()" matters: a later mark comes
+            # after every request made so far, and a later request after every mark
+            tuple(0 < self.marked_at <= at for at in self.asked_at[: self.requested]),
+            self.marked_at > 0,
             tuple(
                 (t.state, t.attempts, t.cancel_requested, self.outcome[i] is None, self.answered[i])
                 for i, t in enumerate(self.triggers)

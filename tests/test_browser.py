@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -58,18 +59,25 @@ def test_chromium_completes_a_call_with_a_tool_round_through_the_flask_app(
 ) -> None:
     loopback_namespace_or_skip()
     started = time.monotonic()
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [*IN_LOOPBACK_NAMESPACE, sys.executable, str(RUNNER), "--out", str(tmp_path)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=RUN_TIMEOUT_S,
         cwd=RUNNER.parent.parent,
+        start_new_session=True,  # its own process group: Chromium included
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the browser run did not finish in {RUN_TIMEOUT_S}s:\n{stderr[-4000:]}")
     wall = time.monotonic() - started
-    lines = proc.stdout.strip().splitlines()
-    assert lines, f"no result (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    lines = stdout.strip().splitlines()
+    assert lines, f"no result (exit {proc.returncode}):\n{stderr[-4000:]}"
     result = json.loads(lines[-1])
-    assert "error" not in result, f"{result['error']}\n{proc.stderr[-4000:]}"
+    assert "error" not in result, f"{result['error']}\n{stderr[-4000:]}"
     assert proc.returncode == 0
 
     # Nothing but loopback: the namespace, every request, every ICE candidate.

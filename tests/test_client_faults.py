@@ -11,7 +11,6 @@ import pytest
 
 from rtclient import (
     ClosedError,
-    ConfirmTimeoutError,
     ConnectionLostError,
     MessageTooLargeError,
     RealtimeClient,

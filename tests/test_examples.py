@@ -138,13 +138,6 @@ def start_call(http: Any, browser: Browser) -> str:
     return str(body["call_id"])
 
 
-def wait_closed(client: Any, timeout: float = 20.0) -> None:
-    """Until the sideband client has noticed that its call ended (bounded)."""
-    for _ in client.events(timeout=timeout):
-        pass
-    assert client.closed
-
-
 # ---------------------------------------------------------------------------- Flask
 
 
@@ -206,10 +199,13 @@ def test_flask_a_call_that_ends_without_hangup_is_forgotten(
     calls = flask_app.extensions["calls"]
     client = calls.get(call_id)
     assert calls.live() == [call_id]
+    events = client.events(timeout=20)  # ends when the client closes (or after 20 s idle)
 
     user.close()  # the tab closes: no hang-up request
-    wait_closed(client)
+    for _ in events:
+        pass
 
+    assert client.closed
     assert calls.live() == [] and calls.get(call_id) is None
     assert rt_emulator.session(call_id).closed
 

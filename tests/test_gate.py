@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rtclient.errors import ClosedError, ConfirmTimeoutError, ResponseRejectedError, ServerError
+from rtclient.errors import ClosedError, ResponseRejectedError, ServerError
 from rtclient.gate import (
     ACTIVE_RESPONSE_CODE,
     TICKET_METADATA_KEY,
@@ -325,6 +325,31 @@ def test_cancel_on_creation_survives_a_rejected_and_refired_create(m: GateMachin
     assert refired is not None and refired.cancel_requested
     fx = m.on_created("resp_ours", refired.event_id, out_of_band=False, now=3)
     assert fx.cancel == "resp_ours" and m.cancelling
+
+
+@pytest.mark.parametrize("undo", ["rollback", "rejection"])
+def test_trigger_marked_to_cancel_is_not_merged_with_a_later_one(
+    m: GateMachine, undo: str
+) -> None:
+    """Found by tests/test_gate_explorer.py: an interrupt while t0's create is unconfirmed
+    marks t0; t1 is requested after it; t0's create is undone and re-armed. Merged, one
+    response would serve both and be cancelled on creation, taking t1's answer too."""
+    ticket = claim(m, "t0")
+    assert m.cancel().cancel is None  # marks t0
+    later = Trigger("t1")
+    assert m.request(later, 0.0).send is None
+    if undo == "rollback":
+        refired = m.rollback(ticket, OSError("send failed"), 0.0).send
+    else:
+        m.on_created("resp_vad", None, out_of_band=False, now=0)
+        m.on_error(ACTIVE_RESPONSE_CODE, ticket.event_id, rejection(ticket.event_id), 0.0)
+        refired = m.on_done("resp_vad", done("resp_vad"), out_of_band=False, now=0).send
+    assert refired is not None and refired.reasons == ["t0"] and refired.cancel_requested
+    assert m.on_created("resp_1", refired.event_id, out_of_band=False, now=0).cancel == "resp_1"
+    fx = m.on_done("resp_1", done("resp_1", "cancelled"), out_of_band=False, now=0)
+    assert fx.send is not None and fx.send.triggers == (later,)
+    assert not fx.send.cancel_requested
+    assert m.on_created("resp_2", fx.send.event_id, out_of_band=False, now=0).cancel is None
 
 
 def test_close_fails_every_waiter_and_refuses_requests(m: GateMachine) -> None:

@@ -127,16 +127,18 @@ class WebRTCTransport:
 
     async def connect(self) -> None:
         """Offer, exchange SDP, and wait for ``oai-events`` to open, within the timeout."""
+        # A failed or cancelled connect hangs up a call the server already created:
+        # left alone it would live on server-side until ICE consent gives up.
         try:
             await asyncio.wait_for(self._connect(), self.connect_timeout)
         except asyncio.TimeoutError:
-            await self.close(hangup=False)
+            await self.close()
             raise ConnectTimeoutError(
                 f"the data channel did not open within {self.connect_timeout}s "
                 "(no ICE candidate pair, or the server did not answer)"
             ) from None
         except BaseException:
-            await self.close(hangup=False)
+            await self.close()
             raise
 
     async def _connect(self) -> None:
@@ -178,9 +180,20 @@ class WebRTCTransport:
     async def _post_offer(self, sdp: str) -> str:
         assert self._http is not None
         session = {"type": "realtime", "model": self.model, **self._session}
-        answer, self.call_id = await signaling.post_offer(
-            self._http, self.base_url, self._key, sdp, session=session
+        post = asyncio.ensure_future(
+            signaling.post_offer(self._http, self.base_url, self._key, sdp, session=session)
         )
+        post.add_done_callback(lambda f: f.cancelled() or f.exception())  # always retrieved
+        try:
+            answer, self.call_id = await asyncio.shield(post)
+        except asyncio.CancelledError:
+            # Cancelled mid-request (close() during connect): the server may create the
+            # call anyway. Learn its id (bounded) so that close() can hang it up.
+            try:
+                _, self.call_id = await asyncio.wait_for(post, signaling.HANGUP_TIMEOUT)
+            except Exception:
+                pass
+            raise
         return answer
 
     def _consume_track(self, track: MediaStreamTrack) -> None:

@@ -193,10 +193,11 @@ async def test_truncating_a_speaking_item_keeps_only_what_was_heard(
             "audio_end_ms": 20,
         }
         await client.send(truncate)
-        truncated = await client.until("conversation.item.truncated")
+        # the cancelled response may finish before or after the truncation is applied
+        (truncated,) = await client.gather("conversation.item.truncated", 1)
         assert truncated["audio_end_ms"] == 20
-        done = (await client.until("response.done"))["response"]
-        assert done["status"] == "cancelled"
+        (done,) = await client.gather("response.done", 1)
+        assert done["response"]["status"] == "cancelled"
         assert not [e for e in client.received if e["type"] == "error"]
         item = emu.sessions[-1].items()[-1]
         assert item["id"] == delta["item_id"] and item["content"][0]["transcript"] == ""

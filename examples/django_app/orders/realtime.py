@@ -70,6 +70,7 @@ _pool: ThreadPoolExecutor | None = None
 def start_call(offer_sdp: str) -> tuple[str, str]:
     """Create a call for this browser offer and attach to it: ``(call_id, answer_sdp)``."""
     loop_thread, pool = _shared()
+    live_calls()  # forget the calls that ended on their own
     key, url = settings.RTCLIENT["api_key"], settings.RTCLIENT.get("base_url")
     call = create_call(
         offer_sdp,

@@ -1,0 +1,90 @@
+"""Client-driven turns: server VAD commits the user's turn, the client starts the answer.
+
+With ``client_turns=True`` the session says ``create_response: false``: the server (the
+emulator here, enforcing it as the API does) starts no response of its own, so every
+response comes through the gate - and a tool follow-up can never cross a VAD reply.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rtclient import RealtimeClient, tool
+from rtclient.emulator import Emulator, Pace
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def vad_emulator() -> Iterator[Emulator]:
+    """Server VAD on (the API's default: create_response and interrupt_response true)."""
+    with Emulator(pace=Pace(delay=0.005)) as emulator:
+        yield emulator
+
+
+def _connect(emulator: Emulator, **kwargs: Any) -> RealtimeClient:
+    return RealtimeClient(
+        api_key="sk-test", base_url=emulator.url, loopback_only=True, **kwargs
+    ).connect()
+
+
+def test_a_committed_turn_is_answered_through_the_gate(vad_emulator: Emulator) -> None:
+    client = _connect(vad_emulator, client_turns=True)
+    try:
+        session = vad_emulator.sessions[-1]
+        detection = session.config["audio"]["input"]["turn_detection"]
+        assert detection["create_response"] is False and detection["interrupt_response"]
+        answered = threading.Event()
+        texts: list[str] = []
+
+        def on_done(event: dict[str, Any]) -> None:
+            texts.append(str(event["response"]["output"]))
+            answered.set()
+
+        client.on("response.done", on_done)
+        spoken = session.simulate_speech("what time is it?")
+        assert spoken["response_id"] is None  # the server started nothing itself
+        assert answered.wait(10)
+        assert "what time is it?" in texts[0]
+        creates = [e for e in session.client_events if e["type"] == "response.create"]
+        assert len(creates) == 1  # ours, carrying the gate's ticket
+        assert creates[0]["response"]["metadata"]["rtclient_ticket"] == creates[0]["event_id"]
+        assert client.stats()["lost"] == 0
+    finally:
+        client.close()
+
+
+def test_speech_racing_a_tool_round_is_never_rejected(vad_emulator: Emulator) -> None:
+    """The RCA's VAD race, in client-turns mode: the user speaks while a tool round
+    finishes, many times; the server never rejects a create."""
+    release = threading.Event()
+
+    @tool
+    def slow(i: int = 0) -> int:
+        """Finishes when the test says so."""
+        release.wait(10)
+        return i
+
+    client = _connect(vad_emulator, client_turns=True, tools=[slow])
+    try:
+        session = vad_emulator.sessions[-1]
+        for _ in range(8):
+            release.clear()
+            ticket = client.send_text("use slow*4")
+            assert ticket is not None
+            ticket.result(10)  # the calls are running
+            racer = threading.Thread(target=session.simulate_speech, args=("and also?", 100))
+            racer.start()
+            release.set()  # tool outputs and the user's turn land together
+            racer.join(10)
+            assert vad_emulator.wait_for(lambda: session.active_response_id is None, 10)
+        stats = vad_emulator.stats()
+        assert stats["rejections"] == 0 and client.stats()["rejections"] == 0
+        assert client.stats()["lost"] == 0
+    finally:
+        release.set()
+        client.close()

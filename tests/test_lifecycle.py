@@ -1,0 +1,106 @@
+"""The client's lifecycle: close() at any moment of connect() leaves nothing behind.
+
+Real threads released by one ``threading.Barrier``: one connects, one closes after an
+offset that sweeps the whole connect (loop thread start, bridge, ICE, session update).
+Whatever the interleaving, connect() either succeeds (and the close then ends it) or
+raises ClosedError, the client ends ``closed``, and no thread, file descriptor or
+emulator session outlives the round. connect() after close() raises ClosedError.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+
+import pytest
+
+from rtclient import ClosedError, RealtimeClient
+from rtclient.emulator import Emulator
+from rtclient.lifecycle import Lifecycle, State
+
+pytestmark = pytest.mark.timeout(120)
+
+ROUNDS = 24
+SPREAD_S = 0.12  # close() offsets sweep 0..SPREAD_S: a loopback connect lasts ~0.1 s
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _rtclient_threads() -> list[str]:
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t.name.startswith("rtclient") and not t.name.startswith("rtclient-emulator")
+    ]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_close_racing_connect_leaves_nothing_behind(rt_emulator: Emulator) -> None:
+    outcomes: dict[str, int] = {"connected": 0, "closed while connecting": 0}
+    fds_before = _fds()
+    for round_no in range(ROUNDS):
+        client = RealtimeClient(api_key="sk-test", base_url=rt_emulator.url, loopback_only=True)
+        barrier = threading.Barrier(2, timeout=10)
+        offset = SPREAD_S * round_no / (ROUNDS - 1)
+        errors: list[BaseException] = []
+
+        def connect(client: RealtimeClient = client, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                client.connect(timeout=10)
+            except BaseException as exc:
+                errors.append(exc)
+
+        def close(
+            client: RealtimeClient = client, barrier: threading.Barrier = barrier, offset: float = offset
+        ) -> None:
+            barrier.wait()
+            threading.Event().wait(offset)  # an offset into connect(), not a synchronisation
+            client.close()
+
+        threads = [threading.Thread(target=connect), threading.Thread(target=close)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads), f"round {round_no} hung"
+        assert client._life.state is State.CLOSED
+        if errors:
+            assert len(errors) == 1 and isinstance(errors[0], ClosedError), errors
+            outcomes["closed while connecting"] += 1
+        else:
+            outcomes["connected"] += 1
+        assert _rtclient_threads() == [], (round_no, _rtclient_threads())
+        with pytest.raises(ClosedError):
+            client.connect()
+    # every emulator session the rounds opened has ended (hung up or closed)
+    ok = rt_emulator.wait_for(lambda: rt_emulator.stats()["active_sessions"] == 0, 20)
+    assert ok, (rt_emulator.stats()["active_sessions"], outcomes)
+    gc.collect()
+    assert _fds() <= fds_before + 2, (fds_before, _fds())
+    print(f"close/connect race over {ROUNDS} rounds: {outcomes}")
+    assert outcomes["closed while connecting"] > 0  # the sweep really hit connect()
+
+
+def test_close_before_connect_and_connect_after_close(rt_emulator: Emulator) -> None:
+    client = RealtimeClient(api_key="sk-test", base_url=rt_emulator.url, loopback_only=True)
+    client.close()
+    with pytest.raises(ClosedError):
+        client.connect()
+    assert "closed" in repr(client)
+
+
+def test_illegal_moves_raise_and_change_nothing() -> None:
+    life = Lifecycle(threading.Lock())
+    with pytest.raises(Exception, match="new to open"):
+        life.move(State.OPEN)
+    assert life.state is State.NEW
+    life.move(State.CONNECTING)
+    life.move(State.CLOSING)
+    with pytest.raises(ClosedError):
+        life.move(State.OPEN)
+    life.move(State.CLOSED)
+    assert life.closed.is_set() and life.ending
