@@ -113,6 +113,84 @@ class EmulatorProcess:
         return proc_rss_bytes(self.pid)
 
 
+class BrowserPeer:
+    """A browser played by a bare aiortc peer (bench-only; no rtclient client code).
+
+    As an app would: the peer makes its offer (the ``oai-events`` channel, no audio
+    track), the *server side* - :func:`rtclient.create_call`, standard key - posts it
+    with the session and tools, and the peer applies the answer. It can then send
+    events on its channel (``send``, thread-safe) and counts what it receives. Its
+    aiortc lives on ``loop_thread`` (not the clients'), ICE on 127.0.0.1 only.
+    """
+
+    def __init__(self, loop_thread: Any, url: str) -> None:
+        self.loop_thread = loop_thread
+        self.url = url
+        self.call_id = ""
+        self.received = 0
+        self._pc: Any = None
+        self._channel: Any = None
+
+    def open(
+        self, session: dict[str, Any], tools: Sequence[Any] = (), timeout: float = 15.0
+    ) -> BrowserPeer:
+        from rtclient import create_call
+
+        offer: str = self.loop_thread.call(self._offer(), timeout=timeout)
+        answer = create_call(
+            offer, session=session, tools=tools, api_key=API_KEY, base_url=self.url,
+            timeout=timeout, loop_thread=self.loop_thread,
+        )  # fmt: skip
+        self.call_id = answer.call_id
+        self.loop_thread.call(self._answer(answer.sdp, timeout), timeout=timeout + 1)
+        return self
+
+    async def _offer(self) -> str:
+        from aiortc import RTCConfiguration, RTCPeerConnection
+
+        from rtclient._loopback import loopback_only  # bench-only: keep ICE on 127.0.0.1
+
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._channel = self._pc.createDataChannel("oai-events")
+        self._channel.on("message", self._count)
+        with loopback_only():
+            await self._pc.setLocalDescription(await self._pc.createOffer())
+        return str(self._pc.localDescription.sdp)
+
+    async def _answer(self, sdp: str, timeout: float) -> None:
+        import asyncio
+
+        from aiortc import RTCSessionDescription
+
+        from rtclient._loopback import loopback_only
+
+        opened = asyncio.Event()
+        if self._channel.readyState == "open":
+            opened.set()
+        self._channel.on("open", opened.set)
+        with loopback_only():
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        await asyncio.wait_for(opened.wait(), timeout)
+
+    def _count(self, message: Any) -> None:
+        self.received += 1
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Send on the data channel from any thread (dropped if it is not open)."""
+        text = json.dumps(event)
+
+        def send() -> None:
+            if self._channel is not None and self._channel.readyState == "open":
+                self._channel.send(text)
+
+        self.loop_thread.call_soon(send)
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._pc is not None:
+            self.loop_thread.call(self._pc.close(), timeout=timeout)
+            self._pc = None
+
+
 def http_json(url: str, body: Any = None, timeout: float = 30.0) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="POST" if data else "GET")

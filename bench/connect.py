@@ -11,9 +11,16 @@ In the same run, interleaved round by round (so machine noise hits every variant
 ``rtclient+update``  the same with a session config (here tools), so ``connect()`` also
                    waits for the ``session.update`` round trip - what an app with tools pays.
 ``rtclient-own-loop``  ``RealtimeClient()`` with its own loop thread (started per connect).
+``websocket``      ``RealtimeClient(transport="websocket", loop_thread=shared).connect()``:
+                   a WebSocket session (HTTP upgrade, then ``session.created``), no config.
+``sideband``       ``RealtimeClient(call_id=..., loop_thread=shared).connect()``: attach to
+                   a live call a browser holds (a bare aiortc peer whose call was created
+                   with ``rtclient.create_call`` before the clock starts); ready at the
+                   ``session.updated`` answering its ``session.update``.
 
-For each it reports the time from the start to the open data channel (p50/p90, and the
-ratio to the bare peers; target <= 1.2x) and, for rtclient, to ``connect()`` returning.
+For each it reports the time from the start to the open data channel - the open
+WebSocket for the last two - (p50/p90, and the ratio to the bare peers; target <= 1.2x
+for WebRTC) and, for rtclient, to ``connect()`` returning.
 Instrumentation (bench-only monkeypatches that only take timestamps) splits the time
 into phases: setup (loop thread, bridge, HTTP session, peer), offer (createOffer +
 setLocalDescription: ICE gathering), signaling HTTP (POST /realtime/calls, which
@@ -39,10 +46,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import aiohttp
 import aiortc
 from _common import (
     API_KEY,
     RESULTS_DIR,
+    BrowserPeer,
     EmulatorProcess,
     Progress,
     machine_info,
@@ -55,9 +64,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 import rtclient.bridge
 import rtclient.loop
-import rtclient.transport
 from rtclient import LoopThread, RealtimeClient
 from rtclient._loopback import loopback_only  # bench-only: keep ICE on 127.0.0.1
+from rtclient.transports import WebRTCTransport, WebSocketTransport
 
 TOOLS_SESSION = {
     "tools": [
@@ -176,34 +185,16 @@ def install_hooks() -> None:
     aiortc.RTCSctpTransport._set_state = sctp_state  # type: ignore[method-assign]
 
     # rtclient internals (bench-only)
-    Transport = rtclient.transport.Transport
-    _wrap_async(Transport, "_connect", lambda self: REC.mark("transport_start"), None)
     _wrap_async(
-        Transport,
+        WebRTCTransport,
         "_post_offer",
         lambda self, sdp: REC.mark("http_start"),
         lambda self, sdp: REC.mark("answer"),
     )
-    original_receive = Transport._receive
-
-    def receive(self: Any, message: Any) -> None:
-        text = message if isinstance(message, str) else message.decode()
-        head = text[:40]
-        if "session.created" in head:
-            REC.mark("session_created")
-        elif "session.updated" in head:
-            REC.mark("session_updated")
-        original_receive(self, message)
-
-    Transport._receive = receive  # type: ignore[method-assign]
-    original_send = Transport.send
-
-    def send(self: Any, event: Any) -> None:
-        original_send(self, event)
-        if event.get("type") == "session.update":
-            REC.mark("update_sent")
-
-    Transport.send = send  # type: ignore[method-assign]
+    _wrap_async(aiohttp.ClientSession, "ws_connect", None, lambda self, *a: REC.mark("ws_open"))
+    for transport in (WebRTCTransport, WebSocketTransport):
+        _wrap_async(transport, "_connect", lambda self: REC.mark("transport_start"), None)
+        _hook_traffic(transport)
     original_bridge_start = rtclient.bridge.Bridge.start
 
     def bridge_start(self: Any) -> Any:
@@ -220,6 +211,30 @@ def install_hooks() -> None:
         return result
 
     rtclient.loop.LoopThread.start = loop_start  # type: ignore[method-assign]
+
+
+def _hook_traffic(transport: Any) -> None:
+    """Marks when session.created/updated arrive and when session.update is sent."""
+    original_receive = transport._receive
+
+    def receive(self: Any, message: Any) -> None:
+        text = message if isinstance(message, str) else message.decode()
+        head = text[:40]
+        if "session.created" in head:
+            REC.mark("session_created")
+        elif "session.updated" in head:
+            REC.mark("session_updated")
+        original_receive(self, message)
+
+    transport._receive = receive
+    original_send = transport.send
+
+    def send(self: Any, event: Any) -> None:
+        original_send(self, event)
+        if event.get("type") == "session.update":
+            REC.mark("update_sent")
+
+    transport.send = send
 
 
 # ------------------------------------------------------------------------ measurements
@@ -258,13 +273,14 @@ async def bare_pair(audio: bool) -> tuple[float, Recorder]:
 
 
 def rtclient_connect(
-    url: str, loop_thread: LoopThread | None, session: dict[str, Any] | None
+    url: str, loop_thread: LoopThread | None, session: dict[str, Any] | None, **options: Any
 ) -> tuple[float, Recorder, float]:
     global REC
     REC = rec = Recorder()
     client = RealtimeClient(
-        api_key=API_KEY, base_url=url, loopback_only=True, loop_thread=loop_thread, session=session
-    )
+        api_key=API_KEY, base_url=url, loopback_only=True, loop_thread=loop_thread,
+        session=session, **options,
+    )  # fmt: skip
     t0 = time.perf_counter()
     rec.t0 = t0
     client.connect(timeout=15)
@@ -294,6 +310,16 @@ PHASES_RTCLIENT = [
     ("session_updated", "session.update round trip"),
     ("ready", "connect() returns"),
 ]
+PHASES_WEBSOCKET = [
+    ("loop_started", "loop thread start"),
+    ("bridge_open", "bridge + dispatcher"),
+    ("transport_start", "to WebSocketTransport._connect"),
+    ("ws_open", "WebSocket handshake (HTTP upgrade)"),
+    ("session_created", "session.created arrives"),
+    ("update_sent", "hop to caller, send session.update"),
+    ("session_updated", "session.update round trip"),
+    ("ready", "connect() returns"),
+]
 PHASES_BARE = [
     ("offer_start", "peer setup"),
     ("local_set", "createOffer+setLocal (ICE gather)"),
@@ -318,7 +344,21 @@ def segments(rec: Recorder, phases: list[tuple[str, str]]) -> dict[str, float]:
     return out
 
 
-VARIANTS = ("bare-dc", "bare-dc+audio", "rtclient", "rtclient+update", "rtclient-own-loop")
+VARIANTS = (
+    "bare-dc",
+    "bare-dc+audio",
+    "rtclient",
+    "rtclient+update",
+    "rtclient-own-loop",
+    "websocket",
+    "sideband",
+)
+
+
+def phases_of(variant: str) -> list[tuple[str, str]]:
+    if variant.startswith("bare"):
+        return PHASES_BARE
+    return PHASES_WEBSOCKET if variant in ("websocket", "sideband") else PHASES_RTCLIENT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,7 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     samples: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     progress = Progress((args.rounds + args.warmup) * len(VARIANTS), "connect")
-    with EmulatorProcess(pace={"delay": 0.01}) as emulator, LoopThread("bench-loop") as shared:
+    with (
+        EmulatorProcess(pace={"delay": 0.01}) as emulator,
+        LoopThread("bench-loop") as shared,
+        LoopThread("bench-browser") as browsers,
+    ):
         for round_no in range(args.rounds + args.warmup):
             for variant in VARIANTS:
                 sample: dict[str, Any]
@@ -343,12 +387,22 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     loop = None if variant == "rtclient-own-loop" else shared
                     session = TOOLS_SESSION if variant == "rtclient+update" else None
-                    ready, rec, close = rtclient_connect(emulator.url, loop, session)
+                    options: dict[str, Any] = {}
+                    browser = None
+                    if variant == "websocket":
+                        options["transport"] = "websocket"
+                    elif variant == "sideband":  # the call exists before the clock starts
+                        browser = BrowserPeer(browsers, emulator.url).open({"type": "realtime"})
+                        options["call_id"] = browser.call_id
+                    ready, rec, close = rtclient_connect(emulator.url, loop, session, **options)
+                    if browser is not None:
+                        browser.close()
+                    opened = rec.marks.get("channel_open", rec.marks.get("ws_open", rec.t0))
                     sample = {
-                        "open_ms": (rec.marks["channel_open"] - rec.t0) * 1000,
+                        "open_ms": (opened - rec.t0) * 1000,
                         "ready_ms": ready * 1000,
                         "close_ms": close * 1000,
-                        "segments": segments(rec, PHASES_RTCLIENT),
+                        "segments": segments(rec, phases_of(variant)),
                     }
                 sample["counts"] = dict(rec.counts)
                 if round_no >= args.warmup:
@@ -385,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     breakdown: dict[str, list[dict[str, Any]]] = {}
     for variant in VARIANTS:
-        phases = PHASES_BARE if variant.startswith("bare") else PHASES_RTCLIENT
+        phases = phases_of(variant)
         lines = []
         for key, label in phases:
             values = [s["segments"][key] for s in samples[variant] if key in s["segments"]]
@@ -432,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
-    for variant in ("bare-dc+audio", "rtclient+update"):
+    for variant in ("bare-dc+audio", "rtclient+update", "websocket", "sideband"):
         print(f"\nwhere the time goes: {variant} (median ms per phase, from the previous mark)")
         columns = [("phase", "phase"), ("p50_ms", "p50"), ("mean_ms", "mean")]
         print(table(breakdown[variant], columns))
@@ -469,7 +523,8 @@ def plot(payload: dict[str, Any], path: Path) -> None:
 
     variants = list(payload["breakdown_ms"])
     colours = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]
-    order = [label for _, label in PHASES_RTCLIENT + PHASES_BARE]
+    phases = PHASES_RTCLIENT + PHASES_WEBSOCKET + PHASES_BARE
+    order = list(dict.fromkeys(label for _, label in phases))
     labels_seen: dict[str, Any] = {}
     for row, variant in enumerate(variants):
         start = 0.0

@@ -19,6 +19,13 @@ close together". Then each strategy asks for the follow-up response its own way:
                ``LoopThread.call_soon``) over a loop-thread-only busy flag and a queue;
                the flag is set at send and at ``response.created``, cleared at
                ``response.done``, where queued triggers send one create.
+``sideband``   the gate on a sideband: a browser (a bare aiortc peer, its call created
+               server-side with ``rtclient.create_call``) holds the call, and
+               ``RealtimeClient(call_id=...)`` attaches over WebSocket with the tool.
+               The browser starts responses of its own at random moments
+               (``--browser-rate`` per session per second, ``tool_choice: "none"``), so
+               the sideband's creates can cross them on the wire. Opt-in:
+               ``--strategies gate,sideband``.
 
 The emulator (a separate process) is the referee: it counts every
 ``conversation_already_has_active_response``. Per strategy and K the bench reports
@@ -31,6 +38,7 @@ wrapping the transport's ``send``), and wall time. ``--vad-noise`` makes the use
     python bench/race.py                       # 1000 trials x K=2..64 x 3 strategies
     python bench/race.py --trials 200 --k 2,8  # a subset
     python bench/race.py --vad-noise           # with server-VAD responses at random
+    python bench/race.py --strategies gate,sideband --name race_sideband
 
 Bench-only private access (documented gaps, see bench/README.md): ``client._bridge``
 (naive/serialize put raw ``response.create`` events, which ``send_event`` refuses),
@@ -62,6 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     API_KEY,
     RESULTS_DIR,
+    BrowserPeer,
     EmulatorProcess,
     Progress,
     http_json,
@@ -78,7 +87,7 @@ from _common import (
 from rtclient import LoopThread, RealtimeClient
 
 ACTIVE = "conversation_already_has_active_response"
-STRATEGIES = ("naive", "gate", "serialize")
+STRATEGIES = ("naive", "gate", "serialize")  # the default; "sideband" is opt-in
 KS = (2, 4, 8, 16, 32, 64)
 VAD = {"type": "server_vad", "create_response": True, "interrupt_response": False}
 TOOL_SCHEMA = {
@@ -118,13 +127,14 @@ class Outcome:
     accepted_followups: int = 0
     lost: int = 0
     latency_ms: float | None = None
+    rejected_creates: int = 0  # our creates rejected (initial or follow-up)
 
 
 def analyse(trial: Trial) -> Outcome:
     """What the wire says: creates after the first output are follow-ups; an output is
     served if an accepted create follows it on the wire; latency is from the last
     output to the first create after it."""
-    out = Outcome(void=trial.void)
+    out = Outcome(void=trial.void, rejected_creates=len(trial.rejected))
     wire = list(trial.wire)
     outputs = [n for n, (_, kind, _) in enumerate(wire) if kind == "output"]
     if not outputs:
@@ -371,7 +381,18 @@ class Serialize(Strategy):
         return trial.calls >= 0 and trial.handled >= trial.calls
 
 
-STRATEGY_TYPES: dict[str, type[Strategy]] = {"naive": Naive, "gate": Gate, "serialize": Serialize}
+class Sideband(Gate):
+    """The gate, on a sideband to a call a browser holds (see Lane.connect)."""
+
+    name = "sideband"
+
+
+STRATEGY_TYPES: dict[str, type[Strategy]] = {
+    "naive": Naive,
+    "gate": Gate,
+    "serialize": Serialize,
+    "sideband": Sideband,
+}
 
 
 # ------------------------------------------------------------------------------- a lane
@@ -390,6 +411,7 @@ class Lane:
         self.trial: Trial | None = None
         self.open: set[str] = set()
         self.client: RealtimeClient | None = None
+        self.browser: BrowserPeer | None = None
         self.strategy: Strategy | None = None
         self.call_ids: list[str] = []
         self.gate_stats: dict[str, int] = {}
@@ -417,6 +439,10 @@ class Lane:
             session["audio"] = {"input": {"turn_detection": VAD}}
         if not strategy_type.registers_tool:
             session["tools"] = [TOOL_SCHEMA]
+        call_id = None
+        if strategy_type is Sideband:  # the browser's call, created as an app would
+            self.browser = BrowserPeer(bench.browser_loop, bench.url)
+            call_id = self.browser.open(session, tools=[self.collide]).call_id
         client = RealtimeClient(
             api_key=API_KEY,
             base_url=bench.url,
@@ -425,6 +451,7 @@ class Lane:
             session=session,
             tools=[self.collide] if strategy_type.registers_tool else [],
             executor=self.pool,
+            call_id=call_id,
         )
         client.connect(timeout=30)
         self.client = client
@@ -458,12 +485,14 @@ class Lane:
             client.on("response.function_call_arguments.done", self._on_call)
 
     def disconnect(self) -> None:
-        client, strategy = self.client, self.strategy
-        self.client = self.strategy = None
+        client, strategy, browser = self.client, self.strategy, self.browser
+        self.client = self.strategy = self.browser = None
         if client is not None:
             for key, value in client.stats().items():
                 self.gate_stats[key] = self.gate_stats.get(key, 0) + value
             client.close()
+        if browser is not None:
+            browser.close()  # the call ends with the browser's peer connection
         if strategy is not None:
             strategy.close()
         self.open.clear()
@@ -602,7 +631,9 @@ class Block:
         self.trials: int = cmd["trials"]
         self.url, self.control = cmd["url"], cmd["control"]
         self.vad, self.vad_rate = cmd["vad"], cmd["vad_rate"]
+        self.browser_rate: float = cmd.get("browser_rate", 10.0)
         self.loop_thread: LoopThread = cmd["loop_thread"]
+        self.browser_loop: LoopThread = cmd["browser_loop"]
         self.lanes = [Lane(self, n) for n in range(max(1, min(cmd["lanes"], self.trials)))]
         self.per_session = max(1, cmd["item_budget"] // (2 * self.k + 2))
         self.on_trial = on_trial
@@ -612,6 +643,7 @@ class Block:
         self._lock = threading.Lock()
         self._stop_noise = threading.Event()
         self.vad_speeches = 0
+        self.browser_creates = 0
 
     def _take(self) -> bool:
         return next(self._next) < self.trials
@@ -655,21 +687,42 @@ class Block:
             except Exception:
                 pass  # the session rotated meanwhile
 
+    def _browser_noise(self) -> None:
+        """The browsers start responses of their own at random moments (sideband)."""
+        rng = random.Random(self.k * 104729 + 17)
+        rate = self.browser_rate * len(self.lanes)
+        while not self._stop_noise.wait(rng.expovariate(rate)):
+            browser = rng.choice(self.lanes).browser
+            if browser is None:
+                continue
+            self.browser_creates += 1
+            browser.send(
+                {
+                    "type": "response.create",
+                    "event_id": f"evt_browser_{self.browser_creates}",
+                    "response": {"tool_choice": "none", "metadata": {"origin": "browser"}},
+                }
+            )
+
     def run(self) -> dict[str, Any]:
         cpu0 = proc_cpu_seconds()
         threads = [
             threading.Thread(target=self._run_lane, args=(lane,), name=f"lane-{lane.index}")
             for lane in self.lanes
         ]
-        noise = threading.Thread(target=self._noise, name="vad-noise") if self.vad else None
+        noises = []
+        if self.vad:
+            noises.append(threading.Thread(target=self._noise, name="vad-noise"))
+        if self.strategy == "sideband" and self.browser_rate > 0:
+            noises.append(threading.Thread(target=self._browser_noise, name="browser-noise"))
         for t in threads:
             t.start()
-        if noise is not None:
+        for noise in noises:
             noise.start()
         for t in threads:
             t.join()
         self._stop_noise.set()
-        if noise is not None:
+        for noise in noises:
             noise.join()
         gate_stats: dict[str, int] = {}
         for lane in self.lanes:
@@ -683,6 +736,7 @@ class Block:
             "client_cpu_s": proc_cpu_seconds() - cpu0,
             "client_rss_mb": proc_rss_bytes() / 2**20,
             "vad_speeches": self.vad_speeches,
+            "browser_creates": self.browser_creates,
         }
 
 
@@ -697,12 +751,13 @@ def worker_main() -> int:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
-    with LoopThread("bench-loop") as loop_thread:
+    with LoopThread("bench-loop") as loop_thread, LoopThread("bench-browsers") as browsers:
         for line in sys.stdin:
             if not line.strip():
                 continue
             cmd = json.loads(line)
             cmd["loop_thread"] = loop_thread
+            cmd["browser_loop"] = browsers  # the browsers' aiortc, not the clients' loop
             result = Block(cmd, lambda: say("P")).run()
             say("R " + json.dumps(result))
     return 0
@@ -800,7 +855,15 @@ def summarise(
         "vad_speeches": sum(p["vad_speeches"] for p in parts),
         "errors": [e for p in parts for e in p["errors"]][:3],
     }
-    if strategy == "gate":
+    if strategy == "sideband":
+        # The referee counts per session, and a sideband's session is shared with the
+        # browser: its rejections of the browser's own creates are the browser's.
+        # Ours are the errors on our connection naming our creates.
+        ours = sum(o.rejected_creates for o in outcomes)
+        record["rejections"] = ours
+        record["browser_creates"] = sum(p.get("browser_creates", 0) for p in parts)
+        record["browser_rejections"] = referee.get("rejections", 0) - ours
+    if strategy in ("gate", "sideband"):
         stats: dict[str, int] = {}
         for p in parts:
             for key, value in p["gate_stats"].items():
@@ -830,6 +893,7 @@ def run_cell(
                 "strategy": strategy, "k": k, "trials": n, "url": emulator.url,
                 "control": emulator.control, "vad": args.vad_noise, "vad_rate": args.vad_rate,
                 "lanes": args.lanes or (2 if k <= 8 else 1), "item_budget": args.item_budget,
+                "browser_rate": args.browser_rate,
             }
         )  # fmt: skip
     parts = [worker.result() for worker, _ in busy]
@@ -868,10 +932,11 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
         "naive": {"color": "tab:red", "marker": "o", "markersize": 6, "linewidth": 1.5},
         "gate": {"color": "tab:green", "marker": "o", "markersize": 11, "linewidth": 4},
         "serialize": {"color": "tab:blue", "marker": "s", "markersize": 5, "linewidth": 1.5},
+        "sideband": {"color": "tab:purple", "marker": "D", "markersize": 7, "linewidth": 2.5},
     }
     fig, axes = plt.subplots(2, 2, figsize=(14, 9))
     (rej, lost), (creates, cdf) = axes
-    for strategy in ("gate", "naive", "serialize"):  # gate first: drawn under the others
+    for strategy in ("gate", "sideband", "naive", "serialize"):  # gate first: drawn under
         rows = sorted((r for r in records if r["strategy"] == strategy), key=lambda r: r["k"])
         if not rows:
             continue
@@ -938,6 +1003,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vad-noise", action="store_true", help="server VAD speaks at random")
     parser.add_argument("--vad-rate", type=float, default=10.0, help="speeches/s per session")
     parser.add_argument(
+        "--browser-rate", type=float, default=10.0,
+        help="sideband: the browser's own response.create per session per second",
+    )  # fmt: skip
+    parser.add_argument(
         "--item-budget", type=int, default=260,
         help="start a new session once the conversation would hold about this many items",
     )  # fmt: skip
@@ -991,6 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python bench/race.py " + " ".join(argv),
         "vad_noise": args.vad_noise,
         "vad_rate_per_session": args.vad_rate if args.vad_noise else 0,
+        "browser_rate_per_session": args.browser_rate if "sideband" in strategies else 0,
         "trials_requested": args.trials,
         "max_calls_per_cell": args.max_calls,
         "workers": args.workers,
@@ -1006,7 +1076,13 @@ def main(argv: list[str] | None = None) -> int:
     title = "race.py: " + ", ".join(f"K={k}: {cell_trials(k)}" for k in ks) + " trials"
     title += " - with VAD noise" if args.vad_noise else ""
     plot(records, png, title)
-    print(table(records, COLUMNS))
+    columns = list(COLUMNS)
+    if "sideband" in strategies:  # the browser's side of the sideband race
+        columns[-1:-1] = [
+            ("browser_creates", "browser creates"),
+            ("browser_rejections", "browser rej"),
+        ]
+    print(table(records, columns))
     print(f"\ntotal {total:.0f}s; wrote {path} and {png}")
     return 0
 

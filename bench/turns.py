@@ -32,10 +32,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import fmt, machine_info, percentile, quiet_logs, table, write_json  # noqa: E402
+from _common import fmt, machine_info, percentile, quiet_logs, table, write_json
 
-from rtclient import RealtimeClient, tool  # noqa: E402
-from rtclient.emulator import Emulator, Pace  # noqa: E402
+from rtclient import RealtimeClient, tool
+from rtclient.emulator import Emulator, Pace
 
 
 def run_mode(client_turns: bool, trials: int, k: int, seed: int) -> dict[str, Any]:

@@ -16,8 +16,9 @@ Both helpers are synchronous and bounded by ``timeout``, for Flask or Django vie
 scripts. They run on ``loop_thread`` when given (e.g. the one the app's clients share),
 else on a private event loop for the duration of the call - so from ``async`` code,
 pass a ``loop_thread``. Errors are the client's: :class:`SignalingError` with the
-API's ``status`` and ``code`` (:class:`CallNotFoundError` for an unknown call); the key
-never appears in a message, a repr or a log line.
+API's ``status`` and ``code`` (:class:`CallNotFoundError` for an unknown call), and
+:class:`WaitTimeoutError` (also a ``TimeoutError``) when the API does not answer in
+time; the key never appears in a message, a repr or a log line.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import aiohttp
 
 from rtclient import signaling
 from rtclient._secret import Secret
-from rtclient.errors import RealtimeError, SignalingError
+from rtclient.errors import RealtimeError, SignalingError, WaitTimeoutError
 from rtclient.loop import LoopThread
 from rtclient.tools import ToolSpec, build_spec
 
@@ -137,7 +138,7 @@ def _run(
         try:
             return await asyncio.wait_for(coro, timeout)
         except asyncio.TimeoutError:
-            raise SignalingError(f"{what} was not answered within {timeout}s", code="timeout")
+            raise WaitTimeoutError(f"{what} was not answered within {timeout}s") from None
 
     if loop_thread is not None:
         return loop_thread.call(bounded(), timeout=timeout + 1.0)

@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from rtclient._secret import Secret
-from rtclient.errors import CallNotFoundError, SignalingError
+from rtclient.errors import CallNotFoundError, SignalingError, WaitTimeoutError
 
 CALL_NOT_FOUND = "call_id_not_found"
 HANGUP_TIMEOUT = 2.0
@@ -101,8 +101,8 @@ async def post_hangup(
     except aiohttp.ClientError as exc:
         raise connection_error(exc, key) from None
     except asyncio.TimeoutError:
-        raise SignalingError(
-            f"the hangup of {call_id} was not answered within {timeout}s", code="timeout"
+        raise WaitTimeoutError(
+            f"the hangup of {call_id} was not answered within {timeout}s"
         ) from None
 
 

@@ -70,9 +70,7 @@ def rt_transport() -> str:
 
 
 @pytest.fixture
-def rt_connect(
-    rt_emulator: Emulator, rt_transport: str
-) -> Iterator[Callable[..., RealtimeClient]]:
+def rt_connect(rt_emulator: Emulator, rt_transport: str) -> Iterator[Callable[..., RealtimeClient]]:
     """``rt_connect(**kwargs)`` -> a connected client on ``rt_emulator``."""
     from rtclient.client import RealtimeClient
 

@@ -30,7 +30,9 @@ def ws_client(emu: Emulator, **kwargs: Any) -> RealtimeClient:
 def appended_bytes(emu: Emulator) -> int:
     events = emu.sessions[-1].client_events
     return sum(
-        len(base64.b64decode(e["audio"])) for e in events if e["type"] == "input_audio_buffer.append"
+        len(base64.b64decode(e["audio"]))
+        for e in events
+        if e["type"] == "input_audio_buffer.append"
     )
 
 

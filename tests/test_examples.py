@@ -176,14 +176,14 @@ def test_flask_two_users_get_their_own_calls_tools_and_answers(
         assert session.counters["creates"] == session.counters["responses"] == 2
     emu = rt_emulator.stats()
     assert emu["calls"] == 2 and emu["rejections"] == 0
+    loops = [t for t in threading.enumerate() if t.name == "flask-calls"]
+    assert len(loops) == 1, "both sidebands live on one shared loop thread"
 
     http = flask_app.test_client()
     for browser in users:
         reply = http.post(f"/calls/{browser.call_id}/hangup")
-        assert reply.status_code == 200 and reply.get_json() == {
-            "call_id": browser.call_id,
-            "ended": True,
-        }
+        assert reply.status_code == 200
+        assert reply.get_json() == {"call_id": browser.call_id, "ended": True}
         browser.wait_ended()  # the call ended for the browser too
         assert rt_emulator.session(str(browser.call_id)).closed
     assert calls.live() == []

@@ -47,7 +47,11 @@ def test_close_racing_connect_leaves_nothing_behind(rt_emulator: Emulator) -> No
         offset = SPREAD_S * round_no / (ROUNDS - 1)
         errors: list[BaseException] = []
 
-        def connect(client: RealtimeClient = client, barrier: threading.Barrier = barrier) -> None:
+        def connect(
+            client: RealtimeClient = client,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
             barrier.wait()
             try:
                 client.connect(timeout=10)
@@ -55,7 +59,9 @@ def test_close_racing_connect_leaves_nothing_behind(rt_emulator: Emulator) -> No
                 errors.append(exc)
 
         def close(
-            client: RealtimeClient = client, barrier: threading.Barrier = barrier, offset: float = offset
+            client: RealtimeClient = client,
+            barrier: threading.Barrier = barrier,
+            offset: float = offset,
         ) -> None:
             barrier.wait()
             threading.Event().wait(offset)  # an offset into connect(), not a synchronisation

@@ -312,9 +312,7 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
 
 def _call_not_found(call_id: str) -> ApiError:
     """The API's answer for a call it does not know (or that has ended)."""
-    return ApiError(
-        404, f"Call '{call_id}' not found.", code="call_id_not_found", param="call_id"
-    )
+    return ApiError(404, f"Call '{call_id}' not found.", code="call_id_not_found", param="call_id")
 
 
 def _subprotocol_key(request: web.Request) -> str | None:

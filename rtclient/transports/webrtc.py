@@ -46,6 +46,7 @@ from rtclient.errors import (
     ConnectTimeoutError,
     MessageTooLargeError,
     SignalingError,
+    WaitTimeoutError,
 )
 from rtclient.logs import logger
 from rtclient.transports.base import AudioFrameCallback, AudioIn, ClosedHandler, MessageHandler
@@ -285,6 +286,8 @@ class WebRTCTransport:
             await signaling.post_hangup(self._http, self.base_url, self._key, self.call_id)
         except SignalingError as exc:
             logger.debug("[CONNECTION] hangup failed: {} {}", exc.status, exc.code)
+        except WaitTimeoutError:
+            logger.debug("[CONNECTION] hangup not answered in time")
 
     async def end_call(self) -> None:
         """End the call for everyone, then close. With an ephemeral key (which may not
