@@ -1,4 +1,4 @@
-"""rtclient: a thread-based, synchronous SDK for the OpenAI Realtime API over WebRTC.
+"""rtclient: a thread-based, synchronous SDK for the OpenAI Realtime API (WebRTC, WebSocket).
 
 Its core promise: ``conversation_already_has_active_response`` cannot happen by
 construction (see :mod:`rtclient.gate`), and no request for a response is ever lost.

@@ -91,7 +91,12 @@ class ResponseTicket:
         return self._future.done()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        return self._future.exception(timeout)
+        if self._guard is not None:
+            self._guard(f"exception() of the ticket for {self.reason}", not self._future.done())
+        done, _ = concurrent.futures.wait([self._future], timeout)
+        if not done:
+            raise WaitTimeoutError(f"no response.done for {self.reason} within {timeout}s")
+        return self._future.exception()
 
     def __repr__(self) -> str:
         return f"<ResponseTicket {self.reason} {'done' if self.done() else 'pending'}>"
@@ -241,6 +246,7 @@ class RealtimeClient:
         self._followups: dict[str, concurrent.futures.Future[Any]] = {}
         self._settled_followups: OrderedDict[str, concurrent.futures.Future[Any]] = OrderedDict()
         self._oob_waiters: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
+        self._cancels: OrderedDict[str, str] = OrderedDict()  # cancel event_id -> response
         self._session_ready: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
         self._session_updated: concurrent.futures.Future[dict[str, Any]] = (
             concurrent.futures.Future()
@@ -455,16 +461,23 @@ class RealtimeClient:
         Raises :class:`CallNotFoundError` if the call had already ended (another
         :class:`SignalingError` if the API refused); the client is closed either way.
         """
+        self._check_process()
         timeout = timeout if timeout is not None else self.close_timeout
         with self._lock:
-            connected = self._life.state is State.OPEN
-        transport, loop_thread = self._transport, self._loop_thread
+            connected = self._life.state is State.OPEN and self._closed is None
+        transport, loop_thread, call_id = self._transport, self._loop_thread, self.call_id
         try:
-            if not connected or transport is None or loop_thread is None:
-                raise ClosedError(
-                    "the client is not connected; end a call by id with rtclient.hangup_call()"
+            if connected and transport is not None and loop_thread is not None:
+                loop_thread.call(transport.end_call(), timeout=timeout)
+            elif call_id is not None and not self._key.is_ephemeral:
+                # closed, or its connection was lost: the call may still be up; end it by id
+                from rtclient.calls import hangup_call
+
+                hangup_call(
+                    call_id, api_key=self._key.reveal(), base_url=self.base_url, timeout=timeout
                 )
-            loop_thread.call(transport.end_call(), timeout=timeout)
+            else:
+                raise ClosedError("this client has no call to hang up")
         finally:
             self.close(timeout)
 
@@ -539,9 +552,10 @@ class RealtimeClient:
 
         ``response.cancel`` is sent only if a response is active (or, if our create is
         still unconfirmed, as soon as it is created); ``output_audio_buffer.clear``
-        always. With ``wait`` it blocks until the cancelled response's ``response.done``
-        and returns it (None if nothing was active). A request made right after is
-        queued by the gate until that done - never rejected.
+        always (a WebSocket session has no such buffer: its transport stops playing and
+        truncates what was not heard). With ``wait`` it blocks until the cancelled
+        response's ``response.done`` and returns it (None if nothing was active). A
+        request made right after is queued by the gate until that done - never rejected.
         """
         self._check_open()
         if wait:
@@ -549,7 +563,7 @@ class RealtimeClient:
         response_id = self._gate.cancel()
         if response_id is not None:
             try:
-                self._send(ev.response_cancel(response_id))
+                self._send(self._cancel_event(response_id))
             except BaseException:
                 self._gate.cancel_failed(response_id)  # the next interrupt() tries again
                 raise
@@ -829,6 +843,15 @@ class RealtimeClient:
             return
         self._fire(ticket)
 
+    def _cancel_event(self, response_id: str) -> dict[str, Any]:
+        """A ``response.cancel``, remembered (bounded) so that its error can be matched."""
+        event = ev.response_cancel(response_id)
+        with self._lock:
+            self._cancels[event["event_id"]] = response_id
+            while len(self._cancels) > _SETTLED_KEPT:
+                self._cancels.popitem(last=False)
+        return event
+
     def _send_cancel(self, response_id: str) -> None:
         """Cancel a response the gate marked (loop thread); if the cancel cannot go out,
         the gate forgets it was cancelling, so a later interrupt() tries again."""
@@ -836,7 +859,7 @@ class RealtimeClient:
         try:
             if bridge is None:
                 raise ClosedError("not connected")
-            future = bridge.put(ev.response_cancel(response_id))
+            future = bridge.put(self._cancel_event(response_id))
         except RealtimeError as exc:
             future = concurrent.futures.Future()
             future.set_exception(exc)
@@ -849,10 +872,13 @@ class RealtimeClient:
         future.add_done_callback(sent)
 
     def _on_response_done(self, event: dict[str, Any]) -> None:
-        response = event.get("response") or {}
+        response = event.get("response")
+        if not isinstance(response, dict):
+            return
         rid = response.get("id")
         metadata = response.get("metadata") or {}
         oob_id = metadata.get("rtclient_oob") if isinstance(metadata, dict) else None
+        oob_id = oob_id if isinstance(oob_id, str) else None
         with self._lock:
             if isinstance(rid, str):
                 self._done_events[rid] = event
@@ -869,6 +895,12 @@ class RealtimeClient:
     def _on_error(self, event: dict[str, Any]) -> None:
         error = ServerError.from_event(event)
         self._counters["server_errors"] += 1
+        if error.event_id is not None and not error.event_id.startswith(ev.EVENT_ID_PREFIXES):
+            # another connection's event (a sideband sees the browser's errors): not ours
+            logger.debug(
+                "[SERVER_ERROR] {} for another connection's {}", error.code, error.event_id
+            )
+            return
         logger.error(
             "[SERVER_ERROR] {} {} (event_id={})",
             error.code or error.type,
@@ -877,8 +909,12 @@ class RealtimeClient:
         )
         with self._lock:
             oob = self._oob_waiters.pop(error.event_id, None) if error.event_id else None
+            cancelled = self._cancels.pop(error.event_id, None) if error.event_id else None
         if oob is not None:
             _settle(oob, error)
+        if cancelled is not None and error.code == "response_cancel_not_active":
+            # the response we believed active is over on the server: free the gate
+            self._fire(self._gate.cancel_not_active(cancelled))
         if isinstance(error, SessionExpiredError):
             self._on_connection_lost(error)  # close() still hangs up and releases the call
 
@@ -918,7 +954,7 @@ class RealtimeClient:
             if error.event_id == self._session_update_id:
                 _settle(self._session_updated, error)
         if self._tools.specs:
-            self._tools.on_event(event)
+            _guard(self._tools.on_event, event)  # a malformed event must not end dispatch
         with self._lock:
             callbacks = [*self._subscribers.get(kind, ()), *self._subscribers.get("*", ())]
             streams = list(self._streams)

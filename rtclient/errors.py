@@ -39,15 +39,20 @@ class ServerError(RealtimeError):
         err = event.get("error") or {}
         if not isinstance(err, dict):
             err = {"message": str(err)}
-        code = err.get("code")
+        code = _text(err.get("code"))
         kind: type[ServerError] = SessionExpiredError if code == "session_expired" else cls
         return kind(
             str(err.get("message") or "server error"),
             code=code,
-            type=err.get("type"),
-            param=err.get("param"),
-            event_id=err.get("event_id"),
+            type=_text(err.get("type")),
+            param=_text(err.get("param")),
+            event_id=_text(err.get("event_id")),
         )
+
+
+def _text(value: Any) -> str | None:
+    """A field the API sends as a string (or null); anything else is treated as absent."""
+    return value if isinstance(value, str) else None
 
 
 class ResponseRejectedError(ServerError):

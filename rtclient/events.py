@@ -19,6 +19,9 @@ Event = dict[str, Any]
 
 _ids = itertools.count(1)
 _prefix = f"evt_rtc_{os.getpid():x}_"
+# Every event_id rtclient sends starts with one of these (events here, gate tickets
+# "rtc_<pid>_..."), so an error naming another connection's event is told apart.
+EVENT_ID_PREFIXES = ("evt_rtc_", "rtc_")
 
 
 class MalformedEventError(ValueError):

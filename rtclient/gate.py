@@ -62,6 +62,9 @@ cancel()                              ``active`` set and not cancelling: cancel 
                                       the response that serves them (survives a
                                       rejection and re-fire)
 cancel_failed(response_id)            the cancel was not sent: clear ``cancelling``
+cancel_not_active(response_id)        our cancel of ``active`` was answered "no active
+                                      response": free ``active`` (its done was lost),
+                                      claim if triggers are pending
 close(error)                          CLOSED: every waiter fails; nothing is replayed
 ====================================  =================================================
 
@@ -344,6 +347,9 @@ class GateMachine:
         fx = Effects()
         if out_of_band or self.closed is not None:
             return fx
+        if response_id in self._finished:  # a duplicate after its done: it is over
+            fx.note(("WARNING", "RESPONSE_CREATED", "{}", (f"{response_id} already done",)))
+            return fx
         ticket = self._take_in_flight(ticket_id, fx)
         was_in_progress = self.active is not None
         if was_in_progress:
@@ -421,13 +427,12 @@ class GateMachine:
         self, code: str | None, event_id: str | None, error: ServerError, now: float
     ) -> Effects:
         fx = Effects()
-        if code == ACTIVE_RESPONSE_CODE:
-            self.stats.rejections += 1
         ticket = self.in_flight
         if ticket is None or event_id is None or event_id != ticket.event_id or self.closed:
-            return fx
+            return fx  # not about our create (another connection's, or stale): not ours
         self.in_flight = None
         if code == ACTIVE_RESPONSE_CODE:
+            self.stats.rejections += 1
             fx.note(
                 (
                     "WARNING",
@@ -497,6 +502,19 @@ class GateMachine:
             for t in self.in_flight.triggers:
                 t.cancel_requested = True
             fx.note(("INFO", "RESPONSE_CANCEL", "{}", (f"{self.in_flight.event_id} on creation",)))
+        return fx
+
+    def cancel_not_active(self, response_id: str, now: float) -> Effects:
+        """Our ``response.cancel`` for ``response_id`` was answered
+        ``response_cancel_not_active``: the server has no active response, so the one we
+        believed active is over (its ``response.done`` was lost, or is still on its
+        way). Free ``active``: a create now cannot be rejected because of it."""
+        fx = Effects()
+        if self.active != response_id or self.closed is not None:
+            return fx
+        self.active, self.cancelling = None, False
+        fx.note(("WARNING", "RESPONSE_DONE", "{}", (f"{response_id} is not active on the server",)))
+        fx.send = self._claim(now, fx)
         return fx
 
     def cancel_failed(self, response_id: str) -> Effects:
@@ -669,10 +687,11 @@ class ResponseGate:
         """Feed one server event, in order. Returns the follow-ups (send, cancel)."""
         kind = event.get("type")
         if kind == "response.created" or kind == "response.done":
-            response = event.get("response") or {}
-            response_id = response.get("id")
+            response = event.get("response")
+            response_id = response.get("id") if isinstance(response, dict) else None
             if not isinstance(response_id, str):
-                return Effects()
+                return Effects()  # not a response we could attribute: nothing to decide
+            assert isinstance(response, dict)
             out_of_band = "conversation_id" in response and response["conversation_id"] is None
             metadata = response.get("metadata")
             ticket_id = metadata.get(TICKET_METADATA_KEY) if isinstance(metadata, dict) else None
@@ -716,6 +735,13 @@ class ResponseGate:
             fx = self._machine.cancel()
         self._apply(fx)
         return fx.cancel
+
+    def cancel_not_active(self, response_id: str) -> Ticket | None:
+        """The server says ``response_id`` is not active; returns a ticket to send, if any."""
+        with self._lock:
+            fx = self._machine.cancel_not_active(response_id, self._clock())
+        self._apply(fx)
+        return fx.send
 
     def cancel_failed(self, response_id: str) -> None:
         """The ``response.cancel`` for ``response_id`` did not reach the wire."""

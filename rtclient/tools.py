@@ -1,5 +1,14 @@
 """Tools: schemas from signatures, execution on any Executor, one follow-up per response.
 
+``@tool`` keeps the function as it is (and typed as it is: ``ParamSpec`` overloads)
+and attaches a :class:`ToolSpec`. The parameters become a pydantic model
+(:class:`ToolArguments`): its JSON schema, made self-contained (``$ref`` inlined,
+titles dropped), is what the model is told, with each parameter's description from a
+Google, NumPy or reST docstring (``docstring_parser``). The model's arguments are
+validated and coerced by that same model, on the runner's thread, before anything is
+submitted: a wrong type, a missing argument or an argument the function does not take
+becomes an error output naming the field, and the function is not called.
+
 A function call is started as soon as its arguments are complete, on the user's
 ``concurrent.futures.Executor`` (a thread pool by default; a ``ProcessPoolExecutor``
 works for picklable, module-level tools). Each output is sent as its own
@@ -30,15 +39,20 @@ that the out-of-band request's ticket returns.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
+import sys
 import threading
 import time
-import types
-import typing
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, ParamSpec, TypeVar, overload
+
+import docstring_parser
+import pydantic
+import pydantic.json_schema
 
 from rtclient.errors import BridgeFullError, MessageTooLargeError
 from rtclient.logs import logger
@@ -46,21 +60,28 @@ from rtclient.logs import logger
 _TOOL_ATTR = "__rtclient_tool__"
 _SEND_RETRIES = 20  # a full bridge is retried this many times, _SEND_RETRY_DELAY apart
 _SEND_RETRY_DELAY = 0.05
+_FINISHED_KEPT = 1024  # response and call ids of finished rounds, for de-duplication
 
-_JSON_TYPES: dict[Any, str] = {
-    str: "string",
-    int: "integer",
-    float: "number",
-    bool: "boolean",
-    list: "array",
-    tuple: "array",
-    dict: "object",
-}
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is an object, else an empty one (a malformed field is ignored)."""
+    return value if isinstance(value, Mapping) else {}
+
+
+_MAX_ERRORS = 8  # validation errors listed in one error output
+_MAX_INPUT = 80  # characters of a rejected value quoted back to the model
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclasses.dataclass(frozen=True)
 class ToolSpec:
-    """A registered tool: the callable and what the model is told about it."""
+    """A registered tool: the callable and what the model is told about it.
+
+    ``arguments`` validates the model's arguments against ``fn``'s signature (built from
+    ``fn`` when a spec is made by hand without it).
+    """
 
     fn: Callable[..., Any]
     name: str
@@ -68,6 +89,7 @@ class ToolSpec:
     parameters: dict[str, Any]
     timeout: float | None = None
     start_response: bool = True
+    arguments: ToolArguments | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def session_tool(self) -> dict[str, Any]:
         return {
@@ -77,25 +99,159 @@ class ToolSpec:
             "parameters": self.parameters,
         }
 
+    def validate(self, arguments: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The model's arguments, validated and coerced: ``(args, kwargs)`` for ``fn``.
 
+        Raises ``ValueError`` naming every bad field (see :class:`ToolArguments`).
+        """
+        checker = self.arguments or ToolArguments(self.fn, tool_name=self.name)
+        return checker.validate(arguments)
+
+
+class _SchemaGenerator(pydantic.json_schema.GenerateJsonSchema):
+    # a default that is no JSON value (a sentinel object) is simply not shown
+    ignored_warning_kinds: set[pydantic.json_schema.JsonSchemaWarningKind] = {  # noqa: RUF012
+        "skipped-choice",
+        "non-serializable-default",
+    }
+
+
+class ToolArguments:
+    """A tool's parameters as a pydantic model: their JSON schema and their validator.
+
+    One field per parameter (``*args`` is never filled; ``**kwargs`` lets unknown
+    arguments through unvalidated, otherwise they are an error). Validation is
+    pydantic's lax mode on the decoded JSON: ``"7"`` becomes ``7`` for an ``int``, an
+    object becomes the ``BaseModel`` instance, an ISO string a ``datetime``; ``"seven"``
+    for an ``int`` is an error. Only the arguments the model gave are passed on, so the
+    function's own defaults apply to the others.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        tool_name: str | None = None,
+        descriptions: Mapping[str, str] | None = None,
+        localns: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.tool_name = tool_name or _callable_name(fn)
+        descriptions = descriptions or {}
+        signature = _signature(fn, self.tool_name, localns)
+        self._fields: list[tuple[str, inspect.Parameter]] = []  # (field name, parameter)
+        self.var_keyword = False
+        definitions: dict[str, Any] = {}
+        for index, param in enumerate(signature.parameters.values()):
+            if param.kind is param.VAR_POSITIONAL:
+                continue
+            if param.kind is param.VAR_KEYWORD:
+                self.var_keyword = True
+                continue
+            # fields are p0, p1, ... aliased to the parameter's name: any name works
+            # (``json``, ``_private``, ``model_config``) without shadowing BaseModel's own
+            field = f"p{index}"
+            self._fields.append((field, param))
+            annotation = Any if param.annotation is param.empty else param.annotation
+            default = ... if param.default is param.empty else param.default
+            info = pydantic.Field(
+                default, alias=param.name, description=descriptions.get(param.name)
+            )
+            definitions[field] = (annotation, info)
+        self.names = [param.name for _, param in self._fields]
+        try:
+            # extra="ignore" (the default), not "forbid": a model config would also reach
+            # the TypedDicts among the parameters; unknown arguments are checked by hand
+            self.model: type[pydantic.BaseModel] = pydantic.create_model(
+                f"{self.tool_name}_arguments", **definitions
+            )
+            schema = self.model.model_json_schema(schema_generator=_SchemaGenerator)
+        except Exception as exc:
+            raise TypeError(_unsupported(self.tool_name, self._fields, exc)) from exc
+        self.schema = _parameters(plain_schema(schema), closed=not self.var_keyword)
+
+    def validate(self, arguments: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``(args, kwargs)`` for the function, or ``ValueError`` naming each bad field."""
+        known = set(self.names)
+        extra = {k: v for k, v in arguments.items() if k not in known}
+        problems: list[str] = []
+        try:
+            model = self.model.model_validate({k: v for k, v in arguments.items() if k in known})
+        except pydantic.ValidationError as exc:
+            problems.extend(_describe(exc))
+        if extra and not self.var_keyword:
+            takes = ", ".join(self.names) if self.names else "no arguments"
+            problems.extend(
+                f"{k}: unexpected argument ({self.tool_name} takes {takes})" for k in extra
+            )
+        if problems:
+            if len(problems) > _MAX_ERRORS:
+                problems[_MAX_ERRORS:] = [f"and {len(problems) - _MAX_ERRORS} more"]
+            raise ValueError("; ".join(problems))
+        given = model.model_fields_set
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        positional = [(f, p) for f, p in self._fields if p.kind is p.POSITIONAL_ONLY]
+        last = max((n for n, (f, _) in enumerate(positional) if f in given), default=-1)
+        for field, param in positional[: last + 1]:  # a gap gets the function's default
+            args.append(getattr(model, field) if field in given else param.default)
+        for field, param in self._fields:
+            if param.kind is not param.POSITIONAL_ONLY and field in given:
+                kwargs[param.name] = getattr(model, field)
+        if self.var_keyword:
+            kwargs.update(extra)  # **kwargs takes them as they came
+        return tuple(args), kwargs
+
+
+def _describe(exc: pydantic.ValidationError) -> list[str]:
+    """``field: what is wrong (got value)`` for each error pydantic found."""
+    problems: list[str] = []
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        where = _location(loc)
+        if error["type"] == "missing":
+            problems.append(f"{where}: missing required {'argument' if len(loc) == 1 else 'field'}")
+        else:
+            problems.append(f"{where}: {error['msg']} (got {_quote(error.get('input'))})")
+    return problems
+
+
+@overload
+def tool(fn: Callable[_P, _R]) -> Callable[_P, _R]: ...
+
+
+@overload
 def tool(
-    fn: Callable[..., Any] | None = None,
     *,
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = None,
     start_response: bool = True,
-) -> Any:
+) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]: ...
+
+
+def tool(
+    fn: Callable[_P, _R] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+    start_response: bool = True,
+) -> Callable[_P, _R] | Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Mark a function as a tool; its JSON schema comes from the signature and docstring.
 
-    The function itself is returned (with the spec attached), so it stays picklable
-    by reference for a ``ProcessPoolExecutor``. ``timeout`` bounds one call (its
-    output becomes an error; the stuck thread is reported, not waited on);
-    ``start_response=False`` sends the output without asking for a follow-up.
+    The function itself is returned (with the spec attached), so it keeps its type for
+    type checkers and stays picklable by reference for a ``ProcessPoolExecutor``.
+    ``timeout`` bounds one call (its output becomes an error; the stuck thread is
+    reported, not waited on); ``start_response=False`` sends the output without asking
+    for a follow-up. Raises ``TypeError`` for a parameter type pydantic cannot validate.
     """
+    # the decorating scope: annotations naming its local classes resolve there
+    frame = sys._getframe(1)
+    localns = dict(frame.f_locals) if frame.f_locals is not frame.f_globals else None
+    del frame
 
-    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
-        spec = build_spec(f, name=name, description=description)
+    def mark(f: Callable[_P, _R]) -> Callable[_P, _R]:
+        spec = _build_spec(f, name=name, description=description, localns=localns)
         setattr(
             f,
             _TOOL_ATTR,
@@ -109,74 +265,230 @@ def tool(
 def build_spec(
     fn: Callable[..., Any], *, name: str | None = None, description: str | None = None
 ) -> ToolSpec:
+    """The spec of ``fn``: the one ``@tool`` attached, or one built now."""
+    return _build_spec(fn, name=name, description=description, localns=None)
+
+
+def _build_spec(
+    fn: Callable[..., Any],
+    *,
+    name: str | None,
+    description: str | None,
+    localns: Mapping[str, Any] | None,
+) -> ToolSpec:
     existing = getattr(fn, _TOOL_ATTR, None)
     if isinstance(existing, ToolSpec) and name is None and description is None:
         return existing
-    doc = inspect.getdoc(fn) or ""
-    summary, arg_docs = _parse_docstring(doc)
+    summary, arg_docs = parse_docstring(inspect.getdoc(fn) or "")
+    tool_name = name or _callable_name(fn)
+    arguments = ToolArguments(fn, tool_name=tool_name, descriptions=arg_docs, localns=localns)
     return ToolSpec(
         fn=fn,
-        name=name or fn.__name__,
+        name=tool_name,
         description=description or summary,
-        parameters=_parameters_schema(fn, arg_docs),
+        parameters=arguments.schema,
+        arguments=arguments,
     )
 
 
-def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
-    """The summary paragraph, and per-argument text from a Google-style ``Args:``."""
-    summary = doc.split("\n\n", 1)[0].replace("\n", " ").strip()
-    args: dict[str, str] = {}
-    in_args = False
-    for line in doc.splitlines():
-        stripped = line.strip()
-        if stripped in ("Args:", "Arguments:", "Parameters:"):
-            in_args = True
-        elif in_args and line.startswith((" ", "\t")) and ":" in stripped:
-            key, _, text = stripped.partition(":")
-            args[key.split("(")[0].strip()] = text.strip()
-        elif in_args and not line.startswith((" ", "\t")):
-            in_args = False
-    return summary, args
+def _callable_name(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__name__", type(fn).__name__))
 
 
-def _json_schema(annotation: Any) -> dict[str, Any]:
-    if annotation is inspect.Parameter.empty or annotation is Any:
-        return {}
-    origin = get_origin(annotation)
-    if origin is Literal:
-        return {"enum": list(get_args(annotation))}
-    if origin in (Union, types.UnionType):
-        members = [a for a in get_args(annotation) if a is not type(None)]
-        return _json_schema(members[0]) if len(members) == 1 else {}
-    if origin in (list, tuple, set, frozenset, Iterable):
-        args = get_args(annotation)
-        schema: dict[str, Any] = {"type": "array"}
-        if args and args[0] is not Ellipsis:
-            schema["items"] = _json_schema(args[0])
-        return schema
-    if origin in (dict, Mapping):
-        return {"type": "object"}
-    kind = _JSON_TYPES.get(annotation)
-    return {"type": kind} if kind else {}
+def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """The description, and the text of each parameter, of a Google, NumPy or reST docstring.
 
-
-def _parameters_schema(fn: Callable[..., Any], arg_docs: Mapping[str, str]) -> dict[str, Any]:
+    The style is detected by ``docstring_parser``; the description is the prose before
+    the sections, its paragraphs kept, each one's lines joined.
+    """
     try:
-        hints = typing.get_type_hints(fn)
-    except Exception:
-        hints = {}
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    for param in inspect.signature(fn).parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        schema = _json_schema(hints.get(param.name, param.annotation))
-        if param.name in arg_docs:
-            schema["description"] = arg_docs[param.name]
-        properties[param.name] = schema
-        if param.default is inspect.Parameter.empty:
-            required.append(param.name)
-    return {"type": "object", "properties": properties, "required": required}
+        parsed = docstring_parser.parse(doc)
+    except Exception:  # not one of the styles: all of it is the description
+        return _prose(doc), {}
+    params = {
+        p.arg_name.lstrip("*"): _prose(p.description)
+        for p in parsed.params
+        if p.description and p.arg_name
+    }
+    return _prose(parsed.description or ""), params
+
+
+def _prose(text: str) -> str:
+    paragraphs = (" ".join(p.split()) for p in text.strip().split("\n\n"))
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+def _signature(
+    fn: Callable[..., Any], tool_name: str, localns: Mapping[str, Any] | None
+) -> inspect.Signature:
+    """``fn``'s parameters, string annotations (``from __future__ import annotations``)
+    evaluated in its module, then in the decorating scope. The return annotation is
+    dropped unread: it may name a type only a type checker imports."""
+    signature = inspect.signature(fn)
+    namespace = _globals_of(fn)
+    params = []
+    for param in signature.parameters.values():
+        annotation = param.annotation
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, namespace, dict(localns or {}))
+            except Exception as exc:
+                raise TypeError(
+                    f"tool {tool_name!r}: the annotation {param.annotation!r} of parameter "
+                    f"{param.name!r} cannot be resolved ({exc}); the types it names must "
+                    "be importable from the function's module or defined where @tool is "
+                    "applied"
+                ) from exc
+        params.append(param.replace(annotation=annotation))
+    return signature.replace(parameters=params, return_annotation=inspect.Signature.empty)
+
+
+def _globals_of(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The module namespace ``fn``'s annotations were written in (as ``inspect`` finds it)."""
+    target: Any = inspect.unwrap(fn)
+    while isinstance(target, functools.partial):
+        target = inspect.unwrap(target.func)
+    if not hasattr(target, "__globals__") and not inspect.ismethod(target):
+        target = type(target).__call__  # a callable object
+    target = getattr(target, "__func__", target)  # a (bound) method
+    namespace = getattr(target, "__globals__", None)
+    return namespace if isinstance(namespace, dict) else {}
+
+
+def _unsupported(
+    tool_name: str, fields: list[tuple[str, inspect.Parameter]], exc: Exception
+) -> str:
+    """Which parameter pydantic could not take, when one of them alone fails."""
+    for _, param in fields:
+        annotation = Any if param.annotation is param.empty else param.annotation
+        try:
+            pydantic.TypeAdapter(annotation).json_schema()
+        except Exception as one:
+            return (
+                f"tool {tool_name!r}: parameter {param.name!r} ({annotation!r}) cannot be "
+                f"validated from JSON: {one}"
+            )
+    return f"tool {tool_name!r}: no JSON schema for its parameters: {exc}"
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "arguments"
+
+
+def _quote(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return text if len(text) <= _MAX_INPUT else text[: _MAX_INPUT - 3] + "..."
+
+
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "dependentSchemas"})
+_SCHEMA_LISTS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
+_SCHEMA_ONE = frozenset(
+    {
+        "items",
+        "additionalProperties",
+        "not",
+        "contains",
+        "propertyNames",
+        "if",
+        "then",
+        "else",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+    }
+)
+_DEFS = "#/$defs/"
+
+
+def plain_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema made self-contained and plain, for the model to read.
+
+    Every ``$ref`` is inlined (with its siblings, such as a parameter's description,
+    taking priority); only a recursive type keeps a ``$defs`` entry, at the root, for
+    the reference to itself. Titles are dropped, a one-element ``allOf`` is merged, and
+    an optional property whose default is ``None`` is described by its type alone
+    (omitting it means ``None``; an explicit ``null`` is still accepted).
+    """
+    defs: Mapping[str, Any] = schema.get("$defs") or {}
+    kept: dict[str, Any] = {}
+    pending: list[str] = []
+
+    def walk(node: Any, stack: tuple[str, ...]) -> Any:
+        if not isinstance(node, Mapping):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_DEFS) and ref[len(_DEFS) :] in defs:
+            target = ref[len(_DEFS) :]
+            siblings = walk({k: v for k, v in node.items() if k != "$ref"}, stack)
+            if target in stack:  # recursive: the one reference that stays
+                if target not in kept:
+                    kept[target] = None
+                    pending.append(target)
+                return {"$ref": ref, **siblings}
+            return {**walk(defs[target], (*stack, target)), **siblings}
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in ("title", "$defs"):
+                continue
+            if key in _SCHEMA_MAPS and isinstance(value, Mapping):
+                out[key] = {k: walk(v, stack) for k, v in value.items()}
+            elif key in _SCHEMA_LISTS and isinstance(value, list):
+                out[key] = [walk(v, stack) for v in value]
+            elif key in _SCHEMA_ONE:
+                out[key] = walk(value, stack)
+            else:
+                out[key] = value
+        all_of = out.get("allOf")
+        if isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], dict):
+            out = {**all_of[0], **{k: v for k, v in out.items() if k != "allOf"}}
+        properties = out.get("properties")
+        if isinstance(properties, dict):
+            required = set(out.get("required") or ())
+            for key, prop in properties.items():
+                if key not in required:
+                    properties[key] = _none_by_omission(prop)
+        return out
+
+    result: dict[str, Any] = walk(schema, ())
+    root_defs: dict[str, Any] = {}
+    while pending:
+        target = pending.pop()
+        root_defs[target] = walk(defs[target], (target,))
+    if root_defs:
+        result["$defs"] = root_defs
+    return result
+
+
+def _none_by_omission(prop: Any) -> Any:
+    """``X | None = None`` -> the schema of ``X``: leaving the property out means None."""
+    if not isinstance(prop, dict) or "default" not in prop or prop["default"] is not None:
+        return prop
+    rest = {k: v for k, v in prop.items() if k != "default"}
+    variants = rest.get("anyOf")
+    if isinstance(variants, list):
+        others = [v for v in variants if v != {"type": "null"}]
+        if len(others) == 1 and isinstance(others[0], dict):
+            del rest["anyOf"]
+            return {**others[0], **rest}
+        if others:
+            rest["anyOf"] = others
+    return rest
+
+
+def _parameters(schema: Mapping[str, Any], *, closed: bool) -> dict[str, Any]:
+    """The function's ``parameters``: an object schema, ``required`` always listed."""
+    result: dict[str, Any] = {
+        "type": "object",
+        "properties": dict(schema.get("properties") or {}),
+        "required": list(schema.get("required") or []),
+    }
+    if closed:
+        result["additionalProperties"] = False
+    if "$defs" in schema:
+        result["$defs"] = schema["$defs"]
+    return result
 
 
 def error_output(message: str) -> str:
@@ -258,6 +570,9 @@ class ToolRunner:
         self._batches: dict[str, _Batch] = {}
         self._names: dict[str, str] = {}  # call_id -> tool name, from output_item.added
         self._out_of_band: set[str] = set()  # responses outside the conversation
+        # Rounds already followed up (bounded): a duplicated or replayed call event must
+        # never run a tool twice nor send a second output and follow-up.
+        self._finished: OrderedDict[str, None] = OrderedDict()
         self.stats = ToolStats()
 
     def session_tools(self) -> list[dict[str, Any]]:
@@ -266,30 +581,33 @@ class ToolRunner:
     # -- events (dispatcher thread) ------------------------------------------------
 
     def on_event(self, event: Mapping[str, Any]) -> None:
+        """One server event, in order (dispatcher thread). Fields of the wrong type are
+        ignored: a malformed event must not stop the tools of the well-formed ones."""
         kind = event.get("type")
         if kind == "response.created":
-            response = event.get("response") or {}
+            response = _mapping(event.get("response"))
             if "conversation_id" in response and response["conversation_id"] is None:
                 self._out_of_band.add(str(response.get("id")))
         elif kind == "response.output_item.added":
-            item = event.get("item") or {}
+            item = _mapping(event.get("item"))
             if item.get("type") == "function_call":  # names, for servers whose
                 self._names[str(item.get("call_id"))] = str(item.get("name"))  # args.done lacks one
         elif kind == "response.function_call_arguments.done":
             self._start_call(event, event.get("response_id"))
         elif kind == "response.output_item.done":
-            item = event.get("item") or {}
+            item = _mapping(event.get("item"))
             if item.get("type") == "function_call":
                 self._start_call(item, event.get("response_id"))
         elif kind == "response.done":
-            response = event.get("response") or {}
+            response = _mapping(event.get("response"))
             rid = response.get("id")
-            if not isinstance(rid, str):
+            if not isinstance(rid, str) or rid in self._finished:
                 return
             if "conversation_id" in response and response["conversation_id"] is None:
                 self._out_of_band.discard(rid)  # its calls are the requester's to read
                 return
-            for item in response.get("output") or []:
+            output = response.get("output")
+            for item in output if isinstance(output, list) else []:
                 if isinstance(item, dict) and item.get("type") == "function_call":
                     self._start_call(item, rid)
             with self._lock:
@@ -316,9 +634,9 @@ class ToolRunner:
         args_text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
         self._names.pop(call_id, None)
         with self._lock:
+            if call_id in self._finished or any(call_id in b.calls for b in self._batches.values()):
+                return  # already started (arguments.done, output_item.done, done, replays)
             batch = self._batches.setdefault(rid, _Batch(rid))
-            if any(call_id in b.calls for b in self._batches.values()):
-                return  # already started (arguments.done, then output_item.done, then done)
             spec = self.specs.get(name)
             call = ToolCall(call_id, name, args_text, rid, started_at=time.monotonic())
             call.wants_response = spec.start_response if spec else True
@@ -327,17 +645,18 @@ class ToolRunner:
         if spec is None:
             self._finish(call, None, f"unknown tool {name!r}")
             return
-        try:
-            kwargs = json.loads(args_text) if args_text.strip() else {}
-            if not isinstance(kwargs, dict):
+        try:  # here, on the runner's thread: a bad call never reaches the executor
+            raw = json.loads(args_text) if args_text.strip() else {}
+            if not isinstance(raw, dict):
                 raise ValueError("arguments must be a JSON object")
-            inspect.signature(spec.fn).bind(**kwargs)
-        except (ValueError, TypeError) as exc:
-            self._finish(call, None, f"bad arguments for {name}: {exc}")
+            args, kwargs = spec.validate(raw)
+        except Exception as exc:  # a model's own validator may raise anything
+            why = str(exc) if isinstance(exc, ValueError | TypeError) else repr(exc)
+            self._finish(call, None, f"bad arguments for {name}: {why}")
             return
         logger.debug("[TOOL] start {} ({}) for {}", name, call_id, rid)
         try:
-            future = self._executor.submit(spec.fn, **kwargs)
+            future = self._executor.submit(spec.fn, *args, **kwargs)
         except Exception as exc:
             self._finish(call, None, f"could not start {name}: {exc!r}")
             return
@@ -444,6 +763,8 @@ class ToolRunner:
             call.error = f"output not delivered: {exc!r}"
             self.stats.undelivered_outputs += 1
             batch = self._batches.pop(call.response_id or "", None)
+            if batch is not None:
+                self._remember_finished(batch)
         if batch is not None and not batch.followup_requested:
             batch.followup_requested = True
             self._fail_followup(batch.response_id, exc)
@@ -456,4 +777,12 @@ class ToolRunner:
             return None
         batch.followup_requested = True
         del self._batches[batch.response_id]
+        self._remember_finished(batch)
         return list(batch.calls.values())
+
+    def _remember_finished(self, batch: _Batch) -> None:
+        """Under the lock: the round's response and call ids, kept (bounded) for de-dup."""
+        for key in (batch.response_id, *batch.calls):
+            self._finished[key] = None
+        while len(self._finished) > _FINISHED_KEPT:
+            self._finished.popitem(last=False)

@@ -3,84 +3,91 @@
 Theory of operation
 -------------------
 ``test_gate_stateful.py`` samples random interleavings of the gate and a server; this
-module enumerates *all* of them up to a bound, on the real :class:`GateMachine`.
+module enumerates *all* of them up to a bound, on the real :class:`GateMachine`, and
+returns the shortest trace to each kind of violation it finds.
 
 The system is the machine plus everything around it, each part a plain Python value:
 
 ``outbox``   what the client layer was told to send and has not sent yet: a claimed
-             ticket (``_fire``) or a ``response.cancel`` (``interrupt``, or the cancel
-             on creation). Any item may go next: the tool thread, the interrupting
-             thread and the loop thread put on the bridge in no fixed order.
+             ticket (``_fire``) or a ``response.cancel`` (``interrupt()``, or the cancel
+             on creation). Any item may go next: tool threads, the interrupting thread
+             and the loop thread put on the bridge in no fixed order.
 ``c2s``      client -> server, in order (one data channel): creates and cancels.
-``server``   one active response at most, ours (with the ticket and the triggers it
-             carries) or its own (VAD).
-``s2c``      server -> client, in order: ``response.created``/``response.done``/
-             ``error`` events, built as the API shapes them.
+``server``   at most one active response: ours (its ticket, the triggers it carries) or
+             its own (VAD).
+``s2c``      server -> client, in order: ``response.created``, ``response.done`` and
+             ``error`` events, shaped as the API sends them.
 
-Moves (every enabled one from every state):
+Moves (every enabled one, from every state):
 
 * ``request``: the next trigger (``Bounds.triggers``: ``p`` plain, ``P`` with params)
-  asks the machine; a claimed ticket joins the outbox. After a close it must raise
-  :class:`ClosedError`.
+  asks the machine; a claimed ticket joins the outbox. After a close the request must
+  raise :class:`ClosedError`, as ``request_response`` does.
 * ``send i``: outbox item ``i`` reaches the wire. ``fail i retry`` (bounded): the send
   fails and the client does what ``RealtimeClient._fire``/``_after_create`` do -
-  ``rollback(ticket, error, retry=...)``, ``retry=False`` as a closed connection or an
-  oversized message would; a cancel that fails is ``cancel_failed(response_id)``.
+  ``rollback(ticket, error, retry=...)``, ``retry=False`` as for a closed connection or
+  an oversized message; a cancel that was not sent is ``cancel_failed(response_id)``.
 * ``process [drop]``: the server takes the head of ``c2s``. A create is rejected with
-  ``conversation_already_has_active_response`` (``error.event_id`` = the ticket, the
-  message naming the active ``resp_...``) if a response is active, else it starts a
-  response whose ``response.created`` may be dropped (bounded): then only the
-  ``response.done`` naming the ticket arrives. A delayed created is just interleaving.
-  A cancel finishes the named response as ``cancelled`` if it is still active, else
-  the server answers ``response_cancel_not_active``.
+  ``conversation_already_has_active_response`` if a response is active (``event_id``
+  = the ticket, the message names the active ``resp_...``), else it starts a response
+  whose ``response.created`` may be lost (bounded): then only the ``response.done``
+  naming the ticket arrives. (A late created is just interleaving.) A cancel finishes
+  the named response as ``cancelled`` if it is still active, else the server answers
+  ``response_cancel_not_active``. ``process invalid`` (bounded): the server refuses a
+  create with another error naming it (``invalid_value``); its triggers fail.
 * ``vad [drop]`` (bounded): the idle server starts its own response.
 * ``finish``: the active response is done.
 * ``deliver``: the client reads the head of ``s2c`` through
-  ``ResponseGate.on_server_event`` - the parser the client uses - and acts on its
-  effects like ``RealtimeClient._on_message``: a send joins the outbox, a cancel too.
-* ``tick``: the watchdog fires past the deadline of the create in flight.
-* ``cancel`` (bounded): ``interrupt()`` - ``machine.cancel()``, its cancel to the outbox.
-* ``close`` (if allowed): the client closes; queued sends fail (rollbacks with
-  ``retry=False``), the server stops, events already received may still be read.
+  ``ResponseGate.on_server_event`` - the parser the client uses - and acts on the
+  effects as ``RealtimeClient._on_message`` does: a send or a cancel joins the outbox.
+* ``tick``: the watchdog fires past the deadline (enabled while ``deadline()`` is set).
+* ``cancel`` (bounded, while the gate is not free: on a free gate it is a no-op by the
+  transition table): ``interrupt()``. Only a cancel that did something (asked to cancel
+  a response or marked the create in flight) uses up the bound.
+* ``close`` (if allowed): the client closes; the sends it still held fail (rollbacks
+  with ``retry=False``), the server is gone, events already received are still read.
 
-Checks after every move (the first violation stops the search, or, with
-``first_only=False``, the shortest trace of each kind is kept and the violating state
-is not expanded):
+Checks after every move. With ``first_only=False`` (the default) the shortest trace of
+each kind is kept and a violating state is not expanded:
 
-``two-creates``       two of our creates claimed and unanswered at once (outbox + wire)
-``own-rejection``     the server rejected our create because of our own response
-``answered-twice``    the server started two responses for one trigger
-``answered-and-failed`` a trigger failed although a response was started for it
-``settled-twice``     a trigger resolved/failed twice, or both
-``settled-wrongly``   resolved by a response that did not carry it, or failed with an
-                      error that is not a :class:`RealtimeError`
-``watchdog-sent``     ``tick`` produced anything but a report
-``send-after-close``  a send after ``close``
-``lost``              ``snapshot_stats().lost != 0``
-``stuck``             quiescent (nothing to send, on the wire or to read, the server
-                      idle or the client closed) yet something waits: a pending trigger,
-                      a slot held, a requested trigger not settled
+``two-creates``         two of our creates claimed and unanswered at once (in the
+                        outbox or on the wire): the server could see both
+``own-rejection``       the server rejected our create because of our own response
+``answered-twice``      the server started two responses for one trigger
+``answered-and-failed`` a trigger failed, yet a response was started for it (but a
+                        close may fail a trigger whose response is running)
+``settled-twice``       a trigger resolved or failed twice, or both
+``settled-wrongly``     resolved by a response that did not carry it, or failed with
+                        an error that is not a :class:`RealtimeError`
+``watchdog-sent``       ``tick`` did anything but report
+``after-close``         a claim or an accepted request after ``close``
+``collateral-cancel``   a response cancelled on creation also serves a trigger
+                        requested after the ``interrupt()`` that asked for the cancel
+``lost``                ``snapshot_stats().lost != 0``
+``stuck``               quiescent (nothing to send, on the wire or to read; the server
+                        idle or the client closed) yet something waits: a pending
+                        trigger, a slot held, a requested trigger not settled
 
-State copying: by re-execution. A state is stored as its parent and the move that
-led to it; to expand it the explorer replays the move path from a fresh system. The
-alternative, ``copy.deepcopy``, needs every object in the machine to copy faithfully:
-a :class:`Trigger` carries a ``concurrent.futures.Future`` (a ``Condition`` and its
-lock), :class:`ResponseGate` holds a ``threading.Lock``, the id counter is an
-``itertools.count`` whose copy is deprecated since Python 3.12, and ``rollback``
-compares tickets by identity, so one deepcopy call must cover the whole system. Replay
-only calls the public inputs, so it keeps working whatever the machine stores, and a
-counterexample trace is a replay by construction. It costs one replay per successor
-(the path is ~20-40 moves of a few microseconds each); the CI size stays in seconds.
+State copying: by re-execution. A state is stored as its parent and the move that led
+to it; to expand it, the explorer replays its path on a fresh system. A copy would
+have to reproduce every object in the machine faithfully: a :class:`Trigger` carries
+a ``concurrent.futures.Future`` (a ``Condition`` and its lock), :class:`ResponseGate` a
+``threading.Lock``, the id counter is an ``itertools.count`` (whose copy and pickle are
+deprecated since Python 3.12), and ``rollback`` compares tickets by identity, so a
+single copy must cover the whole system. Replay only calls the public inputs, so it
+works whatever the machine stores, and every trace is a replay by construction. It is
+not slower here: a move costs a few microseconds, and a ``pickle`` round trip of the
+system (with the lock and counter shared) measured ~170 us, the price of ~20 moves.
 
 State key: everything that decides what can happen next, with ids renamed. Ticket ids
 (``rtc_<pid>_<machine>_<n>``) and response ids are counters, so two states that differ
-only in which numbers they drew are the same state: ids are renamed in order of first
-appearance. The machine's memory of finished responses enters the key only for ids that
-something still names (later events can name only those). ``claimed_at`` is left out:
-the watchdog fires relative to it, so its value never changes a decision. Counters
-other than the three behind ``lost`` are left out too (they only count history). A
-machine subclass's extra attributes (a planted bug's flag) enter the key by value.
-Keys are stored as 16-byte BLAKE2 digests of their ``repr``, so memory stays flat.
+only in the numbers they drew are one state: ids are renamed in order of first
+appearance. The machine's memory of finished responses enters the key only for ids
+something still names (later events can name no other). ``claimed_at`` is left out:
+the watchdog fires relative to it, so its value never changes a decision. Of the
+counters only the three behind ``lost`` are kept (the others count history). The
+attributes a subclass adds (a planted bug's flag) enter the key by ``repr``. Keys are
+stored as 16-byte BLAKE2 digests, so a million states fit in a few hundred MB.
 """
 
 from __future__ import annotations
@@ -135,6 +142,7 @@ class Bounds:
     drops: int = 1  # response.created events the client never gets
     cancels: int = 1  # interrupt() calls
     close: bool = False  # may the client close
+    invalid: int = 0  # creates the server refuses with another error (invalid_value)
     max_attempts: int = 2  # GateMachine(max_attempts=...)
 
 
@@ -211,7 +219,7 @@ class System:
         self.s2c: deque[tuple[Any, ...]] = deque()
         self.s_active: tuple[str, str | None, tuple[int, ...]] | None = None  # rid, ticket
         self.rids = 0
-        self.vads = self.failures = self.drops = self.cancels = 0
+        self.vads = self.failures = self.drops = self.cancels = self.invalids = 0
         self.closed = False
         self.narrate = narrate
         self.story: list[str] = []
@@ -234,18 +242,21 @@ class System:
         if self.closed:
             return out
         if self.c2s:
-            out.append(("process", False))
-            if self.c2s[0][0] == "create" and self.s_active is None and self.drops < b.drops:
-                out.append(("process", True))
+            out.append(("process", "answer"))
+            if self.c2s[0][0] == "create":
+                if self.s_active is None and self.drops < b.drops:
+                    out.append(("process", "drop"))
+                if self.invalids < b.invalid:
+                    out.append(("process", "invalid"))
         if self.s_active is None and self.vads < b.vad:
             out.append(("vad", False))
             if self.drops < b.drops:
                 out.append(("vad", True))
         if self.s_active is not None:
             out.append(("finish",))
-        if self.m.in_flight is not None:
+        if self.m.deadline() is not None:
             out.append(("tick",))
-        if self.cancels < b.cancels:
+        if self.cancels < b.cancels and not self.m.free:
             out.append(("cancel",))
         if b.close:
             out.append(("close",))
@@ -294,7 +305,7 @@ class System:
         self._say("send of create {} fails (retry={}){}", what, retry, self._sends(fx))
         self._effects(fx)
 
-    def _process(self, drop: bool) -> None:
+    def _process(self, how: str) -> None:
         kind, what = self.c2s.popleft()
         if kind == "cancel":
             if self.s_active is not None and self.s_active[0] == what:
@@ -308,27 +319,32 @@ class System:
             return
         ticket: Ticket = what
         carried = tuple(self.index[id(t)] for t in ticket.triggers)
+        if how == "invalid":
+            self.invalids += 1
+            self.s2c.append(("invalid", ticket.event_id))
+            self._say("server: {} is invalid -> error", ticket)
+            return
         if self.s_active is not None:
             rid, tid, _ = self.s_active
-            if tid is not None:
-                self._violate("own-rejection", f"{_short(ticket.event_id)} rejected by our {rid}")
             self.s2c.append(("rejected", ticket.event_id, rid))
             self._say("server: rejects {} ({} active)", ticket, rid)
+            if tid is not None:
+                self._violate("own-rejection", f"{_short(ticket.event_id)} rejected by our {rid}")
             return
         rid = self._new_rid()
         self.s_active = (rid, ticket.event_id, carried)
+        if how == "drop":
+            self.drops += 1
+        else:
+            self.s2c.append(("created", rid, ticket.event_id, carried))
+        lost = ", its response.created is lost" if how == "drop" else ""
+        self._say("server: {} for {}{}", rid, ticket, lost)
         for i in carried:
             self.answered[i] += 1
             if self.answered[i] > 1:
-                self._violate("answered-twice", f"t{i} answered again by {rid}")
+                self._violate("answered-twice", f"t{i} answered again, by {rid}")
             if self.outcome[i] is not None:
                 self._violate("answered-and-failed", f"{rid} answers t{i}: {self.outcome[i]}")
-        if not drop:
-            self.s2c.append(("created", rid, ticket.event_id, carried))
-        else:
-            self.drops += 1
-        lost = ", its response.created is lost" if drop else ""
-        self._say("server: {} for {}{}", rid, ticket, lost)
 
     def _vad(self, drop: bool) -> None:
         self.vads += 1
@@ -354,6 +370,9 @@ class System:
             event = _created(item[1], item[2])
         elif kind == "done":
             event = _done(item[1], item[2], item[3])
+        elif kind == "invalid":
+            message = "Invalid value: 'x'. Supported values are: 'text' and 'audio'."
+            event = _error("invalid_value", message, item[1])
         elif kind == "rejected":
             message = (
                 f"Conversation already has an active response in progress: {item[2]}. "
@@ -369,6 +388,7 @@ class System:
                 "created": "response.created {1} ({2})",
                 "done": "response.done {1} ({3})",
                 "rejected": "error: {1} rejected, {2} active",
+                "invalid": "error: {1} invalid",
                 "cancel_error": "error: cancel of {1} not active",
             }[kind]
             shown = [_short(x) if x is not None else "VAD" for x in item]
@@ -393,12 +413,14 @@ class System:
         self._effects(fx)
 
     def _cancel(self) -> None:
-        self.cancels += 1
+        marks = [t.cancel_requested for t in self.triggers]
         fx = self.m.cancel()
-        in_flight = self.m.in_flight
-        if fx.cancel is None and in_flight and any(t.cancel_requested for t in in_flight.triggers):
-            self.marked_at = self.cancels
         self._say("interrupt: cancel(){}", self._sends(fx))
+        if marks != [t.cancel_requested for t in self.triggers]:
+            self.cancels += 1
+            self.marked_at = self.cancels  # the create in flight will be cancelled
+        elif fx.cancel is not None:
+            self.cancels += 1
         self._effects(fx)
 
     def _close(self) -> None:
@@ -434,15 +456,14 @@ class System:
             if self.closed:
                 self._violate("after-close", f"{_short(fx.send.event_id)} claimed after close")
             self.outbox.append(("create", fx.send))
-        if fx.cancel is not None:
-            if not self.closed:
-                self.outbox.append(("cancel", fx.cancel))
+        if fx.cancel is not None and not self.closed:
+            self.outbox.append(("cancel", fx.cancel))
 
     def _settle(self, i: int, how: str) -> None:
         if self.outcome[i] is not None:
             self._violate("settled-twice", f"t{i} {how}, already {self.outcome[i]}")
         self.outcome[i] = how
-        self._say("  t{} {}", i, how)
+        self._say("t{} {}", i, how)
 
     def _check(self) -> None:
         creates = [w for k, w in (*self.outbox, *self.c2s) if k == "create"]
@@ -458,7 +479,7 @@ class System:
             if m.pending or m.in_flight is not None or m.active is not None or waiting:
                 self._violate(
                     "stuck",
-                    f"quiescent but {m.describe()}; unsettled: {['t%d' % i for i in waiting]}",
+                    f"quiescent but {m.describe()}; unsettled: {[f't{i}' for i in waiting]}",
                 )
 
     def _violate(self, kind: str, detail: str) -> None:
@@ -490,7 +511,8 @@ class System:
             return (kind, ticket(what)) if kind == "create" else (kind, n(what))
 
         raw = (
-            (self.requested, self.vads, self.failures, self.drops, self.cancels, self.closed),
+            (self.requested, self.vads, self.failures, self.drops, self.cancels),
+            (self.invalids, self.closed),
             # only "asked after the last marking cancel()" matters: a later mark comes
             # after every request made so far, and a later request after every mark
             tuple(0 < self.marked_at <= at for at in self.asked_at[: self.requested]),
@@ -547,7 +569,8 @@ class Report:
     depth: int = 0
     seconds: float = 0.0
     complete: bool = False
-    violations: dict[str, list[str]] = field(default_factory=dict)
+    violations: dict[str, list[str]] = field(default_factory=dict)  # kind -> trace
+    paths: dict[str, list[Move]] = field(default_factory=dict)  # kind -> its moves
 
     def summary(self) -> str:
         status = "complete" if self.complete else "INCOMPLETE"
@@ -559,7 +582,7 @@ class Report:
 
     def traces(self) -> str:
         return "\n".join(
-            f"shortest {kind} trace ({len(trace) - 1} lines):\n" + "\n".join(trace)
+            f"shortest {kind} trace ({len(self.paths[kind])} moves):\n" + "\n".join(trace)
             for kind, trace in self.violations.items()
         )
 
@@ -567,17 +590,21 @@ class Report:
 def replay(
     bounds: Bounds, make_gate: MakeGate, path: Sequence[Move], *, ignore: Collection[str] = ()
 ) -> list[str]:
-    """The narrated trace of ``path``; its last line is the violation, if any."""
+    """The narrated trace of ``path``: one numbered line per move (and indented lines
+    for the triggers it settled); the last line is the violation, if any."""
     system = System(bounds, make_gate, ignore=ignore, narrate=True)
     for n, move in enumerate(path, 1):
         mark = len(system.story)
+        violation = None
         try:
             system.play(move)
         except Violation as v:
-            system.story.append(f"VIOLATION {v}")
+            violation = v
+        lines = system.story[mark:] or [" ".join(map(str, move))]
+        system.story[mark:] = [f"{n:>3}. {lines[0]}", *(f"     {x}" for x in lines[1:])]
+        if violation is not None:
+            system.story.append(f"     VIOLATION {violation}")
             break
-        finally:
-            system.story[mark:] = [f"{n:>3}. {line}" for line in system.story[mark:]]
     return system.story
 
 
@@ -588,6 +615,7 @@ def explore(
     first_only: bool = False,
     ignore: Collection[str] = (),
     max_states: int | None = None,
+    progress: Callable[[Report, int], None] | None = None,
 ) -> Report:
     """Breadth-first over every interleaving within ``bounds``.
 
@@ -595,6 +623,7 @@ def explore(
     path reaches it). A violating state is not expanded. ``first_only`` stops at the
     first violation; ``ignore`` turns checks off (to see what a planted bug leads to
     beyond its first symptom); ``max_states`` stops early (``complete`` stays False).
+    ``progress(report, frontier_size)`` is called every 10,000 states.
     """
     started = time.perf_counter()
     report = Report(bounds, getattr(make_gate, "__name__", str(make_gate)))
@@ -635,7 +664,10 @@ def explore(
                 system.play(move)
             except Violation as v:
                 if v.kind not in report.violations:
+                    report.paths[v.kind] = [*path, move]
                     trace = replay(bounds, make_gate, [*path, move], ignore=ignore)
+                    if not trace[-1].endswith(str(v)):
+                        raise AssertionError(f"the replay did not reproduce {v}") from v
                     report.violations[v.kind] = trace
                 if first_only:
                     return finish(False)
@@ -648,6 +680,10 @@ def explore(
             depth.append(depth[n] + 1)
             report.depth = max(report.depth, depth[-1])
             frontier.append(len(parents) - 1)
+            if progress is not None and len(parents) % 10_000 == 0:
+                report.states = len(parents)
+                report.seconds = time.perf_counter() - started
+                progress(report, len(frontier))
             if max_states is not None and len(parents) >= max_states:
                 return finish(False)
     return finish(True)
@@ -743,3 +779,21 @@ class ResendingWatchdog(GateMachine):
             self._rearm(ticket, RealtimeError("unconfirmed"), fx, retry=True)
             fx.send = self._claim(now, fx)
         return fx
+
+
+class MergesMarkedTriggers(GateMachine):
+    """The bug this explorer found in ``GateMachine`` (fixed in ``_claim``), kept to show
+    the check finds it: coalescing blind to the cancel-on-creation mark. ``interrupt()``
+    while t0's create is unconfirmed marks t0; t1 is requested; t0's create is rolled
+    back (or rejected) and re-armed; t0 and t1 share the next create, whose response is
+    cancelled on creation - t1's answer with it."""
+
+    def _claim(self, now: float, fx: Effects) -> Ticket | None:
+        marks = [t.cancel_requested for t in self.pending]
+        for t in self.pending:
+            t.cancel_requested = False  # blind to the mark while batching
+        ticket = super()._claim(now, fx)
+        order = [*(ticket.triggers if ticket else ()), *self.pending]  # the same order
+        for t, mark in zip(order, marks, strict=True):
+            t.cancel_requested = mark
+        return ticket

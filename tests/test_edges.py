@@ -320,6 +320,32 @@ def test_interrupt_waiting_forever_ends_when_the_connection_drops(
     assert isinstance(outcome[0], ClosedError)
 
 
+def test_a_response_whose_done_never_comes_is_freed_by_interrupt(
+    rt_emulator: Emulator, rt_connect: Connect
+) -> None:
+    """A response.created with no response.done ever (a server that lost it) holds the
+    gate; a request waits behind it. interrupt() cancels it; the server answers that
+    nothing is active (response_cancel_not_active), which frees the gate."""
+    client = rt_connect()
+    session = rt_emulator.sessions[-1]
+    seen = threading.Event()
+    client.on("response.created", lambda e: seen.set())
+    phantom = {
+        "id": "resp_phantom",
+        "object": "realtime.response",
+        "status": "in_progress",
+        "conversation_id": "conv_phantom",
+        "output": [],
+    }
+    session.inject(json.dumps({"type": "response.created", "response": phantom}))
+    assert seen.wait(10) and client.gate.active == "resp_phantom"
+    queued = client.request_response(reason="behind the phantom")
+    assert not queued.done()
+    assert client.interrupt(wait=False) is None
+    assert queued.result(10)["response"]["status"] == "completed"
+    assert rt_emulator.stats()["rejections"] == 0 and client.stats()["lost"] == 0
+
+
 # -- 8. bounded memory ----------------------------------------------------------------
 
 

@@ -371,3 +371,45 @@ def test_a_sideband_does_not_wait_for_session_created_and_errors_are_attributed(
                 assert not side.closed
         finally:
             browser.close()
+
+
+def test_interrupt_on_a_sideband_cancels_and_clears_the_calls_audio(
+    browsers: LoopThread,
+) -> None:
+    """The session is a WebRTC one: its output audio buffer is the server's, so the
+    sideband's barge-in is the WebRTC one (cancel, then output_audio_buffer.clear)."""
+    pace = Pace(delay=0.02, deltas=40, audio_ms_per_delta=1000)  # 1 s buffered per delta
+    with Emulator(turn_detection=None, pace=pace) as emu:
+        browser = Browser.call(browsers, emu, tools=[])
+        try:
+            with sideband_of(emu, browser.call_id) as side:
+                speaking = threading.Event()  # audio is in the call's output buffer
+                side.on("response.output_audio_transcript.delta", lambda e: speaking.set())
+                browser.send(
+                    {"type": "response.create", "response": {"output_modalities": ["audio"]}}
+                )
+                assert speaking.wait(10)
+                done = side.interrupt(timeout=10)
+                assert done is not None and done["response"]["status"] == "cancelled"
+                browser.until("output_audio_buffer.cleared")
+                kinds = [e["type"] for e in emu.session(browser.call_id).client_events]
+                assert kinds[-2:] == ["response.cancel", "output_audio_buffer.clear"]
+        finally:
+            browser.close()
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "websocket"])
+def test_hangup_of_an_own_call_or_session(transport: str) -> None:
+    with Emulator(turn_detection=None) as emu:
+        client = RealtimeClient(
+            api_key=KEY,
+            base_url=emu.url,
+            loopback_only=True,
+            transport=transport,  # type: ignore[arg-type]
+        ).connect()
+        session = emu.sessions[-1]
+        client.hangup()
+        assert client.closed
+        assert emu.wait_for(lambda: session.closed, 10)
+        with pytest.raises(ClosedError):
+            client.hangup()  # nothing left to end

@@ -93,7 +93,8 @@ class WebSocketTransport:
         self._on_audio_frame = on_audio_frame
         if call_id is not None and (audio_in is not None or audio_out or on_audio_frame):
             raise ValueError("a sideband carries no audio: the call's audio is the browser's")
-        _check_audio_formats(session)
+        if call_id is None:  # a sideband's session is the call's: its audio is not ours
+            _check_audio_formats(session)
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
@@ -238,9 +239,12 @@ class WebSocketTransport:
             self._report_closed(f"the WebSocket closed (code {code})")
 
     def _receive(self, text: str) -> None:
-        if _AUDIO_DELTA in text:  # base64 has no '.' or '_': only the type can match
-            self._play(text)
-        self._on_message(text)
+        try:
+            if _AUDIO_DELTA in text:  # base64 has no '.' or '_': only the type can match
+                self._play(text)
+            self._on_message(text)
+        except Exception:  # a handler's bug must not end the connection
+            logger.exception("[CONNECTION] a server message could not be handled")
 
     def _play(self, text: str) -> None:
         try:
@@ -251,7 +255,8 @@ class WebSocketTransport:
         except (ValueError, binascii.Error, AttributeError):
             return  # the client counts malformed events; nothing to play
         item_id = str(event.get("item_id"))
-        content_index = int(event.get("content_index") or 0)
+        content_index = event.get("content_index")
+        content_index = content_index if isinstance(content_index, int) else 0
         if not data or not self._playback.add(item_id, content_index, len(data) / pcm.BYTES_PER_MS):
             return  # cut by a barge-in: the rest of that item is not played
         if self._on_audio_frame is None and self._recording is None:
