@@ -247,6 +247,7 @@ class RealtimeClient:
         self._settled_followups: OrderedDict[str, concurrent.futures.Future[Any]] = OrderedDict()
         self._oob_waiters: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
         self._cancels: OrderedDict[str, str] = OrderedDict()  # cancel event_id -> response
+        self._hung_up = False
         self._session_ready: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
         self._session_updated: concurrent.futures.Future[dict[str, Any]] = (
             concurrent.futures.Future()
@@ -467,8 +468,11 @@ class RealtimeClient:
             connected = self._life.state is State.OPEN and self._closed is None
         transport, loop_thread, call_id = self._transport, self._loop_thread, self.call_id
         try:
+            if self._hung_up:
+                raise ClosedError("this client already hung up its call")
             if connected and transport is not None and loop_thread is not None:
                 loop_thread.call(transport.end_call(), timeout=timeout)
+                self._hung_up = True
             elif call_id is not None and not self._key.is_ephemeral:
                 # closed, or its connection was lost: the call may still be up; end it by id
                 from rtclient.calls import hangup_call
@@ -476,6 +480,7 @@ class RealtimeClient:
                 hangup_call(
                     call_id, api_key=self._key.reveal(), base_url=self.base_url, timeout=timeout
                 )
+                self._hung_up = True
             else:
                 raise ClosedError("this client has no call to hang up")
         finally:

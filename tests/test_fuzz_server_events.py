@@ -1031,7 +1031,7 @@ class Harness:
         defines it: ``events_received`` every message that is a JSON object with a string
         type (known or not), ``malformed_events`` the others, ``unknown_events`` those of
         a type outside the API's set, ``server_errors`` the ``error`` events,
-        ``rejections`` the active-response errors received, ``creates_sent`` the creates
+        ``rejections`` the active-response errors naming one of our creates, ``creates_sent`` the creates
         on the wire, ``tool_calls`` the calls run (one output each), ``tool_errors`` the
         error outputs sent."""
         events = self.session.server_events
@@ -1049,7 +1049,18 @@ class Harness:
             "malformed_events": sent["malformed"],
             "unknown_events": sent["unknown"],
             "server_errors": len(errors),
-            "rejections": sum(1 for e in errors if _error_code(e) == ACTIVE_RESPONSE),
+            "rejections": len(
+                {
+                    (e.get("error") or {}).get("event_id")
+                    for e in errors
+                    if _error_code(e) == ACTIVE_RESPONSE
+                }
+                & {
+                    e.get("event_id")
+                    for e in self.session.client_events
+                    if e.get("type") == "response.create"
+                }
+            ),
             "creates_sent": sum(
                 1 for e in self.session.client_events if e.get("type") == "response.create"
             ),

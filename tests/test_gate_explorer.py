@@ -3,7 +3,7 @@
 Three CI sizes, each explored completely, cover between them: plain and parameterised
 triggers, coalescing, a server VAD response, a lost ``response.created``, a failed send
 (retried or not), interrupts (a cancel sent, failed, or marked on creation), watchdog
-firings and a close. Each prints its state count and time (``-rA`` or ``-s`` shows
+firings, a create refused with ``invalid_value`` and a close. Each prints its state count and time (``-rA`` or ``-s`` shows
 them) and must reach a floor, so an explorer that explores nothing cannot pass. The
 larger sizes run from ``bench/gate_explore.py``.
 
@@ -27,7 +27,7 @@ from gate_explorer import (
 CI_SIZES = [
     pytest.param(Bounds(triggers="pP"), 7_000, id="plain+params"),
     pytest.param(Bounds(triggers="pp", close=True), 11_000, id="coalesced+close"),
-    pytest.param(Bounds(triggers="ppP", cancels=0), 2_000, id="three-triggers"),
+    pytest.param(Bounds(triggers="ppP", cancels=0, invalid=1), 4_000, id="three-triggers"),
 ]
 
 
