@@ -4,6 +4,11 @@ process CPU/RSS readings, percentiles, tables and JSON output.
 Everything stays on loopback: the emulator binds 127.0.0.1 and every client the benches
 make passes ``loopback_only=True``.
 
+Where results go: ``--name NAME`` writes ``bench/results/NAME.json`` (and its plot), the
+committed figures the READMEs quote; without it a run writes to ``bench/results/local/``
+(gitignored), so a smoke run never overwrites them (:func:`add_result_options`). Bad
+options (``--trials 0``, a negative count) are usage errors (exit status 2).
+
 Run as a script, this module *is* the emulator process the benches start::
 
     python bench/_common.py serve '{"pace": {"delay": 0.0, "deltas": 1}}'
@@ -17,9 +22,11 @@ sessions, so a 10,000-trial run does not grow the referee to gigabytes.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -31,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_DIR = BENCH_DIR / "results"  # the committed results (written only with --name)
+LOCAL_RESULTS_DIR = RESULTS_DIR / "local"  # everything else (gitignored)
 API_KEY = "sk-bench"  # the emulator accepts any non-empty standard key
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -391,6 +399,79 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) ->
         if n == 0:
             lines.append("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ options and output
+def positive_int(text: str) -> int:
+    """argparse ``type=``: an integer >= 1 (``--trials 0`` is a usage error)."""
+    value = _parse(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _parse(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _parse(float, text)
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _parse(float, text)
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """``"2,8,64"`` -> ``[2, 8, 64]``: at least one value, each >= 1, no repeats."""
+    values = [positive_int(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one value, e.g. 2,8")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"a value is repeated in {text!r}")
+    return values
+
+
+def result_name(text: str) -> str:
+    """A result's file name stem: letters, digits, ``_``, ``-`` and ``.``; no path."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text) or text == "local":
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a result name (letters, digits, _ - . and no path)"
+        )
+    return text
+
+
+def _parse(kind: type[int] | type[float], text: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def add_result_options(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--name``: where this run's results go (see :func:`result_path`)."""
+    parser.add_argument(
+        "--name", type=result_name, default=None, metavar="NAME",
+        help="write bench/results/NAME.json (and its plot): the committed results the "
+        f"READMEs quote. Without it: bench/results/local/{default}.json (gitignored)",
+    )  # fmt: skip
+
+
+def result_path(name: str | None, default: str, suffix: str = ".json") -> Path:
+    """``bench/results/<name><suffix>`` when a name was given, else
+    ``bench/results/local/<default><suffix>``: a smoke run never overwrites the
+    committed results."""
+    directory = RESULTS_DIR if name else LOCAL_RESULTS_DIR
+    return directory / f"{name or default}{suffix}"
 
 
 def write_json(name: str, payload: dict[str, Any], out_dir: Path | None = None) -> Path:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import statistics
 import sys
 import time
@@ -50,13 +51,16 @@ import aiohttp
 import aiortc
 from _common import (
     API_KEY,
-    RESULTS_DIR,
     BrowserPeer,
     EmulatorProcess,
     Progress,
+    add_result_options,
     machine_info,
+    non_negative_int,
     percentile,
+    positive_int,
     quiet_logs,
+    result_path,
     table,
     write_json,
 )
@@ -363,10 +367,22 @@ def phases_of(variant: str) -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=60, help="measurements per variant")
-    parser.add_argument("--warmup", type=int, default=3, help="unmeasured rounds first")
-    parser.add_argument("--name", default="connect")
+    parser.add_argument("--rounds", type=positive_int, default=60, help="measurements per variant")
+    parser.add_argument(
+        "--warmup", type=non_negative_int, default=3, help="unmeasured rounds first"
+    )
+    add_result_options(parser, "connect")
+    parser.add_argument(
+        "--replot", type=Path, metavar="JSON",
+        help="only redraw the plot of a results file, next to it (no run)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.replot is not None:
+        png = args.replot.with_suffix(".png")
+        plot(json.loads(args.replot.read_text()), png)
+        print(f"wrote {png}")
+        return 0
+    out = result_path(args.name, "connect")
     quiet_logs()
     install_hooks()
     started = time.perf_counter()
@@ -466,8 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             v: [round(s["ready_ms"], 3) for s in samples[v] if "ready_ms" in s] for v in VARIANTS
         },
     }
-    path = write_json(args.name, payload)
-    png = RESULTS_DIR / f"{args.name}.png"
+    path = write_json(out.stem, payload, out.parent)
+    png = path.with_suffix(".png")
     plot(payload, png)
     print(
         table(
@@ -501,16 +517,21 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(17, 7), gridspec_kw={"width_ratios": [1, 1.4]})
+    tab10 = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
+    colour = {v: tab10[i % len(tab10)] for i, v in enumerate(payload["samples"])}
     for variant, values in payload["samples"].items():
         ordered = sorted(values)
         n = len(ordered)
-        left.plot(ordered, [(i + 1) / n for i in range(n)], label=f"{variant} (open)")
+        left.plot(
+            ordered, [(i + 1) / n for i in range(n)], color=colour[variant],
+            label=f"{variant} (open)",
+        )  # fmt: skip
     for variant, values in payload["ready_samples"].items():
         if values:
             ordered = sorted(values)
             n = len(ordered)
             left.plot(
-                ordered, [(i + 1) / n for i in range(n)], linestyle="--",
+                ordered, [(i + 1) / n for i in range(n)], linestyle="--", color=colour[variant],
                 label=f"{variant} (connect() returns)",
             )  # fmt: skip
     everything = [v for vs in payload["ready_samples"].values() for v in vs]

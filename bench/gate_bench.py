@@ -4,7 +4,8 @@
     python bench/gate_bench.py            # ~30-60 s
     python bench/gate_bench.py --quick    # a few seconds, for a smoke run
 
-Prints a table and writes ``bench/results/gate_bench.json``.
+Prints a table and writes ``bench/results/local/gate_bench.json`` (with ``--name NAME``:
+the committed ``bench/results/NAME.json``).
 
 What is measured
 ----------------
@@ -53,7 +54,9 @@ from rtclient.bridge import Bridge
 from rtclient.gate import GateMachine, ResponseGate, Trigger
 from rtclient.loop import LoopThread
 
-RESULTS = Path(__file__).resolve().parent / "results" / "gate_bench.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_result_options, result_path
+
 pc = time.perf_counter_ns
 ROLLBACK_ERROR = RuntimeError("bench: undo the claim")
 
@@ -306,8 +309,9 @@ def bench_handoff(n: int, warmup: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sample counts (seconds)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_result_options(parser, "gate_bench")
     args = parser.parse_args()
+    out = result_path(args.name, "gate_bench")
     if args.quick:
         n_unc, n_batch, n_handoff, warmup = 20_000, 20_000, 1_000, 100
         contended = {2: (100, 20), 8: (50, 20), 64: (10, 10)}
@@ -352,8 +356,8 @@ def main() -> int:
             "bridge_p50_le_2x_bare": target_handoff,
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
     def row(label: str, s: dict[str, float], extra: str = "") -> str:
         return f"  {label:<34}{s['median_us']:>10.2f}{s['p99_us']:>10.2f}  {extra}"
@@ -389,7 +393,7 @@ def main() -> int:
     print("targets")
     print(f"  decision p50 <= 1 us uncontended:  {'met' if target_decision else 'NOT met'}")
     print(f"  bridge handoff p50 <= 2x bare:     {'met' if target_handoff else 'NOT met'}")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 

@@ -9,27 +9,37 @@ Breadth-first over every interleaving of the triggers with the model server, on 
 real ``GateMachine`` (``tests/gate_explorer.py`` explains the model, the moves, the
 checks and the state key). Prints progress on stderr, then the state count, the
 transitions, the depth and the time, and the shortest trace of each violation found;
-writes ``bench/results/<name>.json``. Exits 1 if a violation was found.
+writes ``bench/results/local/gate_explore.json`` (``--name NAME``: the committed
+``bench/results/NAME.json``). Exits 1 if a violation was found.
 
-The default size: three triggers (two plain, coalesced; one with params) against two
-server VAD responses, one failed send, one lost ``response.created``, one interrupt,
+The default size: three triggers (two plain, coalesced; one with params) against one
+server VAD response, one failed send, one lost ``response.created``, one interrupt,
 one ``invalid_value`` error and a close, with ``max_attempts=2`` (so a trigger can run
-out of attempts). ``tests/test_gate_explorer.py`` runs smaller sizes in CI.
+out of attempts). ``tests/test_gate_explorer.py`` runs smaller sizes in CI;
+``bench/README.md`` lists larger runs (``--vad 2``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))  # the explorer lives with the tests
+sys.path.insert(0, str(BENCH_DIR))
 
+from _common import (  # noqa: E402
+    add_result_options,
+    non_negative_int,
+    positive_int,
+    result_path,
+    write_json,
+)
 from gate_explorer import (  # noqa: E402
     Bounds,
     GateMachine,
@@ -48,19 +58,31 @@ GATES = {
 }
 
 
+def trigger_order(text: str) -> str:
+    """``--triggers``: the request order, ``p`` (plain) and ``P`` (with params)."""
+    if not text or set(text) - {"p", "P"}:
+        raise argparse.ArgumentTypeError(f"{text!r}: use p (plain) and P (with params)")
+    return text
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--triggers", default="ppP", help="request order: p plain, P with params")
-    p.add_argument("--vad", type=int, default=2, help="server (VAD) responses")
-    p.add_argument("--failures", type=int, default=1, help="client sends that fail")
-    p.add_argument("--drops", type=int, default=1, help="response.created events lost")
-    p.add_argument("--cancels", type=int, default=1, help="interrupt() calls")
-    p.add_argument("--invalid", type=int, default=1, help="creates refused as invalid")
+    p.add_argument(
+        "--triggers",
+        type=trigger_order,
+        default="ppP",
+        help="request order: p plain, P with params",
+    )
+    p.add_argument("--vad", type=non_negative_int, default=1, help="server (VAD) responses")
+    p.add_argument("--failures", type=non_negative_int, default=1, help="client sends that fail")
+    p.add_argument("--drops", type=non_negative_int, default=1, help="response.created events lost")
+    p.add_argument("--cancels", type=non_negative_int, default=1, help="interrupt() calls")
+    p.add_argument("--invalid", type=non_negative_int, default=1, help="creates refused as invalid")
     p.add_argument("--close", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--max-attempts", type=int, default=2)
+    p.add_argument("--max-attempts", type=positive_int, default=2)
     p.add_argument("--gate", choices=sorted(GATES), default="real")
-    p.add_argument("--max-states", type=int, default=None, help="stop early")
-    p.add_argument("--name", default="gate_explore", help="results/<name>.json")
+    p.add_argument("--max-states", type=positive_int, default=None, help="stop early")
+    add_result_options(p, "gate_explore")
     args = p.parse_args()
 
     bounds = Bounds(
@@ -82,9 +104,13 @@ def main() -> int:
             flush=True,
         )
 
+    load = [round(x, 2) for x in os.getloadavg()]
+    cpu = time.process_time()
     report = explore(bounds, GATES[args.gate], max_states=args.max_states, progress=progress)
+    cpu = time.process_time() - cpu
     print(file=sys.stderr)
     print(report.summary())
+    print(f"CPU {cpu:.1f} s (wall {report.seconds:.1f} s; the machine may be shared)")
     if report.violations:
         print(report.traces())
     record = {
@@ -95,14 +121,15 @@ def main() -> int:
         "transitions": report.transitions,
         "depth": report.depth,
         "seconds": round(report.seconds, 1),
+        "cpu_seconds": round(cpu, 1),
         "complete": report.complete,
         "violations": report.violations,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        "loadavg_at_start": load,
     }
-    out = BENCH_DIR / "results" / f"{args.name}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = result_path(args.name, "gate_explore")
+    out = write_json(out.stem, record, out.parent)
     print(f"wrote {out.relative_to(BENCH_DIR.parent)}")
     return 1 if report.violations else 0
 

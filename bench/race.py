@@ -39,6 +39,11 @@ wrapping the transport's ``send``), and wall time. ``--vad-noise`` makes the use
     python bench/race.py --trials 200 --k 2,8  # a subset
     python bench/race.py --vad-noise           # with server-VAD responses at random
     python bench/race.py --strategies gate,sideband --name race_sideband
+    python bench/race.py --replot bench/results/race.json  # redraw a plot, no run
+
+Results go to ``bench/results/local/`` (gitignored) unless ``--name NAME`` asks for the
+committed ``bench/results/NAME.json`` and ``NAME.png``; a run of one K prints its table
+and draws no plot.
 
 Bench-only private access (documented gaps, see bench/README.md): ``client._bridge``
 (naive/serialize put raw ``response.create`` events, which ``send_event`` refuses),
@@ -69,17 +74,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     API_KEY,
-    RESULTS_DIR,
     BrowserPeer,
     EmulatorProcess,
     Progress,
+    add_result_options,
     http_json,
+    int_list,
     machine_info,
+    non_negative_float,
+    non_negative_int,
     percentile,
+    positive_float,
+    positive_int,
     proc_cpu_seconds,
     proc_rss_bytes,
     quiet_logs,
     referee_counts,
+    result_path,
     table,
     write_json,
 )
@@ -478,11 +489,11 @@ class Lane:
         transport.send = send  # type: ignore[method-assign]
         self.strategy = strategy_type(self)
         self.strategy.install()
-        client.on("response.created", self._on_created)
-        client.on("response.done", self._on_done)
-        client.on("error", self._on_error)
+        client.on("response.created", self._on_created, raw=True)
+        client.on("response.done", self._on_done, raw=True)
+        client.on("error", self._on_error, raw=True)
         if not strategy_type.registers_tool:
-            client.on("response.function_call_arguments.done", self._on_call)
+            client.on("response.function_call_arguments.done", self._on_call, raw=True)
 
     def disconnect(self) -> None:
         client, strategy, browser = self.client, self.strategy, self.browser
@@ -922,12 +933,20 @@ COLUMNS = [
 ]
 
 
-def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
+def plot(records: list[dict[str, Any]], path: Path, title: str) -> Path | None:
+    """Four panels against K (rejections, lost triggers, creates per batch, latency CDF);
+    ticks at the K that ran, in plain numbers. A run of one K has no line to draw across
+    K: it is a table (printed), not a plot, and None is returned."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+    ks = sorted({r["k"] for r in records})
+    if len(ks) < 2:
+        return None
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
     style = {
         "naive": {"color": "tab:red", "marker": "o", "markersize": 6, "linewidth": 1.5},
         "gate": {"color": "tab:green", "marker": "o", "markersize": 11, "linewidth": 4},
@@ -936,15 +955,25 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
     }
     fig, axes = plt.subplots(2, 2, figsize=(14, 9))
     (rej, lost), (creates, cdf) = axes
+    tops = {"rej": 0.0, "lost": 0.0, "creates": 1.0}
     for strategy in ("gate", "sideband", "naive", "serialize"):  # gate first: drawn under
         rows = sorted((r for r in records if r["strategy"] == strategy), key=lambda r: r["k"])
         if not rows:
             continue
-        ks = [r["k"] for r in rows]
-        kw = {**style[strategy], "label": strategy}
-        rej.plot(ks, [r["rejections"] / max(1, r["trials"]) for r in rows], **kw)
-        lost.plot(ks, [r["lost"] / max(1, r["trials"]) for r in rows], **kw)
-        creates.plot(ks, [r["creates_per_batch"] or 0 for r in rows], **kw)
+        x = [r["k"] for r in rows]
+        kw: dict[str, Any] = {**style[strategy], "label": strategy}
+        if len(rows) == 1:
+            kw["linestyle"] = "none"  # one K for this strategy: a point, not a line
+        per_batch = [r["rejections"] / max(1, r["trials"]) for r in rows]
+        lost_rate = [r["lost"] / max(1, r["trials"]) for r in rows]
+        made = [(r["k"], r["creates_per_batch"]) for r in rows if r["creates_per_batch"]]
+        rej.plot(x, per_batch, **kw)
+        lost.plot(x, lost_rate, **kw)
+        if made:
+            creates.plot([k for k, _ in made], [c for _, c in made], **kw)
+        tops["rej"] = max(tops["rej"], *per_batch)
+        tops["lost"] = max(tops["lost"], *lost_rate)
+        tops["creates"] = max(tops["creates"], *(c for _, c in made))
         qs = [q / 100 for q in range(101)]
         for row, dashes in ((rows[-1], "-"), (rows[0], "--")):
             if row["cdf_ms"] and (dashes == "-" or row is not rows[-1]):
@@ -952,20 +981,38 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
                     [max(v, 1e-3) for v in row["cdf_ms"]], qs, color=style[strategy]["color"],
                     linestyle=dashes, label=f"{strategy} K={row['k']}",
                 )  # fmt: skip
-    for ax, ylabel, heading in (
-        (rej, "rejections per batch", "conversation_already_has_active_response (referee)"),
-        (lost, "lost triggers per batch", "lost triggers (no accepted create after the output)"),
-        (creates, "response.create per batch", "follow-up creates per batch (1 is right)"),
+    for ax, key, ylabel, heading in (
+        (rej, "rej", "rejections per batch", "conversation_already_has_active_response (referee)"),
+        (lost, "lost", "lost triggers per batch", "lost triggers (no accepted create after it)"),
     ):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("symlog", linthresh=0.01)
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel("K parallel tool calls finishing at the same instant")
+        ax.set_yscale("symlog", linthresh=0.001, linscale=0.5)
+        decades = [0.0] + [10.0**e for e in range(-3, 3) if 10.0**e <= max(tops[key], 0.001) * 10]
+        ax.set_ylim(-0.0002, decades[-1] * 1.5)
+        ax.yaxis.set_major_locator(FixedLocator(decades))
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_locator(NullLocator())
         ax.set_ylabel(ylabel)
         ax.set_title(heading)
-        ax.grid(True, which="both", alpha=0.3)
+    creates.set_yscale("log", base=2)
+    powers = [2.0**e for e in range(0, 8) if 2.0**e <= tops["creates"] * 2]
+    creates.set_ylim(0.8, powers[-1] * 1.2)
+    creates.yaxis.set_major_locator(FixedLocator(powers))
+    creates.yaxis.set_major_formatter(plain)
+    creates.yaxis.set_minor_locator(NullLocator())
+    creates.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    creates.set_ylabel("response.create per batch")
+    creates.set_title("follow-up creates per batch (1 is right)")
+    for ax in (rej, lost, creates):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(ks))
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlim(ks[0] / 1.3, ks[-1] * 1.3)
+        ax.set_xlabel("K: parallel tool calls finishing at the same instant")
+        ax.grid(True, alpha=0.3)
         ax.legend()
     cdf.set_xscale("log")
+    cdf.xaxis.set_major_formatter(plain)
     cdf.set_xlabel("last tool output -> next response.create on the wire (ms)")
     cdf.set_ylabel("fraction of trials")
     cdf.set_title("follow-up latency CDF (solid: largest K, dashed: smallest K)")
@@ -975,6 +1022,33 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
+
+
+def title_of(records: list[dict[str, Any]], vad_noise: bool) -> str:
+    trials = {r["k"]: max(x["trials"] for x in records if x["k"] == r["k"]) for r in records}
+    title = "race.py: " + ", ".join(f"K={k}: {n}" for k, n in sorted(trials.items())) + " trials"
+    return title + (" - with VAD noise" if vad_noise else "")
+
+
+def print_table(records: list[dict[str, Any]]) -> None:
+    columns = list(COLUMNS)
+    if any(r["strategy"] == "sideband" for r in records):  # the browser's side of it
+        columns[-1:-1] = [
+            ("browser_creates", "browser creates"),
+            ("browser_rejections", "browser rej"),
+        ]
+    print(table(records, columns))
+
+
+def replot(path: Path) -> int:
+    """Redraw the plot of a results file (next to it), from its JSON alone."""
+    payload = json.loads(path.read_text())
+    records = payload["results"]
+    png = plot(records, path.with_suffix(".png"), title_of(records, payload["vad_noise"]))
+    print_table(records)
+    print(f"\nwrote {png}" if png else "\none K: a table, no plot")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -983,46 +1057,58 @@ def main(argv: list[str] | None = None) -> int:
         return worker_main()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--trials", type=int, default=None,
+        "--trials", type=positive_int, default=None,
         help="trials per strategy and K (default 1000, with the --max-calls cap; "
         "given explicitly, every cell runs exactly this many unless --max-calls is given)",
     )  # fmt: skip
     parser.add_argument(
-        "--max-calls", type=int, default=None,
+        "--max-calls", type=non_negative_int, default=None,
         help="cap a cell at this many tool calls (trials = min(N, max_calls // K)); "
         "0 = no cap. Default: 16000 when --trials is not given, which keeps the whole "
         "run under 10 minutes on 2 cores (K=32: 500 trials, K=64: 250)",
     )  # fmt: skip
-    parser.add_argument("--k", default=",".join(map(str, KS)), help="K values, e.g. 2,8")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    parser.add_argument("--workers", type=int, default=2, help="client processes")
     parser.add_argument(
-        "--lanes", type=int, default=0,
+        "--k", type=int_list, default=",".join(map(str, KS)), help="K values, e.g. 2,8"
+    )
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--workers", type=positive_int, default=2, help="client processes")
+    parser.add_argument(
+        "--lanes", type=non_negative_int, default=0,
         help="sessions per worker at once (0 = auto: 2 for K <= 8, else 1)",
     )  # fmt: skip
     parser.add_argument("--vad-noise", action="store_true", help="server VAD speaks at random")
-    parser.add_argument("--vad-rate", type=float, default=10.0, help="speeches/s per session")
     parser.add_argument(
-        "--browser-rate", type=float, default=10.0,
+        "--vad-rate", type=positive_float, default=10.0, help="speeches/s per session"
+    )
+    parser.add_argument(
+        "--browser-rate", type=non_negative_float, default=10.0,
         help="sideband: the browser's own response.create per session per second",
     )  # fmt: skip
     parser.add_argument(
-        "--item-budget", type=int, default=260,
+        "--item-budget", type=positive_int, default=260,
         help="start a new session once the conversation would hold about this many items",
     )  # fmt: skip
     parser.add_argument(
-        "--think-ms", type=float, default=5.0,
+        "--think-ms", type=non_negative_float, default=5.0,
         help="the emulator's model thinks this long before answering tool results "
         "(its response is active meanwhile, as a real one is for seconds)",
     )  # fmt: skip
-    parser.add_argument("--name", default=None, help="result name (default race or race_vad)")
+    add_result_options(parser, "race (race_vad with --vad-noise)")
+    parser.add_argument(
+        "--replot", type=Path, metavar="JSON",
+        help="only redraw the plot of a results file, next to it (no run)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.replot is not None:
+        return replot(args.replot)
     if args.max_calls is None:
         args.max_calls = 16000 if args.trials is None else 0
     if args.trials is None:
         args.trials = 1000
-    ks = [int(k) for k in args.k.split(",") if k]
+    ks: list[int] = args.k
     strategies = [s for s in args.strategies.split(",") if s]
+    if not strategies:
+        parser.error("--strategies: give at least one")
     for s in strategies:
         if s not in STRATEGY_TYPES:
             parser.error(f"unknown strategy {s!r}")
@@ -1031,7 +1117,7 @@ def main(argv: list[str] | None = None) -> int:
         trials: int = args.trials
         return max(1, min(trials, args.max_calls // k)) if args.max_calls > 0 else trials
 
-    name = args.name or ("race_vad" if args.vad_noise else "race")
+    path = result_path(args.name, "race_vad" if args.vad_noise else "race")
     quiet_logs()
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
@@ -1042,7 +1128,7 @@ def main(argv: list[str] | None = None) -> int:
     workers: list[Worker] = []
     with EmulatorProcess(pace=pace, think_s=args.think_ms / 1000) as emulator:
         try:
-            workers = [Worker(i, progress) for i in range(max(1, args.workers))]
+            workers = [Worker(i, progress) for i in range(args.workers)]
             for k in ks:
                 for strategy in strategies:
                     progress.set_note(f"{strategy} K={k}")
@@ -1071,19 +1157,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "results": records,
     }
-    path = write_json(name, payload)
-    png = RESULTS_DIR / f"{name}.png"
-    title = "race.py: " + ", ".join(f"K={k}: {cell_trials(k)}" for k in ks) + " trials"
-    title += " - with VAD noise" if args.vad_noise else ""
-    plot(records, png, title)
-    columns = list(COLUMNS)
-    if "sideband" in strategies:  # the browser's side of the sideband race
-        columns[-1:-1] = [
-            ("browser_creates", "browser creates"),
-            ("browser_rejections", "browser rej"),
-        ]
-    print(table(records, columns))
-    print(f"\ntotal {total:.0f}s; wrote {path} and {png}")
+    path = write_json(path.stem, payload, path.parent)
+    png = plot(records, path.with_suffix(".png"), title_of(records, args.vad_noise))
+    print_table(records)
+    print(f"\ntotal {total:.0f}s; wrote {path}" + (f" and {png}" if png else " (one K: no plot)"))
     return 0
 
 

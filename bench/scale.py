@@ -1,32 +1,52 @@
 """scale.py - many sessions in one process on one loop thread: what each one costs.
 
-For each N in 1, 10, 50, 100, a fresh child process (so its memory baseline is clean)
-connects N ``RealtimeClient`` sessions sharing one ``LoopThread`` to the emulator, which
-runs in its own process (so the client's CPU and RSS are measured alone), then:
+For each N a fresh child process (so its memory baseline is clean) connects N
+``RealtimeClient`` sessions sharing one ``LoopThread`` to the emulator, which runs in its
+own process (so the client's CPU and RSS are measured alone), then:
 
-``setup``     connects the N sessions (8 at a time) and times it;
-``memory``    RSS after setup minus RSS before, per session;
+``setup``     connects the N sessions (``--concurrency`` at a time) and times it;
+``memory``    RSS after setup minus RSS before, per session; OS threads per session;
 ``idle``      CPU over a window with nothing happening;
-``silent``    steady event load: every session asks for a text response as soon as
-              its previous one is done (closed loop; ~25 server events per response);
-``speaking``  the same with ``output_modalities: ["audio"]``: the emulator speaks, so
-              every session also receives and decodes Opus audio (50 frames/s when it
-              keeps up); ``on_audio`` counts the frames.
+``chatty``    steady event load: every session asks for a text response as soon as
+              its previous one is done (closed loop; ~35 server events/s per session
+              at the emulator's pace). Events/s received, the loop thread's and the
+              process's CPU per event, and where the loop thread would saturate.
 
-CPU is reported as % of one core per session (the process total over the window,
-divided by N), plus the loop thread's own share (the one thread everything shares:
-its saturation is the ceiling). Events/s are server events the clients received.
+CPU is % of one core: the process total over the window, per session, plus the loop
+thread's own share (the one thread everything shares). A cost per event that stays
+flat as N grows is linear; one that rises is not.
 
-    python bench/scale.py                    # N = 1,10,50,100; 8 s windows
-    python bench/scale.py --sessions 1,10 --window 5
+``--transport websocket`` (default N = 1,10,100,300,1000) is
+``RealtimeClient(transport="websocket", loop_thread=shared)``: the sideband's
+transport, a thousand sessions per process. ``--transport webrtc`` (default N =
+1,10,100,300) adds ICE, DTLS, SCTP and an audio receiver per session. Each run also
+measures what a thread per client costs (every ``RealtimeClient`` has a dispatcher
+thread): memory and start time of K idle threads, and a hand-off of events to one
+consumer thread against one thread per session.
+
+``--audio`` compares, on N speaking WebRTC sessions (default 10: the emulator, one
+Python process encoding Opus, keeps up with ~20), the CPU of receiving the model's
+audio three ways, alternated round by round: ``no_decode`` (no ``on_audio``: rtclient
+ends aiortc's decoding once the call is up), ``blackhole`` (aiortc's way, decoded into a
+``MediaBlackhole``: rtclient's behaviour before) and ``on_audio`` (decoded and handed
+to a callback).
+
+    python bench/scale.py --transport websocket --name scale_websocket   # ~4 min
+    python bench/scale.py --transport webrtc --name scale_webrtc         # ~3 min
+    python bench/scale.py --audio --name scale_audio                     # ~2 min
+    python bench/scale.py --sessions 1,10 --window 4                     # a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import gc
 import json
+import os
+import queue
 import random
+import statistics
 import subprocess
 import sys
 import threading
@@ -38,21 +58,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     API_KEY,
-    RESULTS_DIR,
     EmulatorProcess,
     Progress,
+    add_result_options,
+    int_list,
     machine_info,
+    non_negative_float,
     percentile,
+    positive_float,
+    positive_int,
     proc_cpu_seconds,
     proc_rss_bytes,
     quiet_logs,
+    result_path,
     table,
     thread_cpu_seconds,
     write_json,
 )
 
 PACE = {"delay": 0.05, "deltas": 20, "audio_ms_per_delta": 60}  # ~1 s, 1.2 s of speech
-PHASES = ("idle", "silent", "speaking")
+DEFAULT_SESSIONS = {"websocket": [1, 10, 100, 300, 1000], "webrtc": [1, 10, 100, 300]}
+DEFAULT_CONCURRENCY = {"websocket": 32, "webrtc": 8}
+AUDIO_VARIANTS = ("no_decode", "blackhole", "on_audio")
+THREAD_PROBE = 1000  # idle threads started by the thread probe
+
+
+def os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 # --------------------------------------------------------------------- the worker (N)
@@ -63,12 +100,11 @@ class Session:
         self.client = client
         self.frames = 0
         self.mode: str | None = None  # "text" / "audio" / None (stopped)
-        self.lock = threading.Lock()
 
     def on_audio(self, frame: Any) -> None:
         self.frames += 1
 
-    def on_done(self, event: dict[str, Any]) -> None:
+    def on_done(self, event: Any) -> None:
         self.ask()
 
     def ask(self) -> None:
@@ -81,52 +117,115 @@ class Session:
             pass  # closing
 
 
-def worker(n: int, url: str, window: float, settle: float, emulator_pid: int) -> dict[str, Any]:
+class Meter:
+    """CPU of this process, of the loop thread and of the emulator over a window."""
+
+    def __init__(self, loop_tid: int, emulator_pid: int, sessions: list[Session]) -> None:
+        self.loop_tid = loop_tid
+        self.emulator_pid = emulator_pid
+        self.sessions = sessions
+
+    def events(self) -> int:
+        return sum(s.client.stats()["events_received"] for s in self.sessions)
+
+    def measure(self, window: float, extra: Any = None) -> dict[str, Any]:
+        n = len(self.sessions)
+        events0, frames0 = self.events(), sum(s.frames for s in self.sessions)
+        extra0 = extra() if extra else 0
+        cpu0, loop0 = proc_cpu_seconds(), thread_cpu_seconds(self.loop_tid)
+        emu0 = proc_cpu_seconds(self.emulator_pid)
+        t0 = time.perf_counter()
+        time.sleep(window)
+        dt = time.perf_counter() - t0
+        cpu = proc_cpu_seconds() - cpu0
+        loop_cpu = thread_cpu_seconds(self.loop_tid) - loop0
+        emu = proc_cpu_seconds(self.emulator_pid) - emu0
+        events = self.events() - events0
+        frames = sum(s.frames for s in self.sessions) - frames0
+        result = {
+            "cpu_pct": cpu / dt * 100,
+            "cpu_pct_per_session": cpu / dt * 100 / n,
+            "loop_thread_pct": loop_cpu / dt * 100,
+            "emulator_cpu_pct": emu / dt * 100,
+            "events_per_s": events / dt,
+            "audio_frames_per_s_per_session": frames / dt / n,
+            "process_us_per_event": cpu / events * 1e6 if events else None,
+            "loop_us_per_event": loop_cpu / events * 1e6 if events else None,
+            "rss_mb": proc_rss_bytes() / 2**20,
+            "loadavg": os.getloadavg()[0],
+        }
+        if extra:
+            result["rtp_packets_per_s_per_session"] = (extra() - extra0) / dt / n
+        return result
+
+
+def connect_all(
+    n: int, options: dict[str, Any], loop_thread: Any, concurrency: int, with_audio: bool
+) -> tuple[list[Session], list[float], float]:
+    from rtclient import RealtimeClient
+
+    def connect_one(_: int) -> tuple[Session, float]:
+        holder: dict[str, Session] = {}
+        extra = {"on_audio": lambda frame: holder["s"].on_audio(frame)} if with_audio else {}
+        client = RealtimeClient(**options, loop_thread=loop_thread, **extra)
+        session = holder["s"] = Session(client)
+        client.on("response.done", session.on_done, raw=True)
+        t0 = time.perf_counter()
+        client.connect(timeout=120)
+        return session, (time.perf_counter() - t0) * 1000
+
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(min(n, concurrency)) as pool:
+        done = list(pool.map(connect_one, range(n)))
+    return [s for s, _ in done], [ms for _, ms in done], time.perf_counter() - t0
+
+
+def close_all(sessions: list[Session], concurrency: int) -> float:
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(min(len(sessions), concurrency)) as pool:
+        list(pool.map(lambda s: s.client.close(), sessions))
+    return time.perf_counter() - t0
+
+
+def run_closed_loop(sessions: list[Session], mode: str, settle: float, seed: int) -> None:
+    rng = random.Random(seed)
+    for s in sessions:
+        s.mode = mode
+    for s in sessions:  # staggered starts over ~0.5 s, then each keeps itself busy
+        time.sleep(rng.uniform(0, 1.0 / len(sessions)))
+        s.ask()
+    time.sleep(settle)  # reach steady state
+
+
+def stop_closed_loop(sessions: list[Session], settle: float) -> None:
+    for s in sessions:
+        s.mode = None
+    time.sleep(settle + 1.5)  # the last responses finish (and their audio drains)
+
+
+def scale_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run in a fresh process: connect n sessions, measure the phases, report."""
     quiet_logs()
     from rtclient import LoopThread, RealtimeClient
 
-    def say(line: str) -> None:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
-    result: dict[str, Any] = {"sessions": n}
+    n, transport = int(cfg["n"]), cfg["transport"]
+    options: dict[str, Any] = {"api_key": API_KEY, "base_url": cfg["url"], "transport": transport}
+    if transport == "webrtc":
+        options["loopback_only"] = True
+    result: dict[str, Any] = {"sessions": n, "transport": transport}
     with LoopThread("bench-loop") as loop_thread:
         assert loop_thread._thread is not None and loop_thread._thread.native_id is not None
         loop_tid = loop_thread._thread.native_id  # bench-only: the loop thread's CPU
         # warm up: lazy imports, codecs, the first HTTP session (not counted)
-        warm = RealtimeClient(
-            api_key=API_KEY, base_url=url, loopback_only=True, loop_thread=loop_thread
-        )
-        warm.connect()
-        warm.close()
+        RealtimeClient(**options, loop_thread=loop_thread).connect().close()
+        gc.collect()
         time.sleep(0.5)
-        rss0 = proc_rss_bytes()
-        sessions: list[Session] = []
-
-        def connect_one(_: int) -> tuple[Session, float]:
-            holder: dict[str, Session] = {}
-            client = RealtimeClient(
-                api_key=API_KEY,
-                base_url=url,
-                loopback_only=True,
-                loop_thread=loop_thread,
-                on_audio=lambda frame: holder["s"].on_audio(frame),
-            )
-            session = holder["s"] = Session(client)
-            client.on("response.done", session.on_done)
-            t0 = time.perf_counter()
-            client.connect(timeout=60)
-            return session, time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(min(n, 8)) as pool:
-            done = list(pool.map(connect_one, range(n)))
-        setup = time.perf_counter() - t0
-        sessions = [s for s, _ in done]
-        latencies = [dt * 1000 for _, dt in done]
-        time.sleep(settle)
-        rss1 = proc_rss_bytes()
+        rss0, threads0 = proc_rss_bytes(), os_threads()
+        sessions, latencies, setup = connect_all(
+            n, options, loop_thread, cfg["concurrency"], with_audio=False
+        )
+        time.sleep(cfg["settle"])
+        rss1, threads1 = proc_rss_bytes(), os_threads()
         result.update(
             setup_s=setup,
             setup_per_session_ms=setup * 1000 / n,
@@ -135,111 +234,178 @@ def worker(n: int, url: str, window: float, settle: float, emulator_pid: int) ->
             rss_before_mb=rss0 / 2**20,
             rss_after_setup_mb=rss1 / 2**20,
             rss_per_session_kb=(rss1 - rss0) / n / 1024,
+            os_threads=threads1,
+            threads_per_session=(threads1 - threads0) / n,
         )
         say("P setup")
-
-        def measure(phase: str) -> dict[str, Any]:
-            events0 = sum(s.client.stats()["events_received"] for s in sessions)
-            frames0 = sum(s.frames for s in sessions)
-            cpu0, loop0 = proc_cpu_seconds(), thread_cpu_seconds(loop_tid)
-            emu0 = proc_cpu_seconds(emulator_pid)
-            t0 = time.perf_counter()
-            time.sleep(window)
-            dt = time.perf_counter() - t0
-            cpu = proc_cpu_seconds() - cpu0
-            loop_cpu = thread_cpu_seconds(loop_tid) - loop0
-            emu = proc_cpu_seconds(emulator_pid) - emu0
-            events = sum(s.client.stats()["events_received"] for s in sessions) - events0
-            frames = sum(s.frames for s in sessions) - frames0
-            return {
-                "cpu_pct": cpu / dt * 100,
-                "cpu_pct_per_session": cpu / dt * 100 / n,
-                "loop_thread_pct": loop_cpu / dt * 100,
-                "emulator_cpu_pct": emu / dt * 100,
-                "events_per_s": events / dt,
-                "audio_frames_per_s": frames / dt,
-                "audio_frames_per_s_per_session": frames / dt / n,
-                "rss_mb": proc_rss_bytes() / 2**20,
-            }
-
-        result["idle"] = measure("idle")
+        meter = Meter(loop_tid, cfg["emulator_pid"], sessions)
+        result["idle"] = meter.measure(cfg["window"])
         say("P idle")
-        for phase, mode in (("silent", "text"), ("speaking", "audio")):
-            rng = random.Random(n)
-            for s in sessions:
-                s.mode = mode
-            for s in sessions:  # staggered starts, then each keeps itself busy
-                time.sleep(rng.uniform(0, 1.0 / n))
-                s.ask()
-            time.sleep(settle)  # reach steady state
-            result[phase] = measure(phase)
-            for s in sessions:
-                s.mode = None
-            time.sleep(settle + 1.5)  # the last responses finish and their audio drains
-            say(f"P {phase}")
-        t0 = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(min(n, 8)) as pool:
-            list(pool.map(lambda s: s.client.close(), sessions))
-        result["close_s"] = time.perf_counter() - t0
+        run_closed_loop(sessions, "text", cfg["settle"], seed=n)
+        result["chatty"] = meter.measure(cfg["window"])
+        stop_closed_loop(sessions, cfg["settle"])
+        say("P chatty")
+        result["close_s"] = close_all(sessions, cfg["concurrency"])
         result["lost"] = sum(s.client.stats()["lost"] for s in sessions)
         result["rejections_client"] = sum(s.client.stats()["rejections"] for s in sessions)
     return result
 
 
+def audio_worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    """N speaking WebRTC sessions, receiving the model's audio the way ``variant`` says."""
+    quiet_logs()
+    from rtclient import LoopThread, RealtimeClient
+    from rtclient.transports.webrtc import WebRTCTransport
+
+    n, variant = int(cfg["n"]), cfg["variant"]
+    WebRTCTransport.decode_unconsumed_audio = variant == "blackhole"
+    options = {"api_key": API_KEY, "base_url": cfg["url"], "loopback_only": True}
+    result: dict[str, Any] = {"sessions": n, "variant": variant}
+    with LoopThread("bench-loop") as loop_thread:
+        assert loop_thread._thread is not None and loop_thread._thread.native_id is not None
+        loop_tid = loop_thread._thread.native_id
+        RealtimeClient(**options, loop_thread=loop_thread).connect().close()
+        threads0 = os_threads()
+        sessions, _, _ = connect_all(n, options, loop_thread, 8, with_audio=variant == "on_audio")
+        result["threads_per_session"] = (os_threads() - threads0) / n
+
+        async def rtp_packets() -> int:  # bench-only: the receivers' inbound-rtp stats
+            total = 0
+            for s in sessions:
+                for receiver in s.client._transport._pc.getReceivers():
+                    stats = await receiver.getStats()
+                    total += sum(
+                        x.packetsReceived for x in stats.values() if x.type == "inbound-rtp"
+                    )
+            return total
+
+        meter = Meter(loop_tid, cfg["emulator_pid"], sessions)
+        run_closed_loop(sessions, "audio", cfg["settle"], seed=n)
+        result["speaking"] = meter.measure(
+            cfg["window"], extra=lambda: loop_thread.call(rtp_packets(), timeout=30)
+        )
+        stop_closed_loop(sessions, cfg["settle"])
+        close_all(sessions, 8)
+    return result
+
+
+def thread_probe(k: int) -> dict[str, Any]:
+    """What a thread per client costs: K idle threads blocked on their own queue (as a
+    dispatcher waits for events), and handing events to one consumer thread vs to K."""
+    gc.collect()
+    rss0 = proc_rss_bytes()
+    queues: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(k)]
+    handled = [0] * k
+
+    def consume(i: int) -> None:
+        q = queues[i]
+        while (item := q.get()) is not None:
+            handled[i] += item
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=consume, args=(i,), daemon=True) for i in range(k)]
+    for t in threads:
+        t.start()
+    start_s = time.perf_counter() - t0
+    time.sleep(0.5)
+    rss1 = proc_rss_bytes()
+
+    def hand_off(targets: int, events: int) -> dict[str, float]:
+        """The producer (playing the loop thread) puts ``events`` events round-robin on
+        the first ``targets`` queues; consumers take them. Process CPU per event, and
+        wall time (when every event was taken)."""
+        before = sum(handled)
+        cpu0, t0 = proc_cpu_seconds(), time.perf_counter()
+        for e in range(events):
+            queues[e % targets].put(1)
+        while sum(handled) - before < events:
+            time.sleep(0.001)
+        cpu, wall = proc_cpu_seconds() - cpu0, time.perf_counter() - t0
+        return {"cpu_us_per_event": cpu / events * 1e6, "wall_us_per_event": wall / events * 1e6}
+
+    events = 50 * k
+    paced: dict[str, Any] = {}
+    for targets in (1, k):
+        hand_off(targets, k)  # warm
+        paced[f"{targets}_consumers"] = hand_off(targets, events)
+    for q in queues:
+        q.put(None)
+    for t in threads:
+        t.join()
+    return {
+        "threads": k,
+        "start_us_per_thread": start_s / k * 1e6,
+        "rss_kb_per_idle_thread": (rss1 - rss0) / k / 1024,
+        "hand_off": paced,
+    }
+
+
 # ------------------------------------------------------------------------ coordinator
-def run_n(
-    n: int, emulator: EmulatorProcess, args: argparse.Namespace, progress: Progress
-) -> dict[str, Any]:
-    progress.set_note(f"N={n}")
-    cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--worker", str(n), emulator.url,
-        str(args.window), str(args.settle), str(emulator.pid),
-    ]  # fmt: skip
+def run_worker(cfg: dict[str, Any], progress: Progress, label: str) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(cfg)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     result: dict[str, Any] | None = None
     for line in proc.stdout:
         if line.startswith("P "):
-            progress.advance(1, f"N={n} {line[2:].strip()}")
+            progress.advance(1, f"{label} {line[2:].strip()}")
         elif line.startswith("R "):
             result = json.loads(line[2:])
     proc.wait()
     if result is None:
-        raise RuntimeError(f"scale worker for N={n} failed (exit {proc.returncode})")
+        raise RuntimeError(f"scale worker {label} failed (exit {proc.returncode})")
     return result
+
+
+def saturation(chatty: dict[str, Any]) -> dict[str, Any]:
+    """Where the loop thread (and the process: one GIL) would be 100% busy, at the cost
+    per event measured at this load."""
+    rate = chatty["events_per_s"]
+    loop, cpu = chatty["loop_thread_pct"], chatty["cpu_pct"]
+    return {
+        "loop_thread_saturates_at_events_per_s": rate / (loop / 100) if loop else None,
+        "process_saturates_at_events_per_s": rate / (cpu / 100) if cpu else None,
+    }
 
 
 def flatten(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for r in results:
-        row = {
-            "sessions": r["sessions"],
-            "setup_s": r["setup_s"],
-            "setup_per_session_ms": r["setup_per_session_ms"],
-            "connect_p50_ms": r["connect_p50_ms"],
-            "rss_per_session_kb": r["rss_per_session_kb"],
-        }
-        for phase in PHASES:
-            p = r[phase]
-            row[f"{phase}_cpu_pct_per_session"] = p["cpu_pct_per_session"]
-            row[f"{phase}_loop_pct"] = p["loop_thread_pct"]
-            row[f"{phase}_events_per_s"] = p["events_per_s"]
-            row[f"{phase}_emulator_pct"] = p["emulator_cpu_pct"]
-        row["speaking_frames_per_s_per_session"] = r["speaking"]["audio_frames_per_s_per_session"]
-        rows.append(row)
+        idle, chatty = r["idle"], r["chatty"]
+        rows.append(
+            {
+                "sessions": r["sessions"],
+                "setup_s": r["setup_s"],
+                "connect_p50_ms": r["connect_p50_ms"],
+                "rss_per_session_kb": r["rss_per_session_kb"],
+                "threads_per_session": r["threads_per_session"],
+                "idle_cpu_pct_per_session": idle["cpu_pct_per_session"],
+                "idle_loop_pct": idle["loop_thread_pct"],
+                "chatty_events_per_s": chatty["events_per_s"],
+                "chatty_cpu_pct": chatty["cpu_pct"],
+                "chatty_loop_pct": chatty["loop_thread_pct"],
+                "chatty_emulator_pct": chatty["emulator_cpu_pct"],
+                "process_us_per_event": chatty["process_us_per_event"],
+                "loop_us_per_event": chatty["loop_us_per_event"],
+                "loop_saturates_at": r["saturation"]["loop_thread_saturates_at_events_per_s"],
+                "close_s": r["close_s"],
+                "lost": r["lost"],
+            }
+        )
     return rows
 
 
 def fit(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Least squares: process CPU % = fixed + marginal x N, per phase (speaking only
-    over the N where the emulator kept up: >= 45 audio frames/s per session)."""
+    """Least squares, per quantity: y = fixed + marginal x N. With ``residual_pct`` the
+    largest miss of the line, in % of the point: small = linear."""
+    quantities = {
+        "rss_mb": lambda r: r["rss_after_setup_mb"] - r["rss_before_mb"],
+        "idle_cpu_pct": lambda r: r["idle"]["cpu_pct"],
+        "idle_loop_pct": lambda r: r["idle"]["loop_thread_pct"],
+    }
     out: dict[str, Any] = {}
-    for phase in PHASES:
-        points = [
-            (r["sessions"], r[phase]["cpu_pct"])
-            for r in results
-            if phase != "speaking" or r[phase]["audio_frames_per_s_per_session"] >= 45
-        ]
+    for name, get in quantities.items():
+        points = [(r["sessions"], get(r)) for r in results]
         if len(points) < 2:
             continue
         n = len(points)
@@ -247,77 +413,96 @@ def fit(results: list[dict[str, Any]]) -> dict[str, Any]:
         my = sum(y for _, y in points) / n
         sxx = sum((x - mx) ** 2 for x, _ in points)
         slope = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
-        out[phase] = {
-            "fixed_pct": my - slope * mx,
-            "marginal_pct_per_session": slope,
-            "sessions_used": [x for x, _ in points],
+        fixed = my - slope * mx
+        misses = [abs(fixed + slope * x - y) / abs(y) * 100 for x, y in points if x >= 10 and y]
+        out[name] = {
+            "fixed": fixed,
+            "marginal_per_session": slope,
+            "residual_pct": max(misses) if misses else None,
         }
     return out
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
+def plot(payload: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = payload["results"]
     ns = [r["sessions"] for r in results]
     fig, axes = plt.subplots(2, 2, figsize=(14, 9))
     ax = axes[0][0]
-    ax.plot(ns, [r["setup_per_session_ms"] for r in results], "o-", label="setup wall / N")
-    ax.plot(ns, [r["connect_p50_ms"] for r in results], "s--", label="one connect() p50")
-    ax.set_title("setup (8 connects at a time)")
-    ax.set_ylabel("ms")
-    ax = axes[0][1]
     ax.plot(ns, [r["rss_per_session_kb"] for r in results], "o-", color="tab:purple")
-    ax.axhspan(170, 220, color="grey", alpha=0.2, label="bare aiortc reference 170-220 KB")
     ax.set_ylim(bottom=0)
-    ax.set_title("memory per session (RSS after setup - before) / N")
+    ax.set_title("memory per session: (RSS after setup - before) / N")
     ax.set_ylabel("KB")
-    ax = axes[1][0]
-    for phase, colour in zip(PHASES, ("tab:grey", "tab:blue", "tab:red"), strict=True):
-        ax.plot(
-            ns, [r[phase]["cpu_pct_per_session"] for r in results], "o-", color=colour,
-            label=f"{phase}: process CPU / N",
-        )  # fmt: skip
-        if phase == "speaking":
-            starved = [r for r in results if r[phase]["audio_frames_per_s_per_session"] < 45]
-            if starved:
-                ax.plot(
-                    [r["sessions"] for r in starved],
-                    [r[phase]["cpu_pct_per_session"] for r in starved],
-                    "o", markersize=12, markerfacecolor="none", color="black",
-                    label="speaking: emulator saturated (< 45 frames/s/session)",
-                )  # fmt: skip
-        ax.plot(
-            ns, [r[phase]["loop_thread_pct"] / r["sessions"] for r in results], ":",
-            color=colour, label=f"{phase}: loop thread / N",
-        )  # fmt: skip
-    ax.axhline(0.1, color="grey", linestyle="--", linewidth=0.8)
-    ax.axhline(2.0, color="tab:red", linestyle="--", linewidth=0.8)
-    ax.text(1, 0.11, "bare aiortc idle ~0.1%", fontsize=7)
-    ax.text(1, 2.1, "Opus receive ~2%", fontsize=7, color="tab:red")
-    ax.set_yscale("log")
-    ax.legend(fontsize=6.5, loc="lower left")
-    ax.set_title("CPU per session (% of one core)")
-    ax.set_ylabel("% of a core per session")
-    ax = axes[1][1]
-    ax.plot(ns, [r["silent"]["events_per_s"] for r in results], "o-", label="silent: events/s")
-    ax.plot(ns, [r["speaking"]["events_per_s"] for r in results], "o-", label="speaking: events/s")
+    twin = ax.twinx()
+    twin.plot(ns, [r["threads_per_session"] for r in results], "s:", color="tab:grey")
+    twin.set_ylabel("OS threads per session (dotted)")
+    twin.set_ylim(0, 3)
+    ax = axes[0][1]
+    ax.plot(ns, [r["idle"]["cpu_pct_per_session"] for r in results], "o-", label="process / N")
     ax.plot(
-        ns, [r["speaking"]["audio_frames_per_s"] for r in results], "s--",
-        label="speaking: audio frames/s (50/s per session if all keep up)",
+        ns, [r["idle"]["loop_thread_pct"] / r["sessions"] for r in results], "s--",
+        label="loop thread / N",
     )  # fmt: skip
-    ax.plot(ns, [50 * n for n in ns], ":", color="grey", label="50 frames/s x N")
+    ax.set_ylim(bottom=0)
+    ax.set_title("idle CPU per session (% of one core)")
+    ax = axes[1][0]
+    ax.plot(ns, [r["chatty"]["events_per_s"] for r in results], "o-", label="events/s received")
+    per_one = results[0]["chatty"]["events_per_s"] / results[0]["sessions"]
+    ax.plot(ns, [per_one * n for n in ns], ":", color="grey", label="offered (N x one session's)")
     ax.set_yscale("log")
-    ax.set_title("throughput received by the clients")
+    ax.set_title("chatty: throughput; busy % of a core (right)")
+    twin = ax.twinx()
+    twin.plot(ns, [r["chatty"]["loop_thread_pct"] for r in results], "s--", color="tab:red",
+              label="loop thread %")  # fmt: skip
+    twin.plot(ns, [r["chatty"]["cpu_pct"] for r in results], "^--", color="tab:orange",
+              label="process %")  # fmt: skip
+    twin.plot(ns, [r["chatty"]["emulator_cpu_pct"] for r in results], "v:", color="tab:green",
+              label="emulator %")  # fmt: skip
+    twin.set_ylim(0, 200)
+    twin.legend(fontsize=7, loc="lower right")
+    ax = axes[1][1]
+    ax.plot(ns, [r["chatty"]["process_us_per_event"] for r in results], "o-",
+            label="process CPU per event")  # fmt: skip
+    ax.plot(ns, [r["chatty"]["loop_us_per_event"] for r in results], "s--",
+            label="loop thread CPU per event")  # fmt: skip
+    ax.set_ylim(bottom=0)
+    ax.set_title("cost per event under load (flat = linear)")
+    ax.set_ylabel("us")
     for ax in axes.flat:
         ax.set_xscale("log")
         ax.set_xlabel("concurrent sessions on one loop thread")
         ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend() is None:
-            ax.legend(fontsize=7)
-    fig.suptitle("scale.py: N sessions in one process, one LoopThread; emulator in its own process")
+        if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(
+        f"scale.py --transport {payload['transport']}: N sessions in one process, "
+        "one LoopThread; emulator in its own process"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_audio(payload: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, variant in enumerate(AUDIO_VARIANTS):
+        values = [r["speaking"]["cpu_pct_per_session"] for r in payload["rounds"][variant]]
+        ax.scatter([i] * len(values), values, color="tab:blue")
+        ax.hlines(statistics.median(values), i - 0.3, i + 0.3, color="black")
+    ax.set_xticks(range(len(AUDIO_VARIANTS)), AUDIO_VARIANTS)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("process CPU per speaking session (% of a core)")
+    ax.set_title(f"receiving the model's audio: {payload['sessions']} speaking WebRTC sessions")
+    ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -328,70 +513,202 @@ COLUMNS = [
     ("setup_s", "setup s"),
     ("connect_p50_ms", "connect p50 ms"),
     ("rss_per_session_kb", "RSS/session KB"),
-    ("idle_cpu_pct_per_session", "idle %/sess"),
-    ("silent_cpu_pct_per_session", "silent %/sess"),
-    ("silent_events_per_s", "silent ev/s"),
-    ("speaking_cpu_pct_per_session", "speaking %/sess"),
-    ("speaking_frames_per_s_per_session", "frames/s/sess"),
-    ("speaking_loop_pct", "loop % (speak)"),
-    ("speaking_emulator_pct", "emulator % (speak)"),
+    ("threads_per_session", "threads/session"),
+    ("idle_cpu_pct_per_session", "idle %/session"),
+    ("chatty_events_per_s", "chatty ev/s"),
+    ("chatty_loop_pct", "loop %"),
+    ("chatty_cpu_pct", "process %"),
+    ("chatty_emulator_pct", "emulator %"),
+    ("process_us_per_event", "process us/ev"),
+    ("loop_us_per_event", "loop us/ev"),
+    ("loop_saturates_at", "loop saturates at ev/s"),
+    ("close_s", "close s"),
+    ("lost", "lost"),
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--worker"]:
-        n_arg, url, window, settle, pid = argv[1:6]
-        result = worker(int(n_arg), url, float(window), float(settle), int(pid))
-        print("R " + json.dumps(result), flush=True)
-        return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", default="1,10,50,100", help="N values")
-    parser.add_argument("--window", type=float, default=8.0, help="seconds per measurement")
-    parser.add_argument("--settle", type=float, default=2.0, help="seconds before measuring")
-    parser.add_argument("--name", default="scale")
-    args = parser.parse_args(argv)
-    ns = [int(x) for x in args.sessions.split(",") if x]
-    quiet_logs()
+def main_scale(args: argparse.Namespace) -> int:
+    transport = args.transport
+    ns = args.sessions or DEFAULT_SESSIONS[transport]
+    concurrency = args.concurrency or DEFAULT_CONCURRENCY[transport]
+    default = "scale_websocket" if transport == "websocket" else "scale_webrtc"
     started = time.perf_counter()
-    progress = Progress(len(ns) * 4, "scale")
+    progress = Progress(len(ns) * 3 + 1, f"scale {transport}")
     results = []
+    machine = machine_info()
     with EmulatorProcess(pace=PACE) as emulator:
         for n in ns:
-            results.append(run_n(n, emulator, args, progress))
+            progress.set_note(f"N={n}")
+            cfg = {
+                "mode": "scale", "transport": transport, "n": n, "url": emulator.url,
+                "window": args.window, "settle": args.settle, "emulator_pid": emulator.pid,
+                "concurrency": concurrency,
+            }  # fmt: skip
+            result = run_worker(cfg, progress, f"N={n}")
+            result["saturation"] = saturation(result["chatty"])
+            results.append(result)
+    probe = run_worker({"mode": "threads", "k": THREAD_PROBE}, progress, "thread probe")
+    progress.advance(1, "thread probe")
     progress.close()
     total = time.perf_counter() - started
     rows = flatten(results)
-    fits = fit(results)
     payload = {
         "bench": "scale",
+        "transport": transport,
+        "window_s": args.window,
+        "settle_s": args.settle,
+        "connect_concurrency": concurrency,
+        "emulator_pace": PACE,
+        "total_wall_s": total,
+        "machine": machine,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "results": results,
+        "table": rows,
+        "fit": fit(results),
+        "thread_probe": probe,
+    }
+    path = result_path(args.name, default)
+    write_json(path.stem, payload, path.parent)
+    png = path.with_suffix(".png")
+    plot(payload, png)
+    print(table(rows, COLUMNS))
+    print("\ny = fixed + marginal x N (least squares; residual: the largest miss, % of y):")
+    print(
+        table(
+            [{"quantity": k, **v} for k, v in payload["fit"].items()],
+            [
+                ("quantity", "quantity"),
+                ("fixed", "fixed"),
+                ("marginal_per_session", "marginal per session"),
+                ("residual_pct", "residual %"),
+            ],
+        )
+    )
+    hand = probe["hand_off"]
+    print(
+        f"\nthread probe: {probe['threads']} idle threads, "
+        f"{probe['rss_kb_per_idle_thread']:.1f} KB and {probe['start_us_per_thread']:.0f} us "
+        f"to start each; hand-off per event: 1 consumer "
+        f"{hand['1_consumers']['cpu_us_per_event']:.1f} us CPU, {probe['threads']} consumers "
+        f"{hand[str(probe['threads']) + '_consumers']['cpu_us_per_event']:.1f} us CPU"
+    )
+    print(f"\ntotal {total:.0f}s; wrote {path} and {png}")
+    return 0
+
+
+def main_audio(args: argparse.Namespace) -> int:
+    n = (args.sessions or [10])[0]
+    started = time.perf_counter()
+    progress = Progress(len(AUDIO_VARIANTS) * args.rounds, "scale --audio")
+    rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in AUDIO_VARIANTS}
+    machine = machine_info()
+    with EmulatorProcess(pace=PACE) as emulator:
+        for r in range(args.rounds):
+            order = AUDIO_VARIANTS if r % 2 == 0 else tuple(reversed(AUDIO_VARIANTS))
+            for variant in order:
+                cfg = {
+                    "mode": "audio", "variant": variant, "n": n, "url": emulator.url,
+                    "window": args.window, "settle": args.settle,
+                    "emulator_pid": emulator.pid,
+                }  # fmt: skip
+                rounds[variant].append(run_worker(cfg, progress, f"round {r + 1} {variant}"))
+                progress.advance(1, f"round {r + 1} {variant}")
+    progress.close()
+    total = time.perf_counter() - started
+    summary = []
+    for variant in AUDIO_VARIANTS:
+        speaking = [x["speaking"] for x in rounds[variant]]
+        summary.append(
+            {
+                "variant": variant,
+                "cpu_pct_per_session": statistics.median(
+                    s["cpu_pct_per_session"] for s in speaking
+                ),
+                "loop_pct": statistics.median(s["loop_thread_pct"] for s in speaking),
+                "threads_per_session": statistics.median(
+                    x["threads_per_session"] for x in rounds[variant]
+                ),
+                "rtp_packets_per_s_per_session": statistics.median(
+                    s["rtp_packets_per_s_per_session"] for s in speaking
+                ),
+                "frames_per_s_per_session": statistics.median(
+                    s["audio_frames_per_s_per_session"] for s in speaking
+                ),
+                "emulator_pct": statistics.median(s["emulator_cpu_pct"] for s in speaking),
+                "loadavg": statistics.median(s["loadavg"] for s in speaking),
+            }
+        )
+    payload = {
+        "bench": "scale_audio",
+        "sessions": n,
+        "rounds_per_variant": args.rounds,
         "window_s": args.window,
         "emulator_pace": PACE,
         "total_wall_s": total,
-        "machine": machine_info(),
-        "results": results,
-        "table": rows,
-        "cpu_fit": fits,
+        "machine": machine,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "rounds": rounds,
+        "summary": summary,
     }
-    path = write_json(args.name, payload)
-    png = RESULTS_DIR / f"{args.name}.png"
-    plot(results, png)
-    print(table(rows, COLUMNS))
-    print("\nprocess CPU = fixed + marginal x N (least squares):")
-    fit_rows = [{"phase": phase, **values} for phase, values in fits.items()]
+    path = result_path(args.name, "scale_audio")
+    write_json(path.stem, payload, path.parent)
+    png = path.with_suffix(".png")
+    plot_audio(payload, png)
     print(
         table(
-            fit_rows,
+            summary,
             [
-                ("phase", "phase"),
-                ("fixed_pct", "fixed % of a core"),
-                ("marginal_pct_per_session", "marginal % per session"),
-                ("sessions_used", "N used"),
+                ("variant", "variant"),
+                ("cpu_pct_per_session", "CPU %/session (median)"),
+                ("loop_pct", "loop %"),
+                ("threads_per_session", "threads/session"),
+                ("rtp_packets_per_s_per_session", "RTP pkts/s/session"),
+                ("frames_per_s_per_session", "decoded frames/s/session"),
+                ("emulator_pct", "emulator %"),
+                ("loadavg", "load avg"),
             ],
         )
     )
     print(f"\ntotal {total:.0f}s; wrote {path} and {png}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        cfg = json.loads(argv[1])
+        mode = cfg["mode"]
+        if mode == "scale":
+            result = scale_worker(cfg)
+        elif mode == "audio":
+            result = audio_worker(cfg)
+        else:
+            result = thread_probe(int(cfg["k"]))
+        print("R " + json.dumps(result), flush=True)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--transport", choices=("websocket", "webrtc"), default="websocket")
+    parser.add_argument("--audio", action="store_true", help="the audio decode comparison")
+    parser.add_argument(
+        "--sessions", type=int_list, default=None,
+        help="N values (default: 1,10,100,300,1000 for websocket, 1,10,100,300 for webrtc; "
+        "--audio: the first value, default 10)",
+    )  # fmt: skip
+    parser.add_argument("--window", type=positive_float, default=8.0, help="seconds measured")
+    parser.add_argument(
+        "--settle", type=non_negative_float, default=2.0, help="seconds before measuring"
+    )
+    parser.add_argument(
+        "--concurrency", type=positive_int, default=None,
+        help="connects at a time (default 32 websocket, 8 webrtc)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=positive_int, default=3, help="--audio: rounds of each variant"
+    )
+    add_result_options(parser, "scale_audio or scale_<transport>")
+    args = parser.parse_args(argv)
+    quiet_logs()
+    return main_audio(args) if args.audio else main_scale(args)
 
 
 if __name__ == "__main__":

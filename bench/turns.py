@@ -16,8 +16,8 @@ the loop thread reads ``input_audio_buffer.committed`` to the moment our create 
 is on the wire (``transport.send`` returned). Bench-only: it wraps the client's private
 message callback and ``send`` to read those two clocks.
 
-    python bench/turns.py                 # 300 trials per mode, K=4
-    python bench/turns.py --trials 50     # quicker
+    python bench/turns.py --name turns    # 300 trials per mode, K=4 -> results/turns.json
+    python bench/turns.py --trials 50     # quicker -> results/local/turns.json
 """
 
 from __future__ import annotations
@@ -32,7 +32,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import fmt, machine_info, percentile, quiet_logs, table, write_json
+from _common import (
+    add_result_options,
+    fmt,
+    machine_info,
+    percentile,
+    positive_int,
+    quiet_logs,
+    result_path,
+    table,
+    write_json,
+)
 
 from rtclient import RealtimeClient, tool
 from rtclient.emulator import Emulator, Pace
@@ -124,9 +134,10 @@ def run_mode(client_turns: bool, trials: int, k: int, seed: int) -> dict[str, An
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=300)
-    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--trials", type=positive_int, default=300)
+    parser.add_argument("--k", type=positive_int, default=4, help="tool calls per race")
     parser.add_argument("--seed", type=int, default=7)
+    add_result_options(parser, "turns")
     args = parser.parse_args()
     quiet_logs()
     rows = [run_mode(mode, args.trials, args.k, args.seed) for mode in (False, True)]
@@ -142,7 +153,10 @@ def main() -> int:
         ("wall_s", "wall s"),
     ]
     print(table([{k: fmt(v, 3) for k, v in row.items()} for row in rows], columns))
-    path = write_json("turns", {"machine": machine_info(), "args": vars(args), "rows": rows})
+    out = result_path(args.name, "turns")
+    path = write_json(
+        out.stem, {"machine": machine_info(), "args": vars(args), "rows": rows}, out.parent
+    )
     print(f"wrote {path}")
     return 0
 

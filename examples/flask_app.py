@@ -17,11 +17,21 @@ How it fits together:
   that ends otherwise (the tab closed, the session expired) closes its sideband; the
   registry forgets it the next time it is used. Only its browser knows a call id (no
   route lists them), so only that browser can hang it up.
+* Several worker processes (gunicorn ``-w 3``): set ``REDIS_URL`` and the calls live in
+  a registry shared by every worker (``calls_registry.py``): any worker can hang a
+  call up, and when the worker holding a call's sideband dies, another one re-attaches
+  within about the lease TTL (``RT_LEASE_TTL``, default 5 s) and answers the tool
+  calls the dead one left unanswered. Each response names the worker that served it
+  (``X-Served-By``).
 
 Run it::
 
     OPENAI_API_KEY=sk-... python examples/flask_app.py   # the real API
     python examples/flask_app.py --emulator              # offline, embedded emulator
+
+    # three workers, one shared registry (from examples/; see the README)
+    REDIS_URL=redis://127.0.0.1:6379/0 OPENAI_API_KEY=sk-... \
+        gunicorn -w 3 --threads 4 -b 127.0.0.1:5000 'flask_app:create_app()'
 
 then open http://127.0.0.1:5000/ and press "Start call". Offline, type
 ``lookup_order({"order_id": 7})`` to make the emulator's model call the tool; the
@@ -36,7 +46,9 @@ import argparse
 import contextlib
 import logging
 import os
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -83,7 +95,22 @@ def lookup_order(order_id: int) -> dict[str, Any]:
     return ORDERS.get(order_id) or {"order_id": order_id, "status": "unknown"}
 
 
-TOOLS = [lookup_order]
+@tool
+def track_parcel(order_id: int) -> dict[str, Any]:
+    """Where an order's parcel is, asked of its carrier (a slow call).
+
+    Args:
+        order_id: the order number.
+    """
+    time.sleep(float(os.environ.get("SHOP_CARRIER_SECONDS", "0.2")))  # the carrier's API
+    order = ORDERS.get(order_id) or {}
+    where = "out for delivery" if order.get("status") == "shipped" else "not shipped yet"
+    return {"order_id": order_id, "carrier": order.get("carrier"), "parcel": where}
+
+
+TOOLS = [lookup_order, track_parcel]
+IDEMPOTENT = {"lookup_order", "track_parcel"}
+"""Tools that only read: a worker that takes over a call may run them again."""
 
 
 class Calls:
@@ -102,7 +129,7 @@ class Calls:
         self._lock = threading.Lock()
         self._live: dict[str, RealtimeClient] = {}
 
-    def start(self, offer_sdp: str) -> tuple[str, str]:
+    def start_call(self, offer_sdp: str) -> tuple[str, str]:
         """Create a call for this browser offer and attach to it: ``(call_id, answer_sdp)``."""
         with self._lock:
             if not self._started:
@@ -180,18 +207,36 @@ class Calls:
 
 
 def create_app(
-    *, api_key: str | None = None, base_url: str | None = None, max_workers: int = 8
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    max_workers: int = 8,
+    redis_url: str | None = None,
 ) -> Flask:
-    """The app; ``api_key``/``base_url`` default to ``OPENAI_API_KEY``/``OPENAI_BASE_URL``.
+    """The app; ``api_key``/``base_url``/``redis_url`` default to ``OPENAI_API_KEY``/
+    ``OPENAI_BASE_URL``/``REDIS_URL``.
 
-    The registry is ``app.extensions["calls"]``: ``.close()`` it at shutdown.
+    The registry is ``app.extensions["calls"]``: this process's calls (``Calls``), or,
+    with a Redis URL, every worker's (``calls_registry.CallRegistry``, started here: under
+    gunicorn each worker builds its own app after the fork, so do not ``--preload``).
+    ``.close()`` it at shutdown.
     """
     app = Flask(__name__)
-    calls = Calls(
-        api_key=api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", ""),
-        base_url=(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
-        max_workers=max_workers,
-    )
+    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+    url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    redis_url = redis_url or os.environ.get("REDIS_URL")
+    calls: Any
+    if redis_url:
+        calls = shared_calls(redis_url, api_key=key, base_url=url, max_workers=max_workers)
+        worker = calls.worker
+
+        @app.after_request
+        def served_by(response: Any) -> Any:
+            response.headers["X-Served-By"] = worker  # which worker: for operators
+            return response
+
+    else:
+        calls = Calls(api_key=key, base_url=url, max_workers=max_workers)
     app.extensions["calls"] = calls
 
     @app.get("/")
@@ -206,7 +251,7 @@ def create_app(
         if not calls.api_key:
             return _error(503, "the server has no API key configured")
         try:
-            call_id, answer = calls.start(offer)
+            call_id, answer = calls.start_call(offer)
         except RealtimeError as exc:
             log.warning("call not started: %s", exc)  # rtclient's errors never carry the key
             return _error(502, f"the Realtime API failed: {type(exc).__name__}")
@@ -225,6 +270,27 @@ def create_app(
     return app
 
 
+def shared_calls(redis_url: str, *, api_key: str, base_url: str, max_workers: int = 8) -> Any:
+    """The registry every worker shares (``calls_registry.py``, next to this file),
+    started: it renews this worker's leases and takes over calls whose holder died."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from calls_registry import CallRegistry
+
+    return CallRegistry(
+        redis_url,
+        api_key=api_key,
+        base_url=base_url,
+        session=SESSION,
+        tools=TOOLS,
+        idempotent=IDEMPOTENT,
+        lease_ttl=float(os.environ.get("RT_LEASE_TTL", "5")),
+        max_workers=max_workers,
+        name="flask-calls",
+    ).start()
+
+
 def _error(status: int, message: str) -> Any:
     return jsonify(error={"message": message, "status": status}), status
 
@@ -233,6 +299,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--emulator", action="store_true", help="use the embedded emulator")
     parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--redis", default=None, help="a shared registry, e.g. redis://...")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     emulator = None
@@ -240,10 +307,10 @@ def main() -> None:
         from rtclient.emulator import Emulator
 
         emulator = Emulator(turn_detection=None).start()
-        app = create_app(base_url=emulator.url, api_key="sk-emulator")
+        app = create_app(base_url=emulator.url, api_key="sk-emulator", redis_url=args.redis)
         print(f"emulator on {emulator.url}")
     else:
-        app = create_app()
+        app = create_app(redis_url=args.redis)
     try:
         app.run(host="127.0.0.1", port=args.port, threaded=True)
     finally:

@@ -16,7 +16,9 @@ Both helpers are synchronous and bounded by ``timeout``, for Flask or Django vie
 scripts. They run on ``loop_thread`` when given (e.g. the one the app's clients share),
 else on a private event loop for the duration of the call - so from ``async`` code,
 pass a ``loop_thread``. Errors are the client's: :class:`SignalingError` with the
-API's ``status`` and ``code`` (:class:`CallNotFoundError` for an unknown call), and
+API's ``status`` and ``code``, as the ``openai`` package's classes by status
+(:class:`AuthenticationError`, :class:`RateLimitError`, ...; :class:`CallNotFoundError`
+for an unknown call, :class:`APIConnectionError` when the API cannot be reached), and
 :class:`WaitTimeoutError` (also a ``TimeoutError``) when the API does not answer in
 time; the key never appears in a message, a repr or a log line.
 """
@@ -137,7 +139,9 @@ def _run(
     async def bounded() -> T:
         try:
             return await asyncio.wait_for(coro, timeout)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError as exc:
+            if isinstance(exc, RealtimeError):  # e.g. APITimeoutError: already says what
+                raise
             raise WaitTimeoutError(f"{what} was not answered within {timeout}s") from None
 
     if loop_thread is not None:

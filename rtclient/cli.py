@@ -3,10 +3,15 @@
 ``rtclient demo`` runs the whole story offline in a few seconds: it starts the embedded
 emulator, connects over real WebRTC on loopback, registers three tools on a thread
 pool, asks a question that makes the model call all three *in parallel* - the tools
-finish at the same instant while the user starts speaking (a server-VAD response), the
-RCA's race - then barges in on a long answer and asks again right away. It prints a
-coloured timeline of the gate's decisions with the RCA's log tags, and a summary.
-``--live`` runs the same against the real API (``OPENAI_API_KEY``).
+finish at the same instant while the user starts speaking, and server VAD's reply to
+the user starts while the tools' follow-up ``response.create`` is on the wire, the
+RCA's race: the create is rejected, re-armed and served after the VAD reply. The race
+is staged by the emulator (``Faults.hold_turn_response``) so it happens on every run.
+Then the user barges in on a long answer (``response.cancel``, ``status=cancelled``)
+and asks again right away. It prints a coloured timeline (milliseconds since the demo's
+start) of the gate's decisions with the RCA's log tags, and a summary; piped into
+``head`` it stops printing quietly. ``--live`` runs the same against the real API
+(``OPENAI_API_KEY``), where the race happens only when the timing makes it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from loguru import logger
+
+from rtclient.events import response_text
 
 _COLOURS = {
     "RESPONSE_CREATE_CHECK": "\033[36m",
@@ -42,6 +49,10 @@ _COLOURS = {
     "DEMO": "\033[1m",
 }
 _RESET = "\033[0m"
+# The emulator's pace: 6 deltas 30 ms apart per message; the story the user interrupts
+# would last 3 s (its first delta comes 100 ms after response.created).
+_PACE: dict[str, Any] = {"delay": 0.03, "deltas": 6}
+_STORY_PACE: dict[str, Any] = {"delay": 0.1, "deltas": 40}
 _SERVER_EVENTS = {
     "session.created",
     "input_audio_buffer.speech_started",
@@ -52,21 +63,43 @@ _SERVER_EVENTS = {
 
 
 class Timeline:
-    """Prints timestamped, coloured lines from any thread (one lock, one writer)."""
+    """Prints timestamped, coloured lines from any thread (one lock, one writer).
 
-    def __init__(self, colour: bool, out: Any = None) -> None:
+    Times are milliseconds since :meth:`begin` - the demo's start, which the demo
+    records once its slow imports are done - and never go back: the clock is read
+    under the lock. A reader that goes away (``rtclient demo | head``) ends the output,
+    not the demo: the first ``BrokenPipeError`` points the stream's file descriptor at
+    ``os.devnull`` (the recipe of Python's ``signal`` documentation, so nothing fails
+    at exit either) and every later line is dropped, whichever thread writes it.
+    """
+
+    def __init__(
+        self, colour: bool, out: Any = None, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.colour = colour
         self.out = out or sys.stdout
-        self.start = time.perf_counter()
+        self.start: float | None = None
+        self.reader_gone = False
+        self._clock = clock
         self._lock = threading.Lock()
 
+    def begin(self, text: str) -> None:
+        """Record the start (time 0.0) and print ``text`` as the timeline's first line."""
+        with self._lock:
+            self.start = self._clock()
+            self._print(self._format(0.0, "DEMO", text))
+
     def line(self, tag: str, text: str) -> None:
-        label = f"[{tag}]"
-        if self.colour:
-            label = f"{_COLOURS.get(tag, '')}{label}{_RESET}"
-        with self._lock:  # the clock is read under the lock: printed times never go back
-            ms = (time.perf_counter() - self.start) * 1000
-            print(f"{ms:9.1f} ms  {label} {text}", file=self.out, flush=True)
+        with self._lock:
+            now = self._clock()
+            if self.start is None:
+                self.start = now
+            self._print(self._format((now - self.start) * 1000, tag, text))
+
+    def text(self, text: str) -> None:
+        """An untimed line (the summary)."""
+        with self._lock:
+            self._print(text)
 
     def sink(self, message: Any) -> None:
         """A loguru sink: rtclient's own diagnostics, tag first."""
@@ -77,13 +110,46 @@ class Timeline:
         else:
             self.line(message.record["level"].name, text)
 
+    def _format(self, ms: float, tag: str, text: str) -> str:
+        label = f"[{tag}]"
+        if self.colour:
+            label = f"{_COLOURS.get(tag, '')}{label}{_RESET}"
+        return f"{ms:9.1f} ms  {label} {text}"
 
-def _sample_tools(barrier: threading.Barrier | None) -> list[Callable[..., Any]]:
+    def _print(self, text: str) -> None:
+        if self.reader_gone:
+            return
+        try:
+            print(text, file=self.out, flush=True)
+        except BrokenPipeError:
+            self.reader_gone = True
+            _silence(self.out)
+
+
+def _silence(stream: Any) -> None:
+    """After a ``BrokenPipeError``: send what is still buffered, and all later output, to
+    ``os.devnull``, so that neither a later write nor the flush at exit fails again."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (a test's capture): nothing is left to fail at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _sample_tools(
+    barrier: threading.Barrier | None, spoken: threading.Event | None
+) -> list[Callable[..., Any]]:
     from rtclient.tools import tool
 
     def collide() -> None:
         if barrier is not None:
             barrier.wait(10)  # the three finish at the same instant: the RCA's race
+        if spoken is not None:
+            spoken.wait(10)  # ... once the user's turn is committed (see _story)
 
     @tool
     def get_weather(city: str = "Paris") -> dict[str, Any]:
@@ -107,7 +173,11 @@ def _sample_tools(barrier: threading.Barrier | None) -> list[Callable[..., Any]]
 
 
 def demo(args: argparse.Namespace) -> int:
-    from rtclient import logs
+    # The slow imports (aiortc, openai's types) come first: the timeline starts after.
+    from rtclient import RealtimeClient, logs
+
+    if not args.live:
+        import rtclient.emulator  # noqa: F401
 
     colour = args.color == "always" or (
         args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
@@ -118,15 +188,14 @@ def demo(args: argparse.Namespace) -> int:
     sink = logger.add(timeline.sink, level="DEBUG" if args.verbose else "INFO", format="{message}")
     logs.enable()
     try:
-        return _demo(args, timeline)
+        return _demo(args, timeline, RealtimeClient)
     finally:
         logs.disable()
         logger.remove(sink)
 
 
-def _demo(args: argparse.Namespace, timeline: Timeline) -> int:
-    from rtclient import RealtimeClient
-
+def _demo(args: argparse.Namespace, timeline: Timeline, client_class: Any) -> int:
+    timeline.begin("start (times are milliseconds since this line)")
     emulator = None
     if args.live:
         if not os.environ.get("OPENAI_API_KEY"):
@@ -137,15 +206,20 @@ def _demo(args: argparse.Namespace, timeline: Timeline) -> int:
         from rtclient.emulator import Emulator, Pace
 
         vad = {"type": "server_vad", "create_response": True, "interrupt_response": True}
-        emulator = Emulator(turn_detection=vad, pace=Pace(delay=0.03, deltas=6)).start()
+        emulator = Emulator(
+            turn_detection=vad,
+            pace=Pace(**_PACE),
+            on_client_event=lambda session, event: _show_client_event(timeline, event),
+        ).start()
         timeline.line("DEMO", f"emulator on {emulator.url} (WebRTC over loopback)")
         options = {"api_key": "sk-demo", "base_url": emulator.url, "loopback_only": True}
     barrier = None if args.live else threading.Barrier(3)
+    spoken = None if args.live else threading.Event()
     latencies: dict[str, float] = {}
     try:
         with ThreadPoolExecutor(4, thread_name_prefix="tool") as pool:
-            client = RealtimeClient(
-                tools=_sample_tools(barrier),
+            client = client_class(
+                tools=_sample_tools(barrier, spoken),
                 executor=pool,
                 audio_in=args.audio_in,
                 audio_out=args.audio_out,
@@ -155,7 +229,9 @@ def _demo(args: argparse.Namespace, timeline: Timeline) -> int:
             t0 = time.perf_counter()
             with client:
                 latencies["connect"] = time.perf_counter() - t0
-                client.on("*", lambda e: _show_event(timeline, e))
+                client.on("*", lambda e: _show_event(timeline, e), raw=True)
+                if spoken is not None:
+                    client.on("input_audio_buffer.committed", lambda e: spoken.set(), raw=True)
                 _story(client, emulator, timeline, latencies)
                 stats = client.stats()
     finally:
@@ -165,19 +241,37 @@ def _demo(args: argparse.Namespace, timeline: Timeline) -> int:
             emulator.stop()
         else:
             rejected = stats.get("rejections", 0) if "stats" in locals() else 0
-    _summary(timeline, stats, rejected, latencies)
+    _summary(timeline, stats, rejected, latencies, staged=emulator is not None)
     if args.audio_in and emulator is not None:
-        print(f"  your audio: {heard} frames of 20 ms reached the server", file=timeline.out)
+        timeline.text(f"  your audio: {heard} frames of 20 ms reached the server")
     if args.audio_out:
-        print(f"  the model's audio: recorded to {args.audio_out}", file=timeline.out)
+        timeline.text(f"  the model's audio: recorded to {args.audio_out}")
     return 0 if stats["lost"] == 0 and stats["failed"] == 0 else 1
 
 
 def _show_event(timeline: Timeline, event: dict[str, Any]) -> None:
+    """Server events as the client received them (on the client's dispatcher thread)."""
     kind = event["type"]
     if kind in _SERVER_EVENTS:
         detail = event.get("name") or event.get("response_id") or ""
         timeline.line("SERVER", f"{kind} {detail}".rstrip())
+    elif kind == "response.done":
+        response = event.get("response") or {}
+        status, rid = response.get("status"), response.get("id")
+        if status != "completed":
+            reason = (response.get("status_details") or {}).get("reason")
+            why = f" ({reason})" if reason else ""
+            timeline.line("SERVER", f"response.done {rid} status={status}{why}")
+        elif not response.get("metadata"):  # not one of ours (they carry the gate's ticket)
+            text = response_text(event)
+            timeline.line("SERVER", f"response.done {rid} status={status}, server VAD's: {text}")
+
+
+def _show_client_event(timeline: Timeline, event: dict[str, Any]) -> None:
+    """Client events as the emulator received them (on the emulator's loop)."""
+    if event.get("type") == "response.cancel":
+        target = event.get("response_id") or "(the active response)"
+        timeline.line("RESPONSE_CANCEL", f"response.cancel {target} reached the server")
 
 
 def _story(client: Any, emulator: Any, timeline: Timeline, latencies: dict[str, float]) -> None:
@@ -186,16 +280,24 @@ def _story(client: Any, emulator: Any, timeline: Timeline, latencies: dict[str, 
     )
     timeline.line("USER", question)
     speech: threading.Thread | None = None
+    session: Any = emulator.sessions[-1] if emulator is not None else None
     if emulator is not None:
-        # While the three tools run, the user starts talking: server VAD auto-creates a
-        # response. The tools' follow-up must queue behind it, not collide with it.
-        session = emulator.sessions[-1]
+        # While the three tools run, the user starts talking: server VAD answers the
+        # turn with a response of its own. The race of that response with our tools'
+        # follow-up create is staged so that it happens on every run: the tools finish
+        # once the user's turn is committed, and the emulator holds its VAD response
+        # until our create arrives, then starts it first - exactly what the API does
+        # when a VAD response starts while a create is on the wire. The create is
+        # rejected (no client can prevent that); the gate re-arms it and it is served
+        # after the VAD response.
+        session.set_faults(hold_turn_response=10.0)
 
         def user_speaks() -> None:
-            if not emulator.wait_for(lambda: session.counters.get("completed", 0) >= 1, 10):
+            if not emulator.wait_for(lambda: session.count("completed") >= 1, 10):
                 return  # the first response never finished: nothing to race
             timeline.line("USER", "(speaks) hmm, and tomorrow?")
             session.simulate_speech("hmm, and tomorrow?")
+            session.set_faults(hold_turn_response=0.0)
 
         speech = threading.Thread(target=user_speaks, name="user")
         speech.start()
@@ -211,8 +313,12 @@ def _story(client: Any, emulator: Any, timeline: Timeline, latencies: dict[str, 
     )
 
     timeline.line("USER", "Tell me a long story.")
+    if session is not None:
+        from rtclient.emulator import Pace
+
+        session.pace = Pace(**_STORY_PACE)  # long enough to be interrupted, however loaded
     created = threading.Event()
-    unsubscribe = client.on("response.created", lambda e: created.set())
+    unsubscribe = client.on("response.created", lambda e: created.set(), raw=True)
     client.send_text("Tell me a long story.", respond=False)
     story = client.request_response(instructions="a long story")
     created.wait(10)
@@ -222,12 +328,20 @@ def _story(client: Any, emulator: Any, timeline: Timeline, latencies: dict[str, 
     client.interrupt(wait=False)
     again = client.send_text("Just the weather, please.")  # right after the cancel
     story.result(30)
-    again.result(30)
+    if session is not None:
+        session.pace = Pace(**_PACE)
+    reply = again.result(30)
     latencies["barge-in to new answer"] = time.perf_counter() - t0
+    timeline.line("DEMO", f"answer: {response_text(reply)}")
 
 
 def _summary(
-    timeline: Timeline, stats: dict[str, int], rejected: int, latencies: dict[str, float]
+    timeline: Timeline,
+    stats: dict[str, int],
+    rejected: int,
+    latencies: dict[str, float],
+    *,
+    staged: bool,
 ) -> None:
     rows: list[tuple[str, float]] = [
         ("response.create sent", stats["creates_sent"]),
@@ -240,14 +354,19 @@ def _summary(
     ]
     rows += [(f"{name} (ms)", round(seconds * 1000, 1)) for name, seconds in latencies.items()]
     width = max(len(name) for name, _ in rows)
-    print("\nsummary", file=timeline.out)
+    timeline.text("\nsummary")
     for name, value in rows:
-        print(f"  {name:<{width}}  {value}", file=timeline.out)
+        timeline.text(f"  {name:<{width}}  {value}")
     if rejected:
-        print(
+        how = (
+            " (staged here on every run: the emulator starts its VAD response the instant "
+            "our create arrives)"
+            if staged
+            else ""
+        )
+        timeline.text(
             f"  ({rejected} rejection(s): a server-VAD response started while our create was "
-            "on the wire - no client can prevent that; each was re-armed and served)",
-            file=timeline.out,
+            f"on the wire - no client can prevent that{how}; each was re-armed and served)"
         )
 
 
@@ -283,8 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.run(args)
+    try:
+        args = build_parser().parse_args(argv)
+        result: int = args.run(args)
+    except BrokenPipeError:  # the reader went away (`rtclient demo | head`): not an error
+        _silence(sys.stdout)
+        return 0
     return result
 
 

@@ -1,6 +1,6 @@
 """RealtimeClient: the synchronous, thread-safe facade over the gate, loop and transport.
 
-Who runs what (DESIGN.md section 1):
+Who runs what:
 
 * **Caller threads** (Flask/Django workers, scripts) call ``ask``, ``send_text``,
   ``request_response``, ``interrupt``. They claim gate tickets and put events on the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import os
 import queue
 import threading
@@ -27,21 +28,24 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from rtclient import events as ev
 from rtclient import transports
 from rtclient._secret import Secret
+from rtclient._typed import BETA_ONLY
 from rtclient.bridge import Bridge
 from rtclient.errors import (
     BridgeFullError,
     ClosedError,
     ConnectTimeoutError,
+    EventValidationError,
     ForkedProcessError,
     MessageTooLargeError,
     RealtimeError,
     ServerError,
     SessionExpiredError,
+    SignalingError,
     WaitTimeoutError,
     WrongThreadError,
 )
@@ -52,6 +56,14 @@ from rtclient.loop import LoopThread
 from rtclient.tools import ToolCall, ToolRunner, ToolSpec
 from rtclient.transports import AudioFrameCallback, AudioIn, Transport
 
+if TYPE_CHECKING:
+    from openai.types.realtime import RealtimeSessionCreateRequest as Session
+    from openai.types.realtime import ResponseDoneEvent
+    from openai.types.realtime.conversation_item import ConversationItem
+
+    from rtclient._typed import AnyServerEvent, On
+    from rtclient.metrics import ClientMetrics
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _STOP = object()
 # Settled per-response bookkeeping kept for a late reader (``ask`` or ``interrupt``
@@ -59,14 +71,31 @@ _STOP = object()
 _SETTLED_KEPT = 64
 _SEND_TIMEOUT = 10.0
 
-Callback = Callable[[dict[str, Any]], None]
+# The client events whose answer a caller waits for, and the server event answering each.
+_ANSWERED_BY = {
+    "session.update": "session.updated",
+    "conversation.item.retrieve": "conversation.item.retrieved",
+    "conversation.item.delete": "conversation.item.deleted",
+    "conversation.item.truncate": "conversation.item.truncated",
+}
+_ANSWERS = frozenset(_ANSWERED_BY.values())
+
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Subscription:
+    callback: Callable[[Any], object]
+    raw: bool
 
 
 class ResponseTicket:
     """A future-like handle on a requested response.
 
-    ``result(timeout)`` returns the ``response.done`` event of the response that served
-    the request, or raises the typed error that ended it (closed, rejected, failed).
+    ``response(timeout)`` returns the ``response.done`` event of the response that
+    served the request as the ``openai`` model (``ResponseDoneEvent``); ``result(timeout)``
+    returns it as the raw dict (no parsing, no ``openai`` import). Both raise the typed
+    error that ended the request (closed, rejected, failed) or :class:`WaitTimeoutError`.
     """
 
     def __init__(
@@ -80,8 +109,19 @@ class ResponseTicket:
         self._guard = guard
 
     def result(self, timeout: float | None = None) -> dict[str, Any]:
+        """The ``response.done`` event as the raw dict."""
+        return self._outcome("result()", timeout)
+
+    def response(self, timeout: float | None = None) -> ResponseDoneEvent:
+        """The ``response.done`` event as ``openai.types.realtime.ResponseDoneEvent``
+        (parsed on each call; raises :class:`EventValidationError` if it does not
+        validate - ``result()`` still has the dict)."""
+        event: ResponseDoneEvent = _typed_event(self._outcome("response()", timeout))
+        return event
+
+    def _outcome(self, what: str, timeout: float | None) -> dict[str, Any]:
         if self._guard is not None:
-            self._guard(f"result() of the ticket for {self.reason}", not self._future.done())
+            self._guard(f"{what} of the ticket for {self.reason}", not self._future.done())
         done, _ = concurrent.futures.wait([self._future], timeout)
         if not done:
             raise WaitTimeoutError(f"no response.done for {self.reason} within {timeout}s")
@@ -104,30 +144,43 @@ class ResponseTicket:
 
 @dataclasses.dataclass
 class Answer:
-    """What ``ask`` returns: the final text, the tool calls made, the responses seen."""
+    """What ``ask`` returns: the final text, the tool calls made, the responses seen.
+
+    ``raw`` is the final ``response.done`` event as the server sent it; ``response`` is
+    the same event as ``openai.types.realtime.ResponseDoneEvent``, parsed on first read
+    (:class:`EventValidationError` if it does not validate).
+    """
 
     text: str
     tool_calls: list[ToolCall]
     response_ids: list[str]
-    response: dict[str, Any]
+    raw: dict[str, Any]
+
+    @functools.cached_property
+    def response(self) -> ResponseDoneEvent:
+        event: ResponseDoneEvent = _typed_event(self.raw)
+        return event
 
 
-class EventStream(Iterator[dict[str, Any]]):
-    """A blocking iterator over server events from the moment it was created.
+class EventStream(Iterator[_T], Generic[_T]):
+    """A blocking iterator over server events from the moment it was created: the
+    ``openai`` models (or the dict of an event no model describes, as for ``"*"``
+    callbacks), or the raw dicts if it was opened with ``raw=True``.
 
     Iteration ends when no event arrives within ``timeout`` or when the client closes.
     """
 
-    def __init__(self, client: RealtimeClient, timeout: float | None) -> None:
+    def __init__(self, client: RealtimeClient, timeout: float | None, raw: bool = True) -> None:
         self._client = client
         self._timeout = timeout
+        self.raw = raw
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         client._register_stream(self)
 
     def put(self, item: Any) -> None:
         self._queue.put(item)
 
-    def __next__(self) -> dict[str, Any]:
+    def __next__(self) -> _T:
         self._client._may_block("iterating events()", True)
         try:
             item = self._queue.get(timeout=self._timeout)
@@ -232,8 +285,9 @@ class RealtimeClient:
         self._bridge: Bridge[dict[str, Any]] | None = None
         self._dispatch_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dispatcher: threading.Thread | None = None
-        self._subscribers: dict[str, list[Callback]] = {}
-        self._streams: set[EventStream] = set()
+        self._subscribers: dict[str, list[_Subscription]] = {}
+        self._streams: set[EventStream[Any]] = set()
+        self._untyped_warned: set[str] = set()  # event types a typed subscriber got as dicts
         # The one lock close() takes: it guards the lifecycle and registers every waiter
         # (the one waiter rule: a waiter registered after close() fails at once). Never
         # held for I/O or while running user code.
@@ -249,18 +303,20 @@ class RealtimeClient:
         self._cancels: OrderedDict[str, str] = OrderedDict()  # cancel event_id -> response
         self._hung_up = False
         self._session_ready: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
-        self._session_updated: concurrent.futures.Future[dict[str, Any]] = (
-            concurrent.futures.Future()
-        )
-        self._session_update_id: str | None = None
+        # Client events waiting for their answer (session.update, conversation.item.*):
+        # event_id -> future, and event_id -> (answering event type, item id or None).
+        self._requests: dict[str, concurrent.futures.Future[Any]] = {}
+        self._request_keys: dict[str, tuple[str, str | None]] = {}
         self._closed: BaseException | None = None
         self._watchdog: Any = None
+        self._metrics: ClientMetrics | None = None  # rtclient.metrics.instrument() sets it
         self._counters = {
             "events_received": 0,
             "malformed_events": 0,
             "unknown_events": 0,
             "creates_sent": 0,
             "server_errors": 0,
+            "untyped_events": 0,
         }
 
     def __repr__(self) -> str:
@@ -306,8 +362,14 @@ class RealtimeClient:
         self.close()
         if isinstance(failure, concurrent.futures.CancelledError):
             failure = self._closed or ClosedError("the client was closed while connecting")
-        if isinstance(failure, TimeoutError) and not isinstance(failure, RealtimeError):
-            raise ConnectTimeoutError(f"the session was not ready within {timeout}s") from None
+        # Every timeout of connect() is a ConnectTimeoutError (an APITimeoutError stays
+        # as it is); concurrent.futures.TimeoutError is the builtin one only from 3.11.
+        timed_out = isinstance(failure, TimeoutError | concurrent.futures.TimeoutError)
+        if timed_out and not isinstance(failure, ConnectTimeoutError | SignalingError):
+            why = f"the session was not ready within {timeout}s"
+            raise ConnectTimeoutError(
+                str(failure) if isinstance(failure, RealtimeError) else why
+            ) from None
         raise failure
 
     def _build(self, timeout: float) -> None:
@@ -336,10 +398,7 @@ class RealtimeClient:
         if self._attach_call_id is None:  # a sideband may attach after session.created
             self._session_ready.result(_remaining(deadline))
         if config:
-            event = ev.session_update(config)
-            self._session_update_id = event["event_id"]
-            self._send(event)
-            self._session_updated.result(_remaining(deadline))
+            self._send_request(ev.session_update(config)).result(_remaining(deadline))
         loop_thread.call_soon(self._arm_watchdog)
 
     def _check_connecting(self) -> None:
@@ -441,12 +500,14 @@ class RealtimeClient:
                 *self._done_waiters.values(),
                 *self._followups.values(),
                 *self._oob_waiters.values(),
+                *self._requests.values(),
                 self._session_ready,
-                self._session_updated,
             ]
             self._done_waiters.clear()
             self._followups.clear()
             self._oob_waiters.clear()
+            self._requests.clear()
+            self._request_keys.clear()
             streams = list(self._streams)
         self._gate.close(error)
         for future in waiters:
@@ -589,32 +650,260 @@ class RealtimeClient:
             raise ValueError("send response.create through request_response(), not send_event()")
         self._send(ev.with_event_id(event), timeout=timeout)
 
-    def on(self, event_type: str, callback: Callback) -> Callable[[], None]:
-        """Call ``callback(event)`` on the dispatcher thread for each event of that type
-        (``"*"`` for all). Returns a function that unsubscribes.
+    def _on(
+        self, event_type: str, callback: Callable[[Any], object], *, raw: bool = False
+    ) -> Callable[[], None]:
+        """Call ``callback(event)`` on the dispatcher thread for each server event of
+        ``event_type`` (``"*"`` for all). Returns a function that unsubscribes.
+
+        The event is its ``openai.types.realtime`` model: ``on("response.done", cb)``
+        calls ``cb(ResponseDoneEvent)``, and type checkers check ``cb`` against it
+        (``"*"``: the union). Only events that have a typed subscriber are parsed, once
+        each, the model shared by every typed subscriber. ``raw=True`` gives the dict
+        as received: no parsing, no ``openai`` import (the fast path).
+
+        A typed subscriber gets the raw dict, not a model, for an event no model
+        describes - an old beta name (``response.text.delta``...), a type the
+        ``openai`` package does not know (``"*"`` only), or an event its model rejects
+        - logged at WARNING once per type and counted in ``stats()["untyped_events"]``;
+        never an exception on the dispatcher.
+
+        ``event_type`` is checked: a name that is neither ``"*"`` nor a server event
+        type (:data:`rtclient.events.SERVER_EVENT_TYPES`) raises ``ValueError`` naming
+        the close matches. The first typed subscription of a process imports ``openai``
+        (~1.5 s) on the calling thread.
 
         A callback must not block on the client (``ask``, ``ticket.result``,
-        ``interrupt(wait=True)``): the dispatcher thread it runs on is the one that
-        would deliver the answer, so those calls raise :class:`WrongThreadError` there.
+        ``update_session``, ``get_item``..., ``interrupt(wait=True)``): the dispatcher
+        thread it runs on is the one that would deliver the answer, so those calls
+        raise :class:`WrongThreadError` there.
         """
         self._check_process()
+        if event_type != "*" and event_type not in ev.SERVER_EVENT_TYPES:
+            matches = ev.close_matches(event_type)
+            hint = f"; did you mean {' or '.join(map(repr, matches))}?" if matches else ""
+            raise ValueError(f"{event_type!r} is not a server event type{hint}")
+        if event_type in BETA_ONLY:
+            raw = True  # no GA model: the dict, and nothing to parse (or import) for it
+        if not raw:
+            ev.prepare_models([event_type])
+        subscription = _Subscription(callback, raw)
         with self._lock:
-            self._subscribers.setdefault(event_type, []).append(callback)
+            self._subscribers.setdefault(event_type, []).append(subscription)
 
         def unsubscribe() -> None:
             with self._lock:
-                callbacks = self._subscribers.get(event_type, [])
-                if callback in callbacks:
-                    callbacks.remove(callback)
+                subscriptions = self._subscribers.get(event_type, [])
+                if subscription in subscriptions:
+                    subscriptions.remove(subscription)
 
         return unsubscribe
 
-    def events(self, timeout: float | None = None) -> EventStream:
-        """A blocking iterator over server events from now on. Iteration ends when no
-        event arrives within ``timeout`` or when the client closes; opened on a closed
-        client it raises :class:`ClosedError`."""
+    if TYPE_CHECKING:
+        on: On  # the overloads, one per event type (rtclient/_typed.py)
+    else:
+        on = _on
+
+    @overload
+    def events(
+        self, timeout: float | None = None, *, raw: Literal[False] = False
+    ) -> EventStream[AnyServerEvent]: ...
+    @overload
+    def events(
+        self, timeout: float | None = None, *, raw: Literal[True]
+    ) -> EventStream[dict[str, Any]]: ...
+    def events(self, timeout: float | None = None, *, raw: bool = False) -> EventStream[Any]:
+        """A blocking iterator over server events from now on: their ``openai`` models
+        (as ``"*"`` callbacks get them), or the raw dicts with ``raw=True``. Iteration
+        ends when no event arrives within ``timeout`` or when the client closes; opened
+        on a closed client it raises :class:`ClosedError`."""
         self._check_process()
-        return EventStream(self, timeout)
+        if not raw:
+            if self._closed is not None:
+                raise ClosedError(f"the client is closed: {self._closed}") from self._closed
+            ev.prepare_models(["*"])
+        return EventStream(self, timeout, raw)
+
+    # -- the session and the conversation, waitable ----------------------------------
+
+    @overload
+    def update_session(
+        self, *, timeout: float | None = ..., raw: Literal[False] = False, **fields: Any
+    ) -> Session: ...
+    @overload
+    def update_session(
+        self, *, timeout: float | None = ..., raw: Literal[True], **fields: Any
+    ) -> dict[str, Any]: ...
+    def update_session(
+        self, *, timeout: float | None = 10.0, raw: bool = False, **fields: Any
+    ) -> Any:
+        """Send ``session.update`` with ``fields`` and wait for the ``session.updated``
+        that answers it; return its ``session`` (an ``openai.types.realtime.
+        RealtimeSessionCreateRequest``; the dict with ``raw=True``). A refusal raises
+        the server's :class:`ServerError` (matched by ``event_id``); no answer within
+        ``timeout`` raises :class:`WaitTimeoutError`.
+
+        Fields replace the session's (``audio.input``/``audio.output`` merge field by
+        field): passing ``tools`` replaces the tools the client declared at connect.
+        With ``client_turns=True`` a ``turn_detection`` given here still starts no
+        response. The API does not say which ``session.update`` a ``session.updated``
+        answers: each one answers the oldest waiting call, so on a sideband an update
+        the browser sent at the same moment may answer this call early.
+        """
+        return self._update_session(fields, timeout, raw, "update_session()")
+
+    def _update_session(
+        self, fields: Mapping[str, Any], timeout: float | None, raw: bool, what: str
+    ) -> Any:
+        if self._client_turns:
+            fields = ev.keep_client_turns(fields)
+        answer = self._ask_server(ev.session_update(fields), None, timeout, what)
+        if raw:
+            return answer.get("session")
+        session = _typed_event(answer).session
+        if getattr(session, "type", None) != "realtime":
+            raise EventValidationError(
+                f"the session.updated answering {what} holds no realtime session",
+                event=answer,
+            )
+        return session
+
+    @overload
+    def set_input_transcription(
+        self,
+        model: str | None,
+        *,
+        language: str | None = ...,
+        prompt: str | None = ...,
+        timeout: float | None = ...,
+        raw: Literal[False] = False,
+    ) -> Session: ...
+    @overload
+    def set_input_transcription(
+        self,
+        model: str | None,
+        *,
+        language: str | None = ...,
+        prompt: str | None = ...,
+        timeout: float | None = ...,
+        raw: Literal[True],
+    ) -> dict[str, Any]: ...
+    def set_input_transcription(
+        self,
+        model: str | None,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        timeout: float | None = 10.0,
+        raw: bool = False,
+    ) -> Any:
+        """Transcribe the user's audio with ``model`` (``"gpt-4o-transcribe"``,
+        ``"whisper-1"``...; ``None`` turns it off): ``update_session(audio={"input":
+        {"transcription": {...}}})``. The transcripts arrive as
+        ``conversation.item.input_audio_transcription.delta``/``.completed`` events
+        (``.failed`` if one fails) for ``on()`` and ``events()``."""
+        transcription: dict[str, Any] | None = None
+        if model is not None:
+            transcription = {"model": model}
+            if language is not None:
+                transcription["language"] = language
+            if prompt is not None:
+                transcription["prompt"] = prompt
+        fields = {"audio": {"input": {"transcription": transcription}}}
+        return self._update_session(fields, timeout, raw, "set_input_transcription()")
+
+    @overload
+    def get_item(
+        self, item_id: str, *, timeout: float | None = ..., raw: Literal[False] = False
+    ) -> ConversationItem: ...
+    @overload
+    def get_item(
+        self, item_id: str, *, timeout: float | None = ..., raw: Literal[True]
+    ) -> dict[str, Any]: ...
+    def get_item(self, item_id: str, *, timeout: float | None = 10.0, raw: bool = False) -> Any:
+        """The server's copy of a conversation item (``conversation.item.retrieve``,
+        answered by ``conversation.item.retrieved``): the ``openai`` model, or the dict
+        with ``raw=True``. An unknown item raises the server's :class:`ServerError`."""
+        event = ev.with_event_id({"type": "conversation.item.retrieve", "item_id": item_id})
+        answer = self._ask_server(event, item_id, timeout, f"get_item({item_id!r})")
+        return answer.get("item") if raw else _typed_event(answer).item
+
+    def delete_item(self, item_id: str, *, timeout: float | None = 10.0) -> None:
+        """Delete a conversation item and wait for ``conversation.item.deleted``; an
+        unknown item raises the server's :class:`ServerError`."""
+        event = ev.with_event_id({"type": "conversation.item.delete", "item_id": item_id})
+        self._ask_server(event, item_id, timeout, f"delete_item({item_id!r})")
+
+    def truncate_item(
+        self,
+        item_id: str,
+        content_index: int,
+        audio_end_ms: int,
+        *,
+        timeout: float | None = 10.0,
+    ) -> None:
+        """Cut an assistant item's audio at ``audio_end_ms`` (and drop its unheard
+        transcript) and wait for ``conversation.item.truncated``; a refusal (unknown
+        item, not audio, beyond its end) raises the server's :class:`ServerError`."""
+        event = ev.with_event_id(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": content_index,
+                "audio_end_ms": audio_end_ms,
+            }
+        )
+        self._ask_server(event, item_id, timeout, f"truncate_item({item_id!r})")
+
+    def _ask_server(
+        self, event: dict[str, Any], item_id: str | None, timeout: float | None, what: str
+    ) -> dict[str, Any]:
+        """Send a client event and wait for the server event that answers it, or the
+        error naming its ``event_id``.
+
+        Answers are matched by item id (``None``: ``session.updated``), each to the
+        oldest call waiting for that answer: two calls about one item at once get
+        their answers in the order they were sent, as the server handles a
+        connection's events in order. A call that timed out is forgotten: an answer
+        that comes after it goes to the next call waiting for the same answer, if any
+        (the API carries no id that could tell them apart).
+        """
+        self._may_block(what, True)
+        answer = _ANSWERED_BY[event["type"]]
+        future = self._send_request(event, item_id)
+        try:
+            result: dict[str, Any] = _wait(future, timeout, f"the {answer} answering {what}")
+        except WaitTimeoutError:
+            with self._lock:
+                self._forget_request(event["event_id"])
+            raise
+        return result
+
+    def _send_request(
+        self, event: dict[str, Any], item_id: str | None = None
+    ) -> concurrent.futures.Future[Any]:
+        """Register the waiter for ``event``'s answer (one waiter rule), then send it."""
+        event_id: str = event["event_id"]
+        key = (_ANSWERED_BY[event["type"]], item_id)
+
+        def note() -> None:
+            self._request_keys[event_id] = key
+
+        future = self._register(self._requests, event_id, also=note)
+        if future.done():
+            return future  # the client is closed: the waiter failed at once
+        try:
+            self._send(event)
+        except BaseException:
+            with self._lock:
+                self._forget_request(event_id)
+            raise
+        return future
+
+    def _forget_request(self, event_id: str) -> concurrent.futures.Future[Any] | None:
+        """Under the lock: drop a request's bookkeeping, return its waiter if any."""
+        self._request_keys.pop(event_id, None)
+        return self._requests.pop(event_id, None)
 
     def stats(self) -> dict[str, int]:
         """Counters: the gate's (creates, coalesced, rejections, rearmed, confirm
@@ -696,6 +985,8 @@ class RealtimeClient:
     def _after_create(self, ticket: Ticket, future: concurrent.futures.Future[Any]) -> None:
         exc = future.exception()
         if exc is None:
+            if (metrics := self._metrics) is not None:
+                metrics.create_sent(ticket)
             logger.info("[RESPONSE_CREATE] {} sent", ticket.event_id)
             return
         retry = not isinstance(exc, ClosedError | MessageTooLargeError)
@@ -731,6 +1022,8 @@ class RealtimeClient:
             self._settle_followup(response_id, (calls, None))
             return
         trigger = Trigger(f"tool_calls:{response_id}")
+        if (metrics := self._metrics) is not None:
+            metrics.round_complete(trigger)  # before the gate: its create may leave at once
 
         def served(done: concurrent.futures.Future[dict[str, Any]]) -> None:
             exc = done.exception()
@@ -774,18 +1067,25 @@ class RealtimeClient:
         return future
 
     def _register(
-        self, waiters: dict[str, concurrent.futures.Future[Any]], key: str
+        self,
+        waiters: dict[str, concurrent.futures.Future[Any]],
+        key: str,
+        *,
+        also: Callable[[], None] | None = None,
     ) -> concurrent.futures.Future[Any]:
-        """The one waiter rule: register under the lock close() takes, or fail at once."""
+        """The one waiter rule: register under the lock close() takes, or fail at once.
+        ``also`` runs under that lock when the waiter is registered (its bookkeeping)."""
         with self._lock:
             if self._closed is None:
+                if also is not None:
+                    also()
                 return waiters.setdefault(key, concurrent.futures.Future())
             error = self._closed
         failed: concurrent.futures.Future[Any] = concurrent.futures.Future()
         failed.set_exception(error)
         return failed
 
-    def _register_stream(self, stream: EventStream) -> None:
+    def _register_stream(self, stream: EventStream[Any]) -> None:
         with self._lock:
             if self._closed is None:
                 self._streams.add(stream)
@@ -793,7 +1093,7 @@ class RealtimeClient:
             error = self._closed
         raise ClosedError(f"the client is closed: {error}") from error
 
-    def _unregister_stream(self, stream: EventStream) -> None:
+    def _unregister_stream(self, stream: EventStream[Any]) -> None:
         with self._lock:
             self._streams.discard(stream)
 
@@ -826,6 +1126,8 @@ class RealtimeClient:
             self._counters["unknown_events"] += 1
         if kind in ("response.created", "response.done", "error"):
             fx = self._gate.on_server_event(event)
+            if kind == "response.created" and (metrics := self._metrics) is not None:
+                metrics.response_created(event)
             if fx.send is not None:
                 self._fire(fx.send)
             if fx.cancel is not None:
@@ -836,7 +1138,28 @@ class RealtimeClient:
                 self._on_error(event)
         elif kind == "input_audio_buffer.committed" and self._client_turns:
             self._respond_to_turn(event)
+        elif kind in _ANSWERS:
+            self._on_answer(kind, event)
         self._dispatch_queue.put(event)
+
+    def _on_answer(self, kind: str, event: dict[str, Any]) -> None:
+        """A server event answering a request (``session.updated``,
+        ``conversation.item.retrieved/deleted/truncated``): settle the oldest request
+        waiting for it, for that item."""
+        if kind == "session.updated":
+            item_id = None
+        else:
+            item = event.get("item")
+            found = item.get("id") if isinstance(item, dict) else event.get("item_id")
+            if not isinstance(found, str):
+                return
+            item_id = found
+        key = (kind, item_id)
+        with self._lock:
+            event_id = next((e for e, want in self._request_keys.items() if want == key), None)
+            future = self._forget_request(event_id) if event_id is not None else None
+        if future is not None:
+            _settle(future, event)
 
     def _respond_to_turn(self, event: dict[str, Any]) -> None:
         """Client-driven turns: the server committed the user's turn and starts nothing
@@ -915,8 +1238,10 @@ class RealtimeClient:
         with self._lock:
             oob = self._oob_waiters.pop(error.event_id, None) if error.event_id else None
             cancelled = self._cancels.pop(error.event_id, None) if error.event_id else None
-        if oob is not None:
-            _settle(oob, error)
+            request = self._forget_request(error.event_id) if error.event_id else None
+        for waiter in (oob, request):
+            if waiter is not None:
+                _settle(waiter, error)
         if cancelled is not None and error.code == "response_cancel_not_active":
             # the response we believed active is over on the server: free the gate
             self._fire(self._gate.cancel_not_active(cancelled))
@@ -952,21 +1277,67 @@ class RealtimeClient:
         kind = event["type"]
         if kind == "session.created":
             _settle(self._session_ready, event)
-        elif kind == "session.updated":
-            _settle(self._session_updated, event)
-        elif kind == "error" and self._session_update_id is not None:
-            error = ServerError.from_event(event)
-            if error.event_id == self._session_update_id:
-                _settle(self._session_updated, error)
         if self._tools.specs:
             _guard(self._tools.on_event, event)  # a malformed event must not end dispatch
         with self._lock:
-            callbacks = [*self._subscribers.get(kind, ()), *self._subscribers.get("*", ())]
+            subscriptions = [*self._subscribers.get(kind, ()), *self._subscribers.get("*", ())]
             streams = list(self._streams)
-        for callback in callbacks:
-            _guard(callback, event)
+        typed: Any = event
+        if any(not s.raw for s in subscriptions) or any(not s.raw for s in streams):
+            typed = self._typed_or_raw(event)  # once per event, shared
+        for subscription in subscriptions:
+            _guard(subscription.callback, event if subscription.raw else typed)
         for stream in streams:
-            stream.put(event)
+            stream.put(event if stream.raw else typed)
+
+    def _typed_or_raw(self, event: dict[str, Any]) -> Any:
+        """The event's ``openai`` model, or the dict itself (logged once per type)."""
+        try:
+            return ev.to_model(event)
+        except LookupError:
+            known = event["type"] in ev.SERVER_EVENT_TYPES
+            reason = "an old beta name, no GA model" if known else "a type openai does not know"
+        except Exception as exc:  # pydantic's ValidationError, or whatever a model raises
+            reason = f"its model rejects it ({_validation_summary(exc)})"
+        self._counters["untyped_events"] += 1
+        kind = event["type"]
+        if kind not in self._untyped_warned and len(self._untyped_warned) < 256:
+            self._untyped_warned.add(kind)
+            logger.warning(
+                "[SERVER_EVENT] {} reaches typed subscribers as a dict: {} (once per type)",
+                kind,
+                reason,
+            )
+        return event
+
+
+def _typed_event(event: Mapping[str, Any]) -> Any:
+    """``event`` as its ``openai`` model, or :class:`EventValidationError`."""
+    try:
+        return ev.to_model(event)
+    except LookupError as exc:
+        raise EventValidationError(str(exc), event=dict(event)) from None
+    except ValueError as exc:  # pydantic.ValidationError
+        raise EventValidationError(
+            f"{event.get('type')} does not validate against its openai model: "
+            f"{_validation_summary(exc)}",
+            event=dict(event),
+        ) from exc
+
+
+def _validation_summary(exc: BaseException) -> str:
+    """The first of a pydantic ``ValidationError``'s errors, on one line."""
+    errors = getattr(exc, "errors", None)
+    try:
+        found = errors() if callable(errors) else []
+    except Exception:
+        found = []
+    if not found:
+        return f"{type(exc).__name__}: {exc}"
+    first = found[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+    return f"{where}: {first.get('msg', 'invalid')}{more}"
 
 
 def _remaining(deadline: float | None) -> float | None:

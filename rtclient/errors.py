@@ -118,7 +118,17 @@ class ForkedProcessError(LoopThreadError):
 
 class SignalingError(RealtimeError):
     """An HTTP exchange with the API failed (the SDP offer, a WebSocket handshake, a
-    hang-up); carries the API's HTTP status, ``code`` and ``message``."""
+    hang-up); carries the API's HTTP status, ``code`` and ``message``.
+
+    The refusals come as the subclasses the ``openai`` package's users know, by HTTP
+    status (:class:`BadRequestError` 400, :class:`AuthenticationError` 401,
+    :class:`PermissionDeniedError` 403, :class:`NotFoundError` 404,
+    :class:`ConflictError` 409, :class:`UnprocessableEntityError` 422,
+    :class:`RateLimitError` 429, :class:`InternalServerError` 5xx), and a request that
+    got no HTTP answer at all as :class:`APIConnectionError`. They are rtclient's own
+    classes (``rtclient.signaling.signaling_error`` builds them); another status is a
+    plain ``SignalingError``.
+    """
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
         super().__init__(f"signaling failed ({status}, {code}): {message}")
@@ -127,13 +137,68 @@ class SignalingError(RealtimeError):
         self.code = code
 
 
-class CallNotFoundError(SignalingError):
+class BadRequestError(SignalingError):
+    """400: the request was malformed (e.g. an SDP offer the API cannot parse)."""
+
+
+class AuthenticationError(SignalingError):
+    """401: the API key is missing, wrong, revoked, or an expired ephemeral key."""
+
+
+class PermissionDeniedError(SignalingError):
+    """403: the key is valid but may not do this (project, model or region access)."""
+
+
+class NotFoundError(SignalingError):
+    """404: the resource (a call, a model, an endpoint) does not exist."""
+
+
+class CallNotFoundError(NotFoundError):
     """The call does not exist or has ended (the API's ``call_id_not_found``): attaching
     a sideband to it or hanging it up is refused."""
 
 
+class ConflictError(SignalingError):
+    """409: the request conflicts with the resource's current state."""
+
+
+class UnprocessableEntityError(SignalingError):
+    """422: the request was well-formed but its content was refused."""
+
+
+class RateLimitError(SignalingError):
+    """429: too many requests, or the account's quota is exhausted (``code`` says which:
+    e.g. ``rate_limit_exceeded``, ``insufficient_quota``)."""
+
+
+class InternalServerError(SignalingError):
+    """5xx: the API failed or is overloaded; retrying later may succeed."""
+
+
+class APIConnectionError(SignalingError):
+    """No HTTP answer at all: connection refused or reset, DNS failure, TLS failure.
+    ``status`` is None and ``code`` is ``"connection_error"``."""
+
+
 class ConnectTimeoutError(WaitTimeoutError):
     """The connection was not ready within the connect timeout (e.g. no ICE candidate)."""
+
+
+class APITimeoutError(APIConnectionError, WaitTimeoutError):
+    """An HTTP exchange with the API was not answered in time (aiohttp's own timeouts,
+    or a hang-up's bound): an :class:`APIConnectionError` and a
+    :class:`WaitTimeoutError` (so also a ``TimeoutError``); ``code`` is ``"timeout"``."""
+
+
+class EventValidationError(RealtimeError, ValueError):
+    """A server event that its ``openai.types.realtime`` model does not accept, where a
+    typed value was asked for (``ticket.response()``, ``Answer.response``,
+    ``update_session()``...). ``event`` is the raw dict; the pydantic error is the cause.
+    """
+
+    def __init__(self, message: str, *, event: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.event = event
 
 
 class ToolError(RealtimeError):

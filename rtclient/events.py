@@ -1,4 +1,4 @@
-"""Building client events and parsing server events (PROTOCOL.md sections 2-5).
+"""Building client events and parsing server events (the Realtime API's event shapes).
 
 Every client event gets an ``event_id`` so that a server ``error`` can be matched to
 the event that caused it; ``response.create`` also carries the gate's ticket in
@@ -10,7 +10,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Mapping
+import threading
+import typing
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rtclient.gate import TICKET_METADATA_KEY, Ticket
@@ -102,6 +104,16 @@ def with_client_turns(session: Mapping[str, Any]) -> Event:
     audio["input"] = audio_input
     config["audio"] = audio
     return config
+
+
+def keep_client_turns(session: Mapping[str, Any]) -> Event:
+    """A ``session.update`` of a client-turns client: a ``turn_detection`` it sets
+    still creates no response (see :func:`with_client_turns`); none set, none added."""
+    audio = session.get("audio")
+    audio_input = audio.get("input") if isinstance(audio, Mapping) else None
+    if isinstance(audio_input, Mapping) and isinstance(audio_input.get("turn_detection"), Mapping):
+        return with_client_turns(session)
+    return dict(session)
 
 
 # Every server event type the Realtime API defines (GA, and the old beta names it may
@@ -208,3 +220,86 @@ def function_calls(done_event: Mapping[str, Any]) -> list[dict[str, Any]]:
         for item in response.get("output") or []
         if isinstance(item, dict) and item.get("type") == "function_call"
     ]
+
+
+# -- typed events: the ``openai`` package's models, loaded on first use ----------------
+#
+# ``import openai`` costs ~1.5 s, so nothing here runs at ``import rtclient``: the models
+# are loaded by the first typed subscription (on the caller's thread, never the loop
+# thread). Each event is validated by its own model's validator, picked by ``type`` -
+# the lookup a discriminated union adapter would do - and only the validators of types
+# someone subscribed to typed are built (``bench/events_bench.py`` compares the two).
+
+_models: dict[str, type[Any]] | None = None
+_validators: dict[str, Any] = {}  # event type -> its model's built pydantic-core validator
+_models_lock = threading.Lock()
+
+
+def event_models() -> dict[str, type[Any]]:
+    """Each server event type with a GA model -> its ``openai.types.realtime`` class.
+
+    Imports ``openai`` on the first call (~1.5 s; call it off the loop thread). The old
+    beta names (``response.text.delta`` ...) have no GA model and are absent.
+    """
+    global _models
+    models = _models
+    if models is None:
+        with _models_lock:
+            if _models is None:
+                from openai.types.realtime import RealtimeServerEvent
+
+                _models = {
+                    kind: member
+                    for member in _union_members(RealtimeServerEvent)
+                    for kind in typing.get_args(member.model_fields["type"].annotation)
+                    if isinstance(kind, str)
+                }
+            models = _models
+    return models
+
+
+def prepare_models(event_types: Iterable[str]) -> None:
+    """Load the models and build the validators of ``event_types`` (``"*"``: all) now,
+    on this thread, so that the dispatcher's first parse costs microseconds (the
+    ``openai`` models defer building their validators to first use)."""
+    models = event_models()
+    wanted = set(event_types)
+    kinds = list(models) if "*" in wanted else [k for k in wanted if k in models]
+    with _models_lock:
+        for kind in kinds:
+            if kind in _validators:
+                continue
+            model = models[kind]
+            if not model.__pydantic_complete__:
+                model.model_rebuild()
+            _validators[kind] = model.__pydantic_validator__
+
+
+def to_model(event: Mapping[str, Any]) -> Any:
+    """``event`` as its ``openai.types.realtime`` model.
+
+    Raises ``LookupError`` if its type has no GA model, ``pydantic.ValidationError`` if
+    it does not validate.
+    """
+    kind = event.get("type")
+    validator = _validators.get(kind) if isinstance(kind, str) else None
+    if validator is not None:  # ~2x faster than model_validate's Python wrapper
+        return validator.validate_python(event)
+    model = event_models().get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise LookupError(f"no openai.types.realtime model for {kind!r}")
+    return model.model_validate(event)
+
+
+def _union_members(union: Any) -> list[Any]:
+    args = typing.get_args(union)
+    if args and typing.get_origin(union) is typing.Annotated:
+        return _union_members(args[0])
+    return [m for a in args for m in (_union_members(a) if typing.get_args(a) else [a])]
+
+
+def close_matches(event_type: str) -> list[str]:
+    """The known server event types a misspelt ``event_type`` may have meant."""
+    import difflib
+
+    return difflib.get_close_matches(event_type, sorted(SERVER_EVENT_TYPES), n=3, cutoff=0.6)

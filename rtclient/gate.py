@@ -31,7 +31,7 @@ two slots: a server VAD response may start while our create is on the wire, and 
 ``response.done`` may arrive *before* our ``response.created``; one flag would read
 "free" at that ``done`` and send a second create, which the server rejects.
 
-Transitions (DESIGN.md section 2; ``shared/models/gate.pml`` model-checks the same):
+Transitions (``tests/test_gate_explorer.py`` checks them exhaustively on this code):
 
 ====================================  =================================================
 event                                 effect

@@ -50,13 +50,28 @@ _STOP = object()
 def wanted() -> bool:
     """Would loguru emit rtclient's records at all? (The disabled default is the fast path.)
 
-    Reads loguru's activation cache (private, so guarded): False only once loguru has
-    decided rtclient is disabled or has no handler; anything unknown logs.
+    loguru decides per module from its activation list and caches the answer per module
+    name (``rtclient.gate``, ...); this resolves the package's own name the same way and
+    caches it in the same place, which loguru clears on every ``enable``/``disable``. A
+    submodule enabled on its own (``logger.enable("rtclient.gate")``) counts as wanted.
+    Private loguru state, so guarded: anything unexpected logs and lets loguru decide.
     """
     try:
         core: Any = _loguru._core  # type: ignore[attr-defined]
-        return bool(core.handlers) and core.enabled.get(_NAME) is not False
-    except AttributeError:
+        if not core.handlers:
+            return False
+        enabled = core.enabled.get(_NAME)
+        if enabled is None:
+            enabled = core.activation_none
+            for prefix, status in core.activation_list:
+                if (_NAME + ".")[: len(prefix)] == prefix:
+                    enabled = status
+                    break
+            core.enabled[_NAME] = enabled
+        if enabled:
+            return True
+        return any(p.startswith(_NAME + ".") and on for p, on in core.activation_list)
+    except (AttributeError, TypeError, ValueError):
         return True
 
 

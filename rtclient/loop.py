@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from rtclient import logs
-from rtclient.errors import ClosedError, ForkedProcessError, WrongThreadError
+from rtclient.errors import ClosedError, ForkedProcessError, WaitTimeoutError, WrongThreadError
 from rtclient.logs import logger
 
 T = TypeVar("T")
@@ -96,8 +96,13 @@ class LoopThread:
                 target=self._run, args=(started,), name=self.name, daemon=True
             )
             self._thread.start()
+        # As in call(): wait first, so that a TimeoutError raised while starting (by
+        # on_start) is re-raised as it is, and only our own wait says it timed out.
+        done, _ = concurrent.futures.wait([started], timeout)
         try:
-            self._loop = started.result(timeout)
+            if not done:
+                raise WaitTimeoutError(f"{self.name} did not start within {timeout}s")
+            self._loop = started.result()
         except BaseException:
             self._thread.join(timeout)
             self._stopped.set()
@@ -215,13 +220,15 @@ class LoopThread:
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the loop and block for its result (bounded by ``timeout``).
 
-        On timeout the coroutine is cancelled and ``TimeoutError`` raised.
+        On timeout the coroutine is cancelled and :class:`WaitTimeoutError` (a
+        ``TimeoutError``) raised, naming the coroutine.
         """
         if self.in_loop_thread():
             coro.close()
             raise WrongThreadError(
                 "a blocking call from the loop thread would deadlock; await it instead"
             )
+        what = getattr(coro, "__qualname__", None) or type(coro).__name__
         future = self.submit(coro)
         # Wait first, then take the result: concurrent.futures.TimeoutError *is* the
         # builtin TimeoutError (3.11+), so catching it around result() would disguise a
@@ -229,7 +236,9 @@ class LoopThread:
         done, _ = concurrent.futures.wait([future], timeout)
         if not done:
             future.cancel()
-            raise TimeoutError(f"call on {self.name} timed out after {timeout}s")
+            raise WaitTimeoutError(
+                f"{what}() on {self.name} timed out after {timeout}s and was cancelled"
+            )
         return future.result()
 
     def call_soon(self, fn: Callable[..., object], *args: object) -> None:

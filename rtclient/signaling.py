@@ -12,8 +12,13 @@ call), so that all of them build requests and read errors the same way:
 * ``POST {base_url}/realtime/calls/{call_id}/hangup`` (standard key) ends a call for
   every connection on it.
 * Every refusal is ``{"error": {"message", "type", "param", "code"}}`` with a 4xx/5xx
-  status; it becomes a :class:`SignalingError` (a :class:`CallNotFoundError` for
-  ``call_id_not_found``) carrying ``status`` and ``code``. The key is scrubbed from
+  status; :func:`signaling_error` makes it a :class:`SignalingError` subclass named as
+  in the ``openai`` package (``AuthenticationError`` for 401, ``RateLimitError`` for
+  429, ``InternalServerError`` for 5xx, ...; a :class:`CallNotFoundError`, which is a
+  ``NotFoundError``, for ``call_id_not_found``) carrying ``status`` and ``code``. No
+  HTTP answer at all (refused, reset, DNS) is an :class:`APIConnectionError`
+  (:func:`connection_error`); one that does not come in time an
+  :class:`APITimeoutError`, also a :class:`WaitTimeoutError`. The key is scrubbed from
   every message, and no message is built from request headers.
 
 Everything here is a coroutine on the caller's event loop (a :class:`LoopThread`).
@@ -29,10 +34,33 @@ from typing import Any
 import aiohttp
 
 from rtclient._secret import Secret
-from rtclient.errors import CallNotFoundError, SignalingError, WaitTimeoutError
+from rtclient.errors import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    CallNotFoundError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    SignalingError,
+    UnprocessableEntityError,
+)
 
 CALL_NOT_FOUND = "call_id_not_found"
 HANGUP_TIMEOUT = 2.0
+# The openai package's split of API refusals by HTTP status (openai._exceptions).
+ERRORS_BY_STATUS: dict[int, type[SignalingError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
 
 
 def websocket_url(base_url: str) -> str:
@@ -101,9 +129,21 @@ async def post_hangup(
     except aiohttp.ClientError as exc:
         raise connection_error(exc, key) from None
     except asyncio.TimeoutError:
-        raise WaitTimeoutError(
-            f"the hangup of {call_id} was not answered within {timeout}s"
+        raise APITimeoutError(
+            f"the hangup of {call_id} was not answered within {timeout}s", code="timeout"
         ) from None
+
+
+def error_class(status: int | None, code: str | None) -> type[SignalingError]:
+    """The exception class for a refusal: by ``code`` where one is specific enough
+    (``call_id_not_found``), else by HTTP status as the ``openai`` package splits them."""
+    if code == CALL_NOT_FOUND:
+        return CallNotFoundError
+    if status is None:
+        return SignalingError
+    if status >= 500:
+        return InternalServerError
+    return ERRORS_BY_STATUS.get(status, SignalingError)
 
 
 def signaling_error(status: int, text: str, key: Secret) -> SignalingError:
@@ -115,13 +155,17 @@ def signaling_error(status: int, text: str, key: Secret) -> SignalingError:
         code = error.get("code") or error.get("type")
     except (ValueError, AttributeError):
         pass
-    kind = CallNotFoundError if code == CALL_NOT_FOUND else SignalingError
-    return kind(key.redact(message), status=status, code=code)
+    code = code if isinstance(code, str) else None
+    return error_class(status, code)(key.redact(message), status=status, code=code)
 
 
-def connection_error(exc: BaseException, key: Secret) -> SignalingError:
-    """The server could not be reached at all (refused, reset, DNS ...)."""
-    return SignalingError(key.redact(f"{type(exc).__name__}: {exc}"), code="connection_error")
+def connection_error(exc: BaseException, key: Secret) -> APIConnectionError:
+    """The server could not be reached at all (refused, reset, DNS ...), or aiohttp's own
+    timeout fired first (:class:`APITimeoutError`, also a ``TimeoutError``)."""
+    message = key.redact(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, asyncio.TimeoutError):
+        return APITimeoutError(message, code="timeout")
+    return APIConnectionError(message, code="connection_error")
 
 
 class ErrorBodies:

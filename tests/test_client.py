@@ -138,7 +138,9 @@ def test_tools_finish_while_a_vad_response_runs(rt_transport: str) -> None:
                 # The follow-up was served by *our* create (the user spoke since, so the
                 # scripted model now answers the speech - that is the model's business).
                 assert len(answer.tool_calls) == 8 and len(answer.response_ids) == 2
-                assert "rtclient_ticket" in answer.response["response"]["metadata"]
+                metadata = answer.response.response.metadata  # the typed response.done
+                assert metadata is not None and "rtclient_ticket" in metadata
+                assert answer.raw["response"]["metadata"] == metadata
                 stats, emu_stats = client.stats(), emu.stats()
                 assert stats["lost"] == 0 and stats["failed"] == 0
                 assert stats["rearmed"] >= emu_stats["rejections"] == stats["rejections"]
@@ -196,10 +198,10 @@ def test_events_iterator_and_callbacks_run_off_the_loop_thread(
     threads: set[str] = set()
     got_done = threading.Event()
 
-    def on_any(event: dict[str, Any]) -> None:
-        seen.append(event["type"])
+    def on_any(event: Any) -> None:  # typed: the openai model of each event
+        seen.append(event.type)
         threads.add(threading.current_thread().name)
-        if event["type"] == "response.done":
+        if event.type == "response.done":
             got_done.set()
 
     unsubscribe = client.on("*", on_any)
@@ -209,8 +211,8 @@ def test_events_iterator_and_callbacks_run_off_the_loop_thread(
     unsubscribe()
     types = []
     for event in stream:
-        types.append(event["type"])
-        if event["type"] == "response.done":
+        types.append(event.type)
+        if event.type == "response.done":
             break
     assert "response.created" in types and types[-1] == "response.done"
     assert threads == {"rtclient-dispatcher"}

@@ -45,7 +45,7 @@ def test_a_committed_turn_is_answered_through_the_gate(vad_emulator: Emulator) -
             texts.append(str(event["response"]["output"]))
             answered.set()
 
-        client.on("response.done", on_done)
+        client.on("response.done", on_done, raw=True)
         spoken = session.simulate_speech("what time is it?")
         assert spoken["response_id"] is None  # the server started nothing itself
         assert answered.wait(10)

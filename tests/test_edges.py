@@ -133,6 +133,9 @@ def _in_child(client: RealtimeClient, ticket: Any) -> dict[str, str]:
         "stats": client.stats,
         "connect": client.connect,
         "ticket.result": lambda: ticket.result(None),
+        "ticket.response": lambda: ticket.response(None),
+        "update_session": lambda: client.update_session(instructions="x"),
+        "get_item": lambda: client.get_item("item_1"),
     }
     raised: dict[str, str] = {}
     for name, call in calls.items():
@@ -395,6 +398,7 @@ def test_blocking_calls_inside_a_callback_are_refused_at_once(rt_connect: Connec
         for name, call in {
             "ask": lambda: client.ask("again", timeout=30),
             "ticket.result": lambda: client.request_response().result(30),
+            "ticket.response": lambda: client.request_response().response(30),
             "interrupt": lambda: client.interrupt(timeout=30),
             "events": lambda: next(client.events(timeout=30)),
         }.items():
@@ -411,7 +415,7 @@ def test_blocking_calls_inside_a_callback_are_refused_at_once(rt_connect: Connec
     client.on("response.done", on_done)
     client.request_response()
     assert finished.wait(20)
-    assert refused == dict.fromkeys(refused, "WrongThreadError") and len(refused) == 4
+    assert refused == dict.fromkeys(refused, "WrongThreadError") and len(refused) == 5
     ticket_box[0].result(10)
 
 

@@ -738,7 +738,7 @@ class Harness:
             connect_timeout=SETTLE_S,
             close_timeout=SETTLE_S,
         )
-        self.client.on("rate_limits.updated", self._on_marker)
+        self.client.on("rate_limits.updated", self._on_marker, raw=True)
         self.client.connect()
         assert self.client.call_id is not None
         self.session: Session = self.emu.session(self.client.call_id)
@@ -1031,9 +1031,9 @@ class Harness:
         defines it: ``events_received`` every message that is a JSON object with a string
         type (known or not), ``malformed_events`` the others, ``unknown_events`` those of
         a type outside the API's set, ``server_errors`` the ``error`` events,
-        ``rejections`` the active-response errors naming one of our creates, ``creates_sent`` the creates
-        on the wire, ``tool_calls`` the calls run (one output each), ``tool_errors`` the
-        error outputs sent."""
+        ``rejections`` the active-response errors naming one of our creates,
+        ``creates_sent`` the creates on the wire, ``tool_calls`` the calls run (one
+        output each), ``tool_errors`` the error outputs sent."""
         events = self.session.server_events
         sent = Counter(classify(e) for e in events)
         errors = [e for e in events if e.get("type") == "error"]

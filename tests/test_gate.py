@@ -328,9 +328,7 @@ def test_cancel_on_creation_survives_a_rejected_and_refired_create(m: GateMachin
 
 
 @pytest.mark.parametrize("undo", ["rollback", "rejection"])
-def test_trigger_marked_to_cancel_is_not_merged_with_a_later_one(
-    m: GateMachine, undo: str
-) -> None:
+def test_trigger_marked_to_cancel_is_not_merged_with_a_later_one(m: GateMachine, undo: str) -> None:
     """Found by tests/test_gate_explorer.py: an interrupt while t0's create is unconfirmed
     marks t0; t1 is requested after it; t0's create is undone and re-armed. Merged, one
     response would serve both and be cancelled on creation, taking t1's answer too."""

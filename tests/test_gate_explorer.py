@@ -3,9 +3,9 @@
 Three CI sizes, each explored completely, cover between them: plain and parameterised
 triggers, coalescing, a server VAD response, a lost ``response.created``, a failed send
 (retried or not), interrupts (a cancel sent, failed, or marked on creation), watchdog
-firings, a create refused with ``invalid_value`` and a close. Each prints its state count and time (``-rA`` or ``-s`` shows
-them) and must reach a floor, so an explorer that explores nothing cannot pass. The
-larger sizes run from ``bench/gate_explore.py``.
+firings, a create refused with ``invalid_value`` and a close. Each prints its state
+count and time (``-rA`` or ``-s`` shows them) and must reach a floor, so an explorer
+that explores nothing cannot pass. The larger sizes run from ``bench/gate_explore.py``.
 
 Then the explorer must catch planted bugs, with the shortest counterexample: the RCA's
 one busy flag, a watchdog that re-sends, and the coalescing bug it found in

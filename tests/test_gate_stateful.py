@@ -1,6 +1,6 @@
 """Hypothesis explores the gate against a server that enforces one active response.
 
-The same system as ``shared/models/gate.pml``, driven by random interleavings: tool
+The gate against a model server, driven by random interleavings: tool
 triggers, sends that fail, a server that processes creates, starts its own (VAD)
 responses, finishes responses, drops a ``response.created`` now and then (the
 ``response.done`` still names our ticket), and a watchdog that fires at any moment.

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_ONLY = {"pytest"}  # rtclient.testing is loaded by pytest itself
+# Optional features: module -> (the extra that installs it, the one file that may import it)
+EXTRAS_ONLY = {"opentelemetry": ("otel", "rtclient/metrics.py")}
 
 
 def _name(requirement: str) -> str:
@@ -53,12 +55,23 @@ def with_dependencies(names: set[str]) -> set[str]:
 def third_party_imports() -> set[str]:
     found: set[str] = set()
     for path in (ROOT / "rtclient").rglob("*.py"):
+        here: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
-                found.update(alias.name.split(".")[0] for alias in node.names)
+                here.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                found.add(node.module.split(".")[0])
+                here.add(node.module.split(".")[0])
+        relative = path.relative_to(ROOT).as_posix()
+        found |= {m for m in here if EXTRAS_ONLY.get(m, ("", ""))[1] != relative}
     return found - set(sys.stdlib_module_names) - {"rtclient"} - PLUGIN_ONLY
+
+
+def test_optional_imports_are_in_their_extra() -> None:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    for module, (extra, _) in EXTRAS_ONLY.items():
+        lines = config["options.extras_require"][extra].splitlines()
+        assert any(_name(line).replace("-", ".").startswith(module) for line in lines), extra
 
 
 def test_every_import_of_the_package_is_installed_with_it() -> None:

@@ -22,7 +22,7 @@ def blocks(language: str) -> list[str]:
 
 
 def test_the_readme_has_the_blocks_this_file_runs() -> None:
-    assert len(blocks("bash")) == 2 and len(blocks("python")) == 5
+    assert len(blocks("bash")) == 2 and len(blocks("python")) == 8
 
 
 def test_quickstart_test_command_is_what_ci_runs() -> None:
@@ -41,7 +41,7 @@ def test_quickstart_demo_command_runs() -> None:
     assert "lost triggers" in proc.stdout
 
 
-@pytest.mark.parametrize("index", [0, 1, 3, 4])
+@pytest.mark.parametrize("index", [0, 1, 2, 3, 5, 6, 7])
 def test_python_block_runs(index: int, capsys: pytest.CaptureFixture[str]) -> None:
     from rtclient import logs
 
@@ -56,5 +56,5 @@ def test_python_block_runs(index: int, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_the_plugin_block_passes_as_a_users_test(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_readme_plugin=blocks("python")[2])
+    pytester.makepyfile(test_readme_plugin=blocks("python")[4])
     pytester.runpytest_subprocess("-q").assert_outcomes(passed=1)

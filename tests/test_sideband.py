@@ -229,7 +229,7 @@ def test_browser_creates_at_random_moments_nothing_lost_rejections_rearmed(
 
     for answer in answers:
         assert len(answer.tool_calls) == 16
-        assert "collide -> 15" in answer.text and TICKET in answer.response["response"]["metadata"]
+        assert "collide -> 15" in answer.text and TICKET in answer.raw["response"]["metadata"]
     assert stats["lost"] == 0 and stats["outstanding"] == 0 and stats["failed"] == 0
     assert len(sent) > rounds, "the browser did start responses meanwhile"
 
@@ -343,7 +343,7 @@ def test_a_sideband_does_not_wait_for_session_created_and_errors_are_attributed(
             with sideband_of(emu, browser.call_id) as side:
                 seen: list[str] = []
                 created = threading.Event()
-                side.on("*", lambda e: seen.append(e["type"]))
+                side.on("*", lambda e: seen.append(e["type"]), raw=True)
                 side.on("response.created", lambda e: created.set())  # the gate saw it
                 browser.send({"type": "response.create", "event_id": "browser_1"})
                 assert created.wait(10)

@@ -1,6 +1,6 @@
 """A Realtime API emulator: a real WebRTC (and WebSocket) server on loopback.
 
-It behaves like the OpenAI Realtime API as ``PROTOCOL.md`` specifies it - above all it
+It behaves like the OpenAI Realtime API as its public reference describes it - above all it
 rejects a second default-conversation ``response.create`` with the exact
 ``conversation_already_has_active_response`` error - and it is the referee of
 rtclient's tests, so it imports nothing of the client (only the loopback helper).

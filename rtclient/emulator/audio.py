@@ -45,6 +45,9 @@ class AudioPlayback:
         self._idle_handle: asyncio.TimerHandle | None = None
         self._closed = False
         self.frames_sent = 0
+        """20 ms frames the track has handed to the encoder (paced by the clock)."""
+        self.milliseconds_buffered = 0
+        """Milliseconds of speech the responses have buffered (played, or cleared)."""
 
     @property
     def response_id(self) -> str | None:
@@ -67,6 +70,7 @@ class AudioPlayback:
         """Buffer ``milliseconds`` more of ``response_id``'s speech."""
         if self._response_id != response_id:
             return  # cleared meanwhile: the rest of that response is discarded
+        self.milliseconds_buffered += milliseconds
         now = asyncio.get_running_loop().time()
         self._ends_at = max(self._ends_at, now) + milliseconds / 1000
         self._speaking.set()

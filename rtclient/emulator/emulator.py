@@ -29,7 +29,7 @@ from .model import Model, Pace, ScriptedModel
 from .peer import Peer
 from .records import Predicate, Recorder
 from .server import WebSocketLink, build_app
-from .session import Session, SessionSettings
+from .session import ClientEventHook, Session, SessionSettings
 
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 20.0
@@ -52,6 +52,11 @@ class Emulator:
         max_session_seconds: session length before the ``session_expired`` error (API: 60 min).
         record_server_events: keep every sent event for ``session.server_events``.
         seed: makes ids repeatable.
+        on_client_event: ``hook(session, event)``, called on the emulator's loop for
+            every message a client sends (as recorded, refused ones too) before the
+            session acts on it - to watch the wire in-process (the demo prints the
+            ``response.cancel`` it sees). It must be quick and must not block; what it
+            raises is logged and ignored. Read when a session opens.
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class Emulator:
         max_session_seconds: float = 3600.0,
         record_server_events: bool = True,
         seed: int | None = None,
+        on_client_event: ClientEventHook | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -79,6 +85,7 @@ class Emulator:
         )
         self.max_session_seconds = max_session_seconds
         self.record_server_events = record_server_events
+        self.on_client_event = on_client_event
         self.ids = IdFactory(seed)
         self.keys = KeyStore(self.ids, api_key)
         self._recorder = Recorder()
@@ -333,6 +340,7 @@ class Emulator:
             faults=self.faults,
             max_session_seconds=self.max_session_seconds,
             record_server_events=self.record_server_events,
+            on_client_event=self.on_client_event,
         )
         session = Session(
             loop=self._loop,

@@ -73,7 +73,7 @@ class ClientEventError(Exception):
 
 
 def active_response_error(active_response_id: str) -> ClientEventError:
-    """PROTOCOL.md section 4, verbatim: the error this whole project exists for."""
+    """The API's error, verbatim: the error this whole project exists for."""
     return ClientEventError(
         "conversation_already_has_active_response",
         f"Conversation already has an active response in progress: {active_response_id}. "

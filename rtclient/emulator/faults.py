@@ -27,7 +27,16 @@ class Faults:
 
     delay_cancel: float = 0.0
     """Seconds a ``response.cancel`` takes to stop the response (widens the window in
-    which a create after a cancel is rejected, PROTOCOL.md section 4 trigger 2)."""
+    which a ``response.create`` sent right after a cancel is rejected)."""
+
+    hold_turn_response: float = 0.0
+    """When > 0, the response server VAD creates at the end of the user's speech is held
+    for up to this many seconds, and started the instant a default-conversation
+    ``response.create`` arrives - just before that create is handled, so the create is
+    rejected with ``conversation_already_has_active_response`` naming the VAD response.
+    It stages, on every run, the race no client can prevent: a VAD response starting
+    while the client's create is on the wire. If no create comes, the response starts
+    when the hold ends (unless another response is active by then)."""
 
     malformed_json: bool = False
     """Send a text message that is not JSON right before each ``response.created``."""
@@ -48,6 +57,10 @@ class Faults:
 
     fail_error_type: str = "server_error"
     fail_error_code: str = "emulator_injected_failure"
+
+    ignore_event_type: str | None = None
+    """Leave every client event of this type unanswered: recorded, never handled, no
+    error - a server that lost it (a caller waiting for its answer must time out)."""
 
     def replace(self, **changes: Any) -> Faults:
         return dataclasses.replace(self, **changes)

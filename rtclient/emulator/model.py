@@ -14,7 +14,12 @@ context (the conversation, or an out-of-band response's ``input``):
    its tools for that message: it answers in text with every call's output,
    ``Tool results: name -> output; name2 -> output2.`` (``(no output)`` for a call whose
    output was not added).
-2. Otherwise it reads the last user message's text (``input_text`` text and
+2. If the user spoke while tools ran - the calls made for the user message before the
+   last one have an output that no tool-results answer (an assistant message starting
+   ``Tool results:``) follows yet - and that later user message already has an
+   assistant reply (say, server VAD's), the model answers those calls the same way:
+   each turn is answered in its own response, the user's and the tools'.
+3. Otherwise it reads the last user message's text (``input_text`` text and
    ``input_audio`` transcripts). Every mention of a registered function tool's name is a
    call, in order of appearance:
 
@@ -28,7 +33,7 @@ context (the conversation, or an out-of-band response's ``input``):
    secret's session) unless ``response.create`` brings its own. ``tool_choice: "none"``
    disables calls; ``"required"`` or ``{"type": "function", "name": N}`` with no
    mention calls the first tool (or ``N``) with ``{}``.
-3. With no call, it answers ``You said: <text>`` (``Hello! How can I help?`` when
+4. With no call, it answers ``You said: <text>`` (``Hello! How can I help?`` when
    the context has no user message).
 
 :class:`Pace` sets how fast the answer streams, so responses last long enough for races.
@@ -44,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 MAX_REPEAT = 1024
+TOOL_RESULTS = "Tool results: "
 
 
 @dataclass(frozen=True)
@@ -114,9 +120,11 @@ class ScriptedModel:
 
     def __call__(self, request: ModelRequest) -> list[Output]:
         items = request.items
-        last_user = _last_index(items, lambda it: _is_user_message(it))
+        last_user = _last_index(items, _is_user_message)
         after = items[last_user + 1 :] if last_user is not None else items
         called = [it for it in after if it.get("type") == "function_call"]
+        if not called and last_user is not None:
+            called = _unanswered_round_before(items, last_user)
         if called:
             outputs = {
                 it.get("call_id"): it.get("output")
@@ -127,7 +135,7 @@ class ScriptedModel:
                 f"{it.get('name')} -> {outputs.get(it.get('call_id'), '(no output)')}"
                 for it in called
             )
-            return [TextReply(f"Tool results: {results}.")]
+            return [TextReply(f"{TOOL_RESULTS}{results}.")]
 
         text = user_text(items[last_user]) if last_user is not None else None
         names = [
@@ -209,8 +217,48 @@ def user_text(item: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def assistant_text(item: dict[str, Any]) -> str:
+    """The words of an assistant message: its ``output_text`` texts and transcripts."""
+    parts: list[str] = []
+    for part in item.get("content") or []:
+        if not isinstance(part, dict):
+            continue
+        words = part.get("text") if part.get("type") in ("output_text", "text") else None
+        if words is None:
+            words = part.get("transcript")
+        if isinstance(words, str) and words:
+            parts.append(words)
+    return "".join(parts)
+
+
 def _is_user_message(item: dict[str, Any]) -> bool:
     return item.get("type") == "message" and item.get("role") == "user"
+
+
+def _is_assistant_message(item: dict[str, Any]) -> bool:
+    return item.get("type") == "message" and item.get("role") == "assistant"
+
+
+def _is_tool_results_answer(item: dict[str, Any]) -> bool:
+    return _is_assistant_message(item) and assistant_text(item).startswith(TOOL_RESULTS)
+
+
+def _unanswered_round_before(items: list[dict[str, Any]], last_user: int) -> list[dict[str, Any]]:
+    """Rule 2 of the script: the calls made for the user message before ``last_user``,
+    if the user's later turn already has its reply and the calls' results do not."""
+    if not any(_is_assistant_message(it) for it in items[last_user + 1 :]):
+        return []  # the user's turn comes first
+    previous = _last_index(items[:last_user], _is_user_message)
+    start = previous + 1 if previous is not None else 0
+    calls = [it for it in items[start:last_user] if it.get("type") == "function_call"]
+    call_ids = {it.get("call_id") for it in calls}
+    last_output = _last_index(
+        items, lambda it: it.get("type") == "function_call_output" and it.get("call_id") in call_ids
+    )
+    if last_output is None:
+        return []
+    answered = any(_is_tool_results_answer(it) for it in items[last_output + 1 :])
+    return [] if answered else calls
 
 
 def _last_index(

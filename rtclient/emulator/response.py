@@ -1,6 +1,6 @@
 """One response: its state, and the stream of events that carries it to the client.
 
-The event order is the API's (PROTOCOL.md sections 3 and 5). A message item::
+The event order is the API's. A message item::
 
     response.output_item.added, conversation.item.added,
     response.content_part.added, [output_audio_buffer.started],

@@ -1,7 +1,7 @@
 """One Realtime session: the API's rules, whatever carries its events.
 
 A session receives client events as text (from the ``oai-events`` data channel or a
-WebSocket), validates them, applies the rules of PROTOCOL.md sections 2-6 and emits
+WebSocket), validates them, applies the API's rules and emits
 server events to every attached :class:`Channel`.
 
 More than one channel may be attached: a WebRTC call plus sideband WebSockets. They
@@ -55,6 +55,11 @@ _CALL_TIMEOUT_S = 30.0
 _INPUT_BYTES_PER_MS = 48  # pcm16 mono at 24 kHz
 
 
+ClientEventHook = Callable[["Session", dict[str, Any]], None]
+"""``hook(session, event)``: called on the emulator's loop for every message a client
+sends, as recorded (refused ones too), before the session acts on it."""
+
+
 class Channel(Protocol):
     """Something that carries server events to a client (data channel, WebSocket)."""
 
@@ -74,6 +79,7 @@ class SessionSettings:
     faults: Faults
     max_session_seconds: float
     record_server_events: bool = True
+    on_client_event: ClientEventHook | None = None
 
 
 class Session:
@@ -108,6 +114,7 @@ class Session:
         self._on_closed = on_closed
         self._channels: list[Channel] = []
         self._active: Response | None = None
+        self._held_turn: asyncio.Future[str | None] | None = None
         self._running: dict[str, Response] = {}
         self._input_audio_bytes = 0
         self._audio_clock_ms = 0
@@ -286,6 +293,8 @@ class Session:
         event_type: str = event["type"]
         client_event_id = event.get("event_id")
         faults = self._faults
+        if faults.ignore_event_type == event_type:
+            return
         if faults.fail_event_type == event_type:
             self._send_error(
                 ClientEventError(
@@ -338,6 +347,8 @@ class Session:
                 response.finished.set_result(None)
         self._running.clear()
         self._active = None
+        if self._held_turn is not None and not self._held_turn.done():
+            self._held_turn.set_result(None)
         if self.playback is not None:
             self.playback.close()
         channels, self._channels = self._channels, []
@@ -384,15 +395,48 @@ class Session:
                 "item_id": item_id,
             }
         )
-        self._commit_user_audio(item_id, transcript=text)
+        self._commit_user_audio(item_id, transcript=text, duration_ms=duration_ms)
         response_id = None
-        if detection.get("create_response", True) and self._active is None and not self._closed:
-            response_id = self._start_response({}, None, origin="turn_detection").id
+        if (
+            detection.get("create_response", True)
+            and self._active is None
+            and self._held_turn is None
+            and not self._closed
+        ):
+            hold = self._faults.hold_turn_response
+            if hold > 0:
+                response_id = await self._hold_turn_response(hold)
+            else:
+                response_id = self._start_response({}, None, origin="turn_detection").id
         return {
             "item_id": item_id,
             "response_id": response_id,
             "interrupted": interrupted.id if interrupted is not None else None,
         }
+
+    async def _hold_turn_response(self, seconds: float) -> str | None:
+        """``Faults.hold_turn_response``: the turn's response starts when the next
+        default-conversation ``response.create`` arrives (see ``_release_held_turn``),
+        or when the hold ends if none does."""
+        held: asyncio.Future[str | None] = self._loop.create_future()
+        self._held_turn = held
+        try:
+            await asyncio.wait([held], timeout=seconds)
+        finally:
+            self._held_turn = None
+        if not held.done():
+            started = None
+            if self._active is None and not self._closed:
+                started = self._start_response({}, None, origin="turn_detection").id
+            held.set_result(started)
+        return held.result()
+
+    def _release_held_turn(self) -> None:
+        """A create arrived while a turn's response is held: that response starts first."""
+        held = self._held_turn
+        if held is None or held.done() or self._active is not None:
+            return
+        held.set_result(self._start_response({}, None, origin="turn_detection").id)
 
     # ------------------------------------------------------- ResponseHost protocol
     def model_request(self, response: Response) -> ModelRequest:
@@ -484,7 +528,7 @@ class Session:
                 f"100ms of audio, but buffer only has {buffered_ms:.2f}ms of audio.",
             )
         self._audio_clock_ms += int(buffered_ms)
-        self._commit_user_audio(self.ids.new("item"), transcript=None)
+        self._commit_user_audio(self.ids.new("item"), transcript=None, duration_ms=buffered_ms)
 
     def _input_clear(self, event: dict[str, Any]) -> None:
         self._input_audio_bytes = 0
@@ -499,6 +543,8 @@ class Session:
         with self._recorder.lock:
             self._counters["creates"] += 1
         params: dict[str, Any] = copy.deepcopy(event.get("response") or {})
+        if params.get("conversation", "auto") != "none":
+            self._release_held_turn()
         if params.get("conversation", "auto") != "none" and self._active is not None:
             with self._recorder.lock:
                 self._counters["rejections"] += 1
@@ -569,7 +615,9 @@ class Session:
         )
         return response
 
-    def _commit_user_audio(self, item_id: str, transcript: str | None) -> None:
+    def _commit_user_audio(
+        self, item_id: str, transcript: str | None, duration_ms: float = 0.0
+    ) -> None:
         self._input_audio_bytes = 0
         self.emit(
             {
@@ -589,6 +637,56 @@ class Session:
         previous = self.conversation.insert(item)
         self.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
         self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
+        self._transcribe(item_id, transcript or "", duration_ms)
+
+    def _transcribe(self, item_id: str, text: str, duration_ms: float) -> None:
+        """Input audio transcription, when ``audio.input.transcription`` names a model:
+        the transcript of the committed audio as ``...input_audio_transcription.delta``
+        events (word by word; ``whisper-1`` does not stream: one delta with the whole
+        text), then ``.completed`` with its usage (``whisper-1`` is billed by duration,
+        the other models by tokens). Audio with no known words transcribes to ``""``."""
+        audio_input = self._config.get("audio", {}).get("input", {})
+        transcription = audio_input.get("transcription")
+        if not isinstance(transcription, dict) or not transcription.get("model"):
+            return
+        model = transcription["model"]
+        words = text.split(" ") if text else []
+        if not words:
+            chunks: list[str] = []
+        elif model == "whisper-1":
+            chunks = [text]
+        else:
+            chunks = [word + " " for word in words[:-1]] + [words[-1]]
+        for chunk in chunks:
+            self.emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.delta",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "delta": chunk,
+                }
+            )
+        usage: dict[str, Any]
+        if model == "whisper-1":
+            usage = {"type": "duration", "seconds": round(duration_ms / 1000, 3)}
+        else:
+            audio_tokens = max(1, round(duration_ms / 100))
+            usage = {
+                "type": "tokens",
+                "input_tokens": audio_tokens,
+                "output_tokens": len(words),
+                "total_tokens": audio_tokens + len(words),
+                "input_token_details": {"audio_tokens": audio_tokens, "text_tokens": 0},
+            }
+        self.emit(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": text,
+                "usage": usage,
+            }
+        )
 
     def _resolve_input(self, entry: dict[str, Any]) -> dict[str, Any]:
         if entry.get("type") == "item_reference":
@@ -621,6 +719,12 @@ class Session:
             self._client_events.append(event)
             self._counters["client_events"] += 1
             self._recorder.changed()
+        hook = self._settings.on_client_event
+        if hook is not None:
+            try:
+                hook(self, copy.deepcopy(event))
+            except Exception:
+                logger.exception("emulator: the on_client_event hook raised")
 
     def _transmit(
         self, text: str, error_event: dict[str, Any] | None, to: Channel | None = None

@@ -12,8 +12,12 @@ HTTP, and hang-up. Facts measured on aiortc that shape it:
   whole connect runs under one ``connect_timeout``.
 * aioice offers every interface but loopback; ``loopback_only=True`` offers 127.0.0.1
   alone (tests and benchmarks: no packet leaves the machine).
-* An unconsumed remote audio track grows the process by ~1.1 MB/s, so the track is
-  always consumed: a user callback, a recording, or ``MediaBlackhole``.
+* aiortc decodes every received audio frame, on one thread per receiver, whether or
+  not anyone reads the track; an unread track then grows the process by ~1.1 MB/s.
+  So the track is consumed by a user callback or a recording - or, when nobody wants
+  the audio, its decoding is ended once the call is up (RTP is still received and
+  reported on, never decoded): no ``MediaBlackhole`` decoding into the void, and one
+  thread less per call (``decode_unconsumed_audio``; bench/README.md has the numbers).
 * aiortc's ``max-message-size`` is 262,144 bytes; a larger event is refused here with
   :class:`MessageTooLargeError` before anything is queued.
 * A dead peer is only noticed by ICE consent after ~30 s and sends "succeed"
@@ -23,6 +27,8 @@ HTTP, and hang-up. Facts measured on aiortc that shape it:
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,6 +87,11 @@ class _SilentTrack(MediaStreamTrack):
 class WebRTCTransport:
     """One WebRTC call to a Realtime server (loop thread only)."""
 
+    decode_unconsumed_audio = False
+    """Decode a remote track nobody reads into a ``MediaBlackhole`` (aiortc's way)
+    instead of ending its decoding once the call is up. Off: decoding what is thrown
+    away costs CPU and a thread per call. On only for comparison (``bench/scale.py``)."""
+
     def __init__(
         self,
         *,
@@ -114,6 +125,7 @@ class WebRTCTransport:
         self._channel: Any = None
         self._http: aiohttp.ClientSession | None = None
         self._sinks: list[MediaBlackhole | MediaRecorder] = []
+        self._unread: list[MediaStreamTrack] = []  # remote tracks nobody consumes
         self._player: MediaPlayer | None = None
         self._frame_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
@@ -166,6 +178,7 @@ class WebRTCTransport:
             answer = await self._post_offer(pc.localDescription.sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         await opened.wait()
+        self._end_unread_decoding()
         logger.info("[CONNECTION] {} open ({})", self.call_id, self.base_url)
 
     def _input_track(self) -> MediaStreamTrack:
@@ -202,10 +215,26 @@ class WebRTCTransport:
             self._frame_task = asyncio.ensure_future(self._pump_frames(track))
             return
         recording = track.kind == "audio" and self._audio_out is not None
-        sink = MediaRecorder(self._audio_out) if recording else MediaBlackhole()
+        if not recording and not self.decode_unconsumed_audio:
+            self._unread.append(track)  # its decoding ends once the call is up
+            return
+        self._sink(MediaRecorder(self._audio_out) if recording else MediaBlackhole(), track)
+
+    def _sink(self, sink: MediaBlackhole | MediaRecorder, track: MediaStreamTrack) -> None:
         sink.addTrack(track)
         self._sinks.append(sink)
         self._tasks.add(asyncio.ensure_future(sink.start()))
+
+    def _end_unread_decoding(self) -> None:
+        """End the decoding of the tracks nobody reads. Their receivers are running now
+        (aiortc starts them before the data channel can open); a receiver that is not as
+        expected gets a ``MediaBlackhole`` instead, as before."""
+        receivers = self._pc.getReceivers() if self._pc is not None else []
+        for track in self._unread:
+            receiver = next((r for r in receivers if r.track is track), None)
+            if receiver is None or not _end_decoding(receiver):
+                self._sink(MediaBlackhole(), track)
+        self._unread.clear()
 
     async def _pump_frames(self, track: MediaStreamTrack) -> None:
         callback = self._on_audio_frame
@@ -302,3 +331,18 @@ class WebRTCTransport:
             await signaling.post_hangup(self._http, self.base_url, self._key, self.call_id)
         finally:
             await self.close(hangup=False)
+
+
+def _end_decoding(receiver: Any) -> bool:
+    """Stop an aiortc ``RTCRtpReceiver`` decoding: what its own ``stop()`` does to the
+    decoder thread, without stopping the receiver. RTP is still received, reassembled
+    and reported on (RTCP), but no frame is decoded and the thread ends. aiortc has no
+    public switch for it; if its private fields are not as expected, nothing is
+    touched and ``False`` is returned."""
+    thread = getattr(receiver, "_RTCRtpReceiver__decoder_thread", None)
+    inbox = getattr(receiver, "_RTCRtpReceiver__decoder_queue", None)
+    if not isinstance(thread, threading.Thread) or not isinstance(inbox, queue.Queue):
+        return False
+    receiver._RTCRtpReceiver__decoder_thread = None  # no frame is handed to it any more
+    inbox.put(None)  # it finishes what it holds and ends (ending the unread track)
+    return True

@@ -1,6 +1,6 @@
 """A bare aiortc Realtime client for testing the emulator (no rtclient client code).
 
-It does what PROTOCOL.md section 1 says a client does: create the ``oai-events`` data
+It does what the API's WebRTC guide says a client does: create the ``oai-events`` data
 channel and an audio transceiver before the offer, POST the offer, apply the answer.
 ICE gathering runs inside ``loopback_only()`` so its candidates are 127.0.0.1 only.
 """
@@ -69,6 +69,7 @@ class RawClient(Inbox):
         self.channel = channel
         self.call_id = call_id
         self.audio_frames = 0
+        self._audio = asyncio.Event()
         self._open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[None]] = set()
         channel.on("message", self._deliver)
@@ -121,9 +122,20 @@ class RawClient(Inbox):
                 while True:
                     await track.recv()
                     self.audio_frames += 1
+                    self._audio.set()
 
         task = asyncio.get_running_loop().create_task(count())
         self._tasks.add(task)
+
+    async def wait_audio_frames(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until at least ``count`` audio frames arrived on the model's track."""
+
+        async def wait() -> None:
+            while self.audio_frames < count:
+                self._audio.clear()
+                await self._audio.wait()
+
+        await asyncio.wait_for(wait(), timeout)
 
     async def send(self, event: Event) -> None:
         self.channel.send(json.dumps(event))

@@ -47,7 +47,7 @@ def assert_server_event(event: dict[str, Any]) -> None:
 
 
 def assert_client_event(event: dict[str, Any], *, item_references: bool = False) -> None:
-    """Validate a client event; ``item_references`` applies PROTOCOL.md section 7's
+    """Validate a client event; ``item_references`` applies the schema's
     caveat (``{"type": "item_reference", "id"}`` in ``response.input`` is valid)."""
     response = event.get("response")
     if item_references and isinstance(response, dict) and isinstance(response.get("input"), list):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import aiohttp
 import pytest
 
-from rtclient.emulator import Emulator, Faults
+from rtclient.emulator import Emulator, Faults, Session
 
 from .conftest import MakeEmulator, async_test, connect, user_text
 from .rawclient import RawClient
@@ -153,5 +155,97 @@ async def test_faults_change_on_a_live_session_in_process_and_over_http(emu: Emu
         await client.until("response.done")
         assert "emulator.unknown_event" in client.types()
         assert client.types().count("response.created") == 1
+    finally:
+        await client.close()
+
+
+VAD = {"type": "server_vad", "create_response": True, "interrupt_response": True}
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "websocket"])
+@async_test
+async def test_held_turn_response_starts_first_and_rejects_the_create(
+    make_emulator: MakeEmulator, transport: str
+) -> None:
+    """The race no client can prevent, staged: server VAD's response starts while the
+    client's create is on the wire - every time, not by luck."""
+    emu = make_emulator(turn_detection=VAD, faults=Faults(hold_turn_response=10.0))
+    client = await connect(emu, transport)
+    try:
+        await client.until("session.created")
+        session = emu.sessions[0]
+        speech = asyncio.ensure_future(asyncio.to_thread(session.simulate_speech, "hmm"))
+        await client.until("input_audio_buffer.committed")
+        assert session.active_response_id is None  # held: nothing runs yet
+        assert not speech.done()
+        await client.send({"type": "response.create", "event_id": "mine", "response": TEXT})
+        error = (await client.until("error"))["error"]
+        result = await speech
+        vad_response = result["response_id"]
+        assert vad_response is not None
+        assert error["event_id"] == "mine"
+        assert error["code"] == "conversation_already_has_active_response"
+        assert vad_response in error["message"]
+        created = (await client.until("response.created"))["response"]
+        assert created["id"] == vad_response
+        done = await client.until("response.done")
+        assert done["response"]["id"] == vad_response
+        assert done["response"]["output"][0]["content"][0]["transcript"] == "You said: hmm"
+        assert session.counters["rejections"] == 1
+        await client.send({"type": "response.create", "event_id": "again", "response": TEXT})
+        served = (await client.until("response.created"))["response"]
+        assert served["id"] != vad_response
+        await client.until("response.done")
+    finally:
+        await client.close()
+
+
+@async_test
+async def test_held_turn_response_starts_when_the_hold_ends(make_emulator: MakeEmulator) -> None:
+    emu = make_emulator(turn_detection=VAD, faults=Faults(hold_turn_response=0.05))
+    client = await connect(emu, "websocket")
+    try:
+        await client.until("session.created")
+        session = emu.sessions[0]
+        result = await asyncio.to_thread(session.simulate_speech, "anyone?")
+        done = (await client.until("response.done"))["response"]
+        assert done["id"] == result["response_id"]
+        out_of_band = {"type": "response.create", "response": {**TEXT, "conversation": "none"}}
+        session.set_faults(hold_turn_response=10.0)
+        speech = asyncio.ensure_future(asyncio.to_thread(session.simulate_speech, "again"))
+        await client.until("input_audio_buffer.committed")
+        await client.send(out_of_band)  # an out-of-band create does not release the hold
+        await client.until(lambda e: e["type"] == "response.done")
+        assert not speech.done() and session.active_response_id is None
+        await client.close()  # the session ends: the held turn is released, nothing starts
+        assert (await speech)["response_id"] is None
+    finally:
+        await client.close()
+
+
+@async_test
+async def test_on_client_event_sees_the_wire_in_order(make_emulator: MakeEmulator) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    def hook(session: Session, event: dict[str, Any]) -> None:
+        seen.append((session.id, event.get("type")))
+        if event.get("event_id") == "boom":
+            raise RuntimeError("a broken hook must not break the session")
+
+    emu = make_emulator(on_client_event=hook)
+    client = await connect(emu, "websocket")
+    try:
+        await client.until("session.created")
+        await client.send({**user_text("hello"), "event_id": "boom"})
+        await client.send({"type": "response.create", "response": {"bogus": 1}})
+        await client.send({"type": "response.create", "response": TEXT})
+        await client.until("response.done")
+        session_id = emu.sessions[0].id
+        assert seen == [
+            (session_id, "conversation.item.create"),
+            (session_id, "response.create"),  # refused ones too
+            (session_id, "response.create"),
+        ]
+        assert client.types().count("conversation.item.added") == 2  # user + answer
     finally:
         await client.close()

@@ -69,3 +69,69 @@ def test_split_text() -> None:
     assert split_text("ab", 5) == ["a", "b"]
     assert split_text("", 3) == []
     assert "".join(split_text("You said: hello", 4)) == "You said: hello"
+
+
+def _call(call_id: str, name: str = "f") -> dict[str, Any]:
+    return {"type": "function_call", "name": name, "call_id": call_id, "arguments": "{}"}
+
+
+def _output(call_id: str, output: str) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": call_id, "output": output}
+
+
+def _assistant(text: str) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "output_audio", "transcript": text}],
+    }
+
+
+def test_a_user_turn_during_a_tool_round_is_answered_in_its_own_turn() -> None:
+    """The demo's race: the user speaks while the tools run; server VAD's reply answers
+    the user, and the tools' follow-up still answers the tool results."""
+    model = ScriptedModel()
+    tools = _tools("f", "g")
+    asked = [_user("f and g"), _call("c1", "f"), _call("c2", "g")]
+    # the user's turn is committed, the outputs arrive, VAD's reply starts first
+    vad_context = [*asked, _user("hmm, and tomorrow?"), _output("c1", "one"), _output("c2", "two")]
+    assert model(ModelRequest(items=vad_context, tools=tools, origin="turn_detection")) == [
+        TextReply("You said: hmm, and tomorrow?")
+    ]
+    # then the client's follow-up create (re-armed after its rejection)
+    followup = [*vad_context, _assistant("You said: hmm, and tomorrow?")]
+    assert model(ModelRequest(items=followup, tools=tools)) == [
+        TextReply("Tool results: f -> one; g -> two.")
+    ]
+    # once answered, the tool round is over: the next turn is about the user again
+    answered = [*followup, _assistant("Tool results: f -> one; g -> two."), _user("thanks")]
+    assert model(ModelRequest(items=answered, tools=tools)) == [TextReply("You said: thanks")]
+    # outputs in either order around the user's turn give the same answers
+    swapped = [*asked, _output("c1", "one"), _output("c2", "two"), _user("hmm, and tomorrow?")]
+    assert model(ModelRequest(items=swapped, tools=tools)) == [
+        TextReply("You said: hmm, and tomorrow?")
+    ]
+    assert model(ModelRequest(items=[*swapped, _assistant("You said: hmm")], tools=tools)) == [
+        TextReply("Tool results: f -> one; g -> two.")
+    ]
+
+
+def test_an_answer_before_the_outputs_does_not_close_the_tool_round() -> None:
+    """Another connection's response may answer a tool round before its outputs are in;
+    the follow-up still answers with them."""
+    model = ScriptedModel()
+    early = _assistant("Tool results: f -> (no output).")
+    history = [_user("f"), _call("c1"), early, _output("c1", "one")]
+    assert model(ModelRequest(items=history, tools=_tools("f"))) == [
+        TextReply("Tool results: f -> one.")
+    ]
+
+
+def test_a_later_unanswered_user_message_comes_before_an_old_tool_round() -> None:
+    model = ScriptedModel()
+    history = [_user("f"), _call("c1"), _output("c1", "one"), _user("g please")]
+    assert model(ModelRequest(items=history, tools=_tools("f", "g"))) == [ToolCall("g", {})]
+    no_output = [_user("f"), _call("c1"), _user("never mind"), _assistant("You said: never mind")]
+    assert model(ModelRequest(items=no_output, tools=_tools("f"))) == [
+        TextReply("You said: never mind")
+    ]

@@ -198,7 +198,7 @@ async def test_every_event_validates_against_the_openai_schema(
 
 @async_test
 async def test_item_reference_is_accepted_although_the_model_rejects_it(emu: Emulator) -> None:
-    """PROTOCOL.md section 7: the schema's caveat must not leak into the emulator."""
+    """The openai model refuses item_reference inputs; that must not leak into the emulator."""
     client = await connect(emu, "websocket")
     try:
         await client.until("session.created")

@@ -1,4 +1,4 @@
-"""The session's rules (PROTOCOL.md sections 2-6), over the WebSocket endpoint."""
+"""The session's rules (the API's), over the WebSocket endpoint."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ async def test_speech_interrupts_the_running_response_and_answers(
 
 @async_test
 async def test_a_client_create_during_a_vad_response_is_rejected(emu: Emulator) -> None:
-    """PROTOCOL.md section 4, trigger 1: VAD auto-responds while the client creates."""
+    """The first known trigger: VAD auto-responds while the client creates."""
     client = await connect(emu, "websocket")
     try:
         await client.until("session.created")

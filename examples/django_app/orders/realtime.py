@@ -14,14 +14,22 @@ The one thing to remember: Django opens a database connection per thread and clo
 at the end of each *request* (the ``request_started``/``request_finished`` signals). A
 tool thread serves no request, so nothing would ever close its connection; the tool
 does what those signals do, ``close_old_connections()``, when it is finished.
+
+Several worker processes (gunicorn, ``shop/wsgi.py``): set ``REDIS_URL`` and the calls
+live in the registry every worker shares (``examples/calls_registry.py``, as in the
+Flask example): any worker can hang a call up, and a call whose worker died is taken
+over by another, which answers the tool calls the dead one left unanswered
+(``order_status`` only reads, so it is run again).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -65,10 +73,44 @@ _lock = threading.Lock()
 _live: dict[str, RealtimeClient] = {}
 _loop_thread: LoopThread | None = None
 _pool: ThreadPoolExecutor | None = None
+_registry: Any = None  # calls_registry.CallRegistry, with settings.RTCLIENT["redis_url"]
+
+
+def start_registry() -> Any:
+    """The registry every worker shares, started (None without a Redis URL). Called
+    by ``shop/wsgi.py`` at worker boot, so a worker takes over orphaned calls before
+    its first request."""
+    global _registry
+    conf = settings.RTCLIENT
+    if not conf.get("redis_url"):
+        return None
+    with _lock:
+        if _registry is None:
+            examples = str(Path(__file__).resolve().parents[2])  # calls_registry.py's home
+            if examples not in sys.path:
+                sys.path.append(examples)
+            from calls_registry import CallRegistry
+
+            _registry = CallRegistry(
+                conf["redis_url"],
+                api_key=conf["api_key"],
+                base_url=conf.get("base_url"),
+                session=SESSION,
+                tools=[order_status],
+                idempotent={"order_status"},  # it only reads: safe to run again
+                lease_ttl=conf.get("lease_ttl", 5.0),
+                max_workers=conf.get("max_workers", 8),
+                name="django-calls",
+            ).start()
+        return _registry
 
 
 def start_call(offer_sdp: str) -> tuple[str, str]:
     """Create a call for this browser offer and attach to it: ``(call_id, answer_sdp)``."""
+    registry = start_registry()
+    if registry is not None:
+        call_id, answer = registry.start_call(offer_sdp)
+        return str(call_id), str(answer)
     loop_thread, pool = _shared()
     live_calls()  # forget the calls that ended on their own
     key, url = settings.RTCLIENT["api_key"], settings.RTCLIENT.get("base_url")
@@ -101,7 +143,11 @@ def start_call(offer_sdp: str) -> tuple[str, str]:
 
 
 def hangup(call_id: str) -> bool:
-    """End ``call_id`` for everyone; False if it is not one of ours."""
+    """End ``call_id`` for everyone; False if it is not one of ours (of any worker's,
+    with a shared registry)."""
+    registry = start_registry()
+    if registry is not None:
+        return bool(registry.hangup(call_id))
     with _lock:
         client = _live.pop(call_id, None)
     if client is None:
@@ -119,6 +165,8 @@ def hangup(call_id: str) -> bool:
 
 def live_calls() -> dict[str, RealtimeClient]:
     """The calls still attached; forgets (and closes) those that ended on their own."""
+    if _registry is not None:  # this worker's sidebands (the registry forgets ended calls)
+        return {cid: c for cid in _registry.held() if (c := _registry.get(cid)) is not None}
     with _lock:
         ended = {call_id: c for call_id, c in _live.items() if c.closed}
         for call_id in ended:
@@ -131,12 +179,15 @@ def live_calls() -> dict[str, RealtimeClient]:
 
 def close() -> None:
     """Hang every call up and stop the shared threads (at exit, or in tests)."""
-    global _loop_thread, _pool
+    global _loop_thread, _pool, _registry
     with _lock:
         clients = list(_live.values())
         _live.clear()
         loop_thread, pool = _loop_thread, _pool
         _loop_thread = _pool = None
+        registry, _registry = _registry, None
+    if registry is not None:
+        registry.close()  # detach and release: another worker takes the calls over
     for client in clients:
         with contextlib.suppress(RealtimeError):
             client.hangup()

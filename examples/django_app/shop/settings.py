@@ -16,7 +16,7 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
 INSTALLED_APPS = ["orders"]
-MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
+MIDDLEWARE = ["django.middleware.common.CommonMiddleware", "orders.middleware.served_by"]
 ROOT_URLCONF = "shop.urls"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -35,6 +35,9 @@ RTCLIENT = {
     "api_key": os.environ.get("OPENAI_API_KEY"),
     "base_url": os.environ.get("OPENAI_BASE_URL"),
     "max_workers": 8,  # the tool pool every call shares
+    # Several workers (gunicorn shop.wsgi): the registry of live calls they all share.
+    "redis_url": os.environ.get("REDIS_URL"),
+    "lease_ttl": float(os.environ.get("RT_LEASE_TTL", "5")),  # failover ~ this, in seconds
 }
 
 # The browser's page, shared with the Flask example.

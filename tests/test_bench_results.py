@@ -1,0 +1,340 @@
+"""The figures the READMEs quote are the ones in the committed bench results.
+
+``bench/results/*.json`` are written by the benches (``--name NAME``); README.md and
+bench/README.md quote them. This reads the JSON and checks every row of bench/README's
+result tables, and the headline figures of both READMEs, against it - so a re-run
+that changes a result fails here until the text says the same. A failure names the
+figure, what the text says and what the result file says.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+README = (ROOT / "README.md").read_text()
+BENCH_README = (ROOT / "bench" / "README.md").read_text()
+
+RACE_COLUMNS = {
+    "strategy": "strategy",
+    "K": "k",
+    "trials": "trials",
+    "rejections": "rejections",
+    "trials w/ rej": "trials_with_rejection",
+    "lost": "lost",
+    "creates/batch": "creates_per_batch",
+    "dup creates": "duplicates",
+    "extra resp": "extra_responses",
+    "p50 ms": "p50_ms",
+    "p99 ms": "p99_ms",
+    "browser creates": "browser_creates",
+    "browser rej": "browser_rejections",
+    "wall s": "wall_s",
+}
+CONNECT_COLUMNS = {
+    "variant": "variant",
+    "n": "rounds",
+    "open p50 ms": "open_p50_ms",
+    "open p90 ms": "open_p90_ms",
+    "x bare dc+audio": "ratio_vs_bare_audio",
+    "x bare dc": "ratio_vs_bare_dc",
+    "connect() p50 ms": "ready_p50_ms",
+    "connect() p90 ms": "ready_p90_ms",
+    "close p50 ms": "close_p50_ms",
+}
+SCALE_COLUMNS = {
+    "N": "sessions",
+    "setup s": "setup_s",
+    "connect p50 ms": "connect_p50_ms",
+    "RSS/session KB": "rss_per_session_kb",
+    "idle %/sess": "idle_cpu_pct_per_session",
+    "silent %/sess": "silent_cpu_pct_per_session",
+    "silent ev/s": "silent_events_per_s",
+    "speaking %/sess": "speaking_cpu_pct_per_session",
+    "frames/s/sess": "speaking_frames_per_s_per_session",
+    "loop % (speak)": "speaking_loop_pct",
+    "emulator % (speak)": "speaking_emulator_pct",
+}
+
+
+def load(name: str) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads((RESULTS / f"{name}.json").read_text())
+    return payload
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """As bench/_common.py's tables print a value."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def quoted(phrase: str, text: str, where: str) -> None:
+    assert flat(phrase) in flat(text), f"{where} should say {phrase!r} (from bench/results)"
+
+
+def heading(text: str, start: str) -> str:
+    (line,) = [line for line in text.splitlines() if line.startswith(start)]
+    return line
+
+
+def table_after(text: str, start: str, skip: int = 0) -> list[dict[str, str]]:
+    """The rows of the (``skip``+1)-th Markdown table after the heading ``start``."""
+    lines = text.splitlines()
+    i = lines.index(heading(text, start)) + 1
+    for _ in range(skip + 1):
+        while not lines[i].startswith("|"):
+            assert not lines[i].startswith("#"), f"no table under {start!r}"
+            i += 1
+        header = _cells(lines[i])
+        rows: list[dict[str, str]] = []
+        i += 2  # the separator
+        while i < len(lines) and lines[i].startswith("|"):
+            rows.append(dict(zip(header, _cells(lines[i]), strict=True)))
+            i += 1
+    return rows
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def records(name: str, strategy: str) -> list[dict[str, Any]]:
+    return [r for r in load(name)["results"] if r["strategy"] == strategy]
+
+
+def span(values: list[float], digits: int, unit: str = "") -> str:
+    """``lo-hi`` (or one value) as the READMEs write a range."""
+    lo, hi = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
+    return f"{lo}{unit}" if lo == hi else f"{lo}-{hi}{unit}"
+
+
+# -------------------------------------------------------------- bench/README.md tables
+
+
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [
+        ("race", "### Latest figures (`python bench/race.py`"),
+        ("race_vad", "### With VAD noise (`python bench/race.py --vad-noise`"),
+        ("race_sideband", "### The sideband race (`python bench/race.py --strategies"),
+    ],
+)
+def test_the_race_tables_are_the_race_results(name: str, start: str) -> None:
+    payload = load(name)
+    title = heading(BENCH_README, start)
+    assert payload["command"].strip() in title, f"{name}: the heading names another command"
+    assert f"{payload['total_wall_s']:.0f} s)" in title, f"{name}: {payload['total_wall_s']} s"
+    cells = {(r["strategy"], r["k"]): r for r in payload["results"]}
+    rows = table_after(BENCH_README, start)
+    assert len(rows) == len(cells), f"{name}: {len(rows)} rows for {len(cells)} cells"
+    for row in rows:
+        record = cells[(row["strategy"], int(row["K"]))]
+        for header, cell in row.items():
+            value = fmt(record.get(RACE_COLUMNS[header]))
+            assert cell == value, (
+                f"{name} {row['strategy']} K={row['K']} {header}: {cell} != {value}"
+            )
+
+
+def test_the_10k_run_is_quoted_as_it_ran() -> None:
+    payload = load("race_10k")
+    ((gate,), (naive,)) = records("race_10k", "gate"), records("race_10k", "naive")
+    quoted(f"`{payload['command']}` took {payload['total_wall_s']:.0f} s", BENCH_README, "race_10k")
+    quoted(
+        f"gate {gate['trials']:,} trials, {gate['rejections']} rejections, {gate['lost']} lost, "
+        f"{gate['creates_per_batch']:.2f} create per batch, p50 {gate['p50_ms']:.2f} ms / p99 "
+        f"{gate['p99_ms']:.2f} ms; naive {naive['rejections']:,} rejections "
+        f"({naive['trials_with_rejection'] / naive['trials']:.0%} of batches) and "
+        f"{naive['lost']} lost triggers",
+        BENCH_README,
+        "race_10k",
+    )
+    assert not (RESULTS / "race_10k.png").exists(), "one K is a table, not a plot"
+
+
+def test_the_connect_table_is_the_connect_results() -> None:
+    payload = load("connect")
+    start = "### Latest figures (`python bench/connect.py`"
+    assert f"{payload['total_wall_s']:.0f} s" in heading(BENCH_README, start)
+    variants = {r["variant"]: r for r in payload["results"]}
+    rows = table_after(BENCH_README, start)
+    assert [row["variant"] for row in rows] == list(variants)
+    for row in rows:
+        for header, cell in row.items():
+            value = fmt(variants[row["variant"]][CONNECT_COLUMNS[header]])
+            assert cell == value, f"connect {row['variant']} {header}: {cell} != {value}"
+
+
+def test_the_scale_tables_are_the_scale_results() -> None:
+    payload = load("scale")
+    start = "### Latest figures (`python bench/scale.py`"
+    assert f"{payload['total_wall_s']:.0f} s" in heading(BENCH_README, start)
+    rows = table_after(BENCH_README, start)
+    assert len(rows) == len(payload["table"])
+    for row, record in zip(rows, payload["table"], strict=True):
+        for header, cell in row.items():
+            value = fmt(record[SCALE_COLUMNS[header]])
+            assert cell == value, f"scale N={row['N']} {header}: {cell} != {value}"
+    fits = table_after(BENCH_README, start, skip=1)
+    assert [row["phase"] for row in fits] == list(payload["cpu_fit"])
+    for row in fits:
+        fit = payload["cpu_fit"][row["phase"]]
+        assert row["fixed % of a core"] == fmt(fit["fixed_pct"]), row
+        assert row["marginal % per session"] == fmt(fit["marginal_pct_per_session"]), row
+        assert row["N used"] == ", ".join(map(str, fit["sessions_used"])), row
+
+
+def test_the_gate_bench_table_is_the_gate_bench_results() -> None:
+    payload = load("gate_bench")
+    rows = {
+        row["measure"]: (row["p50 us"], row["p99 us"])
+        for row in table_after(BENCH_README, "### Latest figures (`python bench/gate_bench.py`")
+    }
+    uncontended, contended = payload["uncontended"], payload["contended"]
+    handoff = payload["handoff"]
+    expected = {
+        "claim path, uncontended": uncontended["claim"],
+        "queue path, uncontended": uncontended["queue"],
+        "bare `call_soon_threadsafe` hand-off": handoff["bare"]["handoff"],
+    }
+    for measure, summary in expected.items():
+        assert rows[measure] == (fmt(summary["median_us"]), fmt(summary["p99_us"])), measure
+    threads = [contended[t] for t in ("2", "8", "64")]
+    assert rows["2 / 8 / 64 threads on a Barrier"] == (
+        " / ".join(fmt(c["median_us"]) for c in threads),
+        " / ".join(fmt(c["p99_us"]) for c in threads),
+    )
+    bridge = handoff["bridge"]["handoff"]
+    ratio = handoff["ratio_p50_handoff"]
+    assert rows["`Bridge.put` hand-off"] == (
+        f"{fmt(bridge['median_us'])} ({ratio:.2f}x)",
+        fmt(bridge["p99_us"]),
+    )
+
+
+def test_the_scale_prose_is_the_scale_results() -> None:
+    table = load("scale")["table"]
+    kb = [row["rss_per_session_kb"] for row in table]
+    lo, hi = 5 * math.floor(min(kb) / 5), 5 * math.ceil(max(kb) / 5)
+    quoted(f"memory is ~{lo}-{hi} KB per session", BENCH_README, "bench/README scale")
+    at_100 = next(row for row in table if row["sessions"] == 100)
+    quoted(
+        f"~{round(at_100['silent_events_per_s'], -2):,.0f} events/s at 100 sessions at "
+        f"~{at_100['silent_loop_pct']:.0f}% busy",
+        BENCH_README,
+        "bench/README scale",
+    )
+
+
+# ----------------------------------------------------------- README.md's headline figures
+
+
+def test_readme_what_is_guaranteed() -> None:
+    batches = sum(
+        r["trials"] for name in ("race", "race_10k", "race_sideband") for r in records(name, "gate")
+    )
+    assert all(
+        r["rejections"] == 0 and r["lost"] == 0
+        for name in ("race", "race_10k", "race_sideband")
+        for r in records(name, "gate")
+    )
+    quoted(f"`bench/race.py`: 0 in {batches:,} batches of", README, "README")
+    server, client = load("turns")["rows"]
+    assert (server["mode"], client["mode"]) == ("server turns", "client turns")
+    quoted(
+        f"`bench/turns.py`, {client['trials']} voice races, {client['rejections']} rejections "
+        f"({server['rejections']} with server turns), at "
+        f"{client['turn_to_create_p50_ms']:.1f} ms p50",
+        README,
+        "README",
+    )
+
+
+def test_readme_benchmarks_table() -> None:
+    naive, gate = records("race", "naive"), records("race", "gate")
+    rates = [100 * r["trials_with_rejection"] / r["trials"] for r in naive]
+    quoted(f"{span([r['trials'] for r in gate], 0)} trials per K", README, "README race")
+    quoted(f"rejected in {span(rates, 0)}% of batches", README, "README race")
+    quoted(f"up to {max(r['rejections'] for r in naive):,} rejections", README, "README race")
+    quoted(f"{span([r['lost'] for r in naive], 0)} lost triggers per cell", README, "README")
+    assert all(r["rejections"] == r["lost"] == 0 and r["creates_per_batch"] == 1 for r in gate)
+    quoted("**rtclient: 0 rejections, 0 lost, exactly 1.00 create per batch**", README, "README")
+    quoted(f"p50 {span([r['p50_ms'] for r in gate], 2)} ms", README, "README race")
+    quoted(f"p99 <= {max(r['p99_ms'] for r in gate):.1f} ms", README, "README race")
+
+    vad_gate, vad_serialize = records("race_vad", "gate"), records("race_vad", "serialize")
+    assert all(r["lost"] == 0 for r in vad_gate)
+    quoted(
+        f"rtclient: {span([r['rejections'] for r in vad_gate], 0)} rejections per cell",
+        README,
+        "README vad",
+    )
+    quoted(f"loses {span([r['lost'] for r in vad_serialize], 0)} per cell", README, "README vad")
+
+    variants = {r["variant"]: r for r in load("connect")["results"]}
+    ours, bare = variants["rtclient"], variants["bare-dc+audio"]
+    quoted(
+        f"open data channel in {ours['open_p50_ms']:.0f} ms p50, "
+        f"{ours['ratio_vs_bare_audio']:.2f}x two bare aiortc peers with the same SDP "
+        f"({bare['open_p50_ms']:.0f} ms)",
+        README,
+        "README connect",
+    )
+    quoted(
+        f"a WebSocket session ready in {variants['websocket']['ready_p50_ms']:.0f} ms", README, ""
+    )
+
+    scale = load("scale")
+    table = scale["table"]
+    kb = [row["rss_per_session_kb"] for row in table]
+    at_100 = next(row for row in table if row["sessions"] == 100)
+    quoted(
+        f"~{5 * math.floor(min(kb) / 5)}-{5 * math.ceil(max(kb) / 5)} KB and "
+        f"~{span([row['idle_cpu_pct_per_session'] for row in table], 2)}% of a core per idle "
+        f"session; ~{scale['cpu_fit']['silent']['marginal_pct_per_session']:.1f}% per session "
+        f"at ~{table[0]['silent_events_per_s']:.0f} events/s; "
+        f"{round(at_100['silent_events_per_s'], -2):,.0f} events/s at 100 sessions with the "
+        f"loop thread {at_100['silent_loop_pct']:.0f}% busy",
+        README,
+        "README scale",
+    )
+
+    bench = load("gate_bench")
+    unc, handoff = bench["uncontended"], bench["handoff"]
+    medians = [c["median_us"] for c in bench["contended"].values()]
+    ratios = [handoff["ratio_p50_round_trip"], handoff["ratio_p50_handoff"]]
+    quoted(
+        f"a queued decision {unc['queue']['median_us']:.2f} us p50, a claiming one "
+        f"{unc['claim']['median_us']:.1f} us; 2-64 contending threads {span(medians, 1)} us "
+        f"p50; bridge hand-off to the loop {span(ratios, 1)}x a bare",
+        README,
+        "README gate_bench",
+    )
+
+
+def test_every_committed_result_is_quoted() -> None:
+    """A result file nobody quotes is a leftover (a smoke run's, say): the benches write
+    those to bench/results/local/, never next to the committed ones."""
+    unquoted = [
+        path.name
+        for path in RESULTS.glob("*.json")
+        if path.stem not in flat(BENCH_README) and path.stem not in flat(README)
+    ]
+    assert not unquoted, f"not quoted by either README: {unquoted}"
+    for png in RESULTS.glob("*.png"):
+        assert png.with_suffix(".json").exists(), f"{png.name} has no result file"
+    assert re.search(r"^bench/results/local/$", (ROOT / ".gitignore").read_text(), re.M)

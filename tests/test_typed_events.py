@@ -1,0 +1,264 @@
+"""Typed events: callbacks, ``events()``, ``ticket.response()`` and ``Answer.response``
+offer the ``openai.types.realtime`` models, parsed lazily; ``raw=True`` keeps the dicts.
+
+Against the emulator over real connections: what each kind of subscriber receives,
+that an event is parsed once and shared, that an event no model describes reaches
+typed subscribers as its dict (never an exception on the dispatcher), that event names
+are checked, and - with mypy itself - that callbacks are type-checked per event type.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loguru import logger
+
+from rtclient import EventValidationError, RealtimeClient, RealtimeError, logs
+from rtclient.client import Answer
+from rtclient.emulator import Emulator
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parents[1]
+Connect = Callable[..., RealtimeClient]
+
+
+@pytest.fixture(params=["webrtc", "websocket"])
+def rt_transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_the_generated_typing_is_up_to_date() -> None:
+    from rtclient._gen_typed import TARGET, render
+
+    assert TARGET.read_text() == render(), "stale: run python -m rtclient._gen_typed"
+
+
+def test_raw_subscribers_never_import_openai() -> None:
+    code = (
+        "import sys, rtclient\n"
+        "c = rtclient.RealtimeClient(api_key='sk-test', base_url='http://127.0.0.1:9/v1')\n"
+        "c.on('response.done', print, raw=True)\n"
+        "c.on('*', print, raw=True)\n"
+        "c.close()\n"
+        "assert 'openai' not in sys.modules, 'imported openai'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_event_names_are_checked() -> None:
+    client = RealtimeClient(api_key="sk-test", base_url="http://127.0.0.1:9/v1")
+    try:
+        with pytest.raises(ValueError, match=r"'response\.dne'.*did you mean 'response\.done'"):
+            client.on("response.dne", print)  # type: ignore[call-overload]
+        with pytest.raises(ValueError, match=r"not a server event type$"):
+            client.on("completely_else", print, raw=True)  # no close match: no hint
+        with pytest.raises(ValueError):
+            client.on("response.create", print, raw=True)  # a client event
+        for name in ("*", "response.done", "response.text.delta"):  # beta names too
+            client.on(name, print, raw=True)
+    finally:
+        client.close()
+
+
+def test_each_subscriber_gets_what_it_asked_for(rt_connect: Connect) -> None:
+    from openai.types.realtime import ResponseDoneEvent
+
+    client = rt_connect()
+    typed_a: list[Any] = []
+    typed_b: list[Any] = []
+    raw: list[Any] = []
+    every: list[Any] = []
+    done = threading.Event()
+    client.on("response.done", typed_a.append)
+    client.on("response.done", typed_b.append)
+    client.on("response.done", lambda e: (raw.append(e), done.set()), raw=True)
+    client.on("*", every.append)
+    typed_stream = client.events(timeout=10)
+    raw_stream = client.events(timeout=10, raw=True)
+    ticket = client.send_text("hello")
+    assert ticket is not None and done.wait(10)
+    (a,), (b,), (r,) = typed_a, typed_b, raw
+    assert isinstance(a, ResponseDoneEvent) and a.response.status == "completed"
+    assert a is b  # parsed once, shared by every typed subscriber
+    assert isinstance(r, dict) and r["response"]["id"] == a.response.id
+    assert all(not isinstance(e, dict) for e in every)  # every event had a model
+    assert every[-1] is a
+    from_stream = next(e for e in typed_stream if e.type == "response.done")
+    assert from_stream is a  # the stream shares the parse too
+    raw_done = next(e for e in raw_stream if e["type"] == "response.done")
+    assert raw_done is r  # raw subscribers all get the dict as received
+    typed_stream.close()
+    raw_stream.close()
+    assert client.stats()["untyped_events"] == 0
+
+
+def test_ticket_and_answer_offer_the_typed_response(rt_connect: Connect) -> None:
+    from openai.types.realtime import ResponseDoneEvent
+
+    client = rt_connect()
+    ticket = client.send_text("hello")
+    assert ticket is not None
+    typed = ticket.response(10)
+    assert isinstance(typed, ResponseDoneEvent) and typed.response.status == "completed"
+    assert ticket.result(10)["response"]["id"] == typed.response.id  # the dict, as before
+    answer = client.ask("again", timeout=10)
+    assert answer.text == "You said: again"
+    assert answer.response is answer.response  # parsed on first read, then kept
+    assert answer.response.response.id == answer.raw["response"]["id"] == answer.response_ids[0]
+
+
+def test_a_typed_value_that_does_not_validate_is_a_typed_error() -> None:
+    answer = Answer("", [], [], {"type": "response.done"})  # no event_id, no response
+    with pytest.raises(EventValidationError) as info:
+        _ = answer.response
+    assert isinstance(info.value, RealtimeError) and isinstance(info.value, ValueError)
+    assert info.value.event == {"type": "response.done"} and "response.done" in str(info.value)
+
+
+def test_events_no_model_describes_reach_typed_subscribers_as_dicts(
+    rt_emulator: Emulator, rt_connect: Connect
+) -> None:
+    """An unknown type, an old beta name, and an event its model rejects: each reaches
+    typed subscribers as its dict, warned once per type, counted; the dispatcher goes on."""
+    client = rt_connect()
+    everything: list[Any] = []
+    rate_limits: list[Any] = []
+    beta: list[Any] = []
+    marker = threading.Event()
+    client.on("*", everything.append)
+    client.on("rate_limits.updated", rate_limits.append)
+    client.on("response.text.delta", beta.append)
+    client.on(
+        "rate_limits.updated",
+        lambda e: marker.set() if getattr(e, "event_id", None) == "marker" else None,
+    )
+    warnings: list[str] = []
+    handler = logger.add(lambda m: warnings.append(str(m)), level="WARNING")
+    logs.enable()
+    try:
+        session = rt_emulator.sessions[-1]
+        bad_limits = {"type": "rate_limits.updated", "event_id": "bad", "rate_limits": "no"}
+        for text in (
+            {"type": "response.teleport.done", "event_id": "unknown"},
+            {"type": "response.text.delta", "event_id": "beta", "delta": "hi"},
+            bad_limits,
+            {**bad_limits, "event_id": "bad_again"},
+            {"type": "rate_limits.updated", "event_id": "marker", "rate_limits": []},
+        ):
+            session.inject(json.dumps(text))
+        assert marker.wait(10)
+    finally:
+        logs.disable()
+        logger.remove(handler)
+    kinds = [(type(e).__name__, e["event_id"] if isinstance(e, dict) else e.event_id)
+             for e in everything[-5:]]  # fmt: skip
+    assert kinds == [
+        ("dict", "unknown"),
+        ("dict", "beta"),
+        ("dict", "bad"),
+        ("dict", "bad_again"),
+        ("RateLimitsUpdatedEvent", "marker"),
+    ]
+    assert [type(e).__name__ for e in rate_limits] == ["dict", "dict", "RateLimitsUpdatedEvent"]
+    assert beta == [everything[-4]]  # a beta name's typed subscriber: the dict itself
+    assert client.stats()["untyped_events"] == 4  # once per event, however many subscribers
+    said = [w for w in warnings if "reaches typed subscribers as a dict" in w]
+    assert len(said) == 3  # once per type
+    assert any("rate_limits.updated" in w and "rejects it" in w for w in said)
+
+
+MYPY_SNIPPET = """\
+from typing import Any
+
+from openai.types.realtime import ResponseDoneEvent
+
+from rtclient import RealtimeClient
+
+
+def on_done(event: ResponseDoneEvent) -> None:
+    print(event.response.id)
+
+
+def on_dict(event: dict[str, Any]) -> None:
+    print(event["type"])
+
+
+def check(client: RealtimeClient) -> None:
+    client.on("response.done", on_done)
+    client.on("response.done", on_dict, raw=True)
+    client.on("*", lambda e: print(e))
+    client.on("response.done", on_dict)  # line 20: a dict callback needs raw=True
+    client.on("response.created", on_done)  # line 21: the wrong model
+    client.on("response.dne", on_done)  # line 22: no such event
+    reveal_type(client.request_response().response())
+    reveal_type(client.update_session(instructions="x").instructions)
+    reveal_type(next(client.events(raw=True)))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_mypy_checks_each_callback_against_its_event_model(tmp_path: Path) -> None:
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(MYPY_SNIPPET)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "--hide-error-context",
+         "--cache-dir", str(tmp_path / "cache"), str(snippet)],
+        capture_output=True, text=True, timeout=280, cwd=ROOT,
+    )  # fmt: skip
+    lines = [line for line in proc.stdout.splitlines() if "note:     def" not in line]
+    errors = sorted({line.split(":")[1] for line in lines if ": error:" in line})
+    assert errors == ["20", "21", "22"], lines
+    revealed = [line.split("Revealed type is ")[1] for line in lines if "Revealed type" in line]
+    assert revealed == [
+        '"openai.types.realtime.response_done_event.ResponseDoneEvent"',
+        '"str | None"',
+        '"dict[str, Any]"',
+    ], lines
+
+
+def test_the_quoted_parse_costs_are_the_committed_bench_result() -> None:
+    """bench/README's events_bench table and the figures both READMEs quote are read
+    from ``bench/results/events_bench.json`` (``python bench/events_bench.py --name
+    events_bench``), so a re-run that changes them fails here until the text follows."""
+    payload = json.loads((ROOT / "bench" / "results" / "events_bench.json").read_text())
+    by_type = {row["type"]: row for row in payload["per_type"]}
+    bench_readme = (ROOT / "bench" / "README.md").read_text()
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    rows = [line for line in bench_readme.splitlines() if line.startswith("| `")]
+    quoted = 0
+    for line in rows:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        row = by_type.get(cells[0].strip("`"))
+        if row is None:
+            continue  # another bench's table
+        quoted += 1
+        expected = [f"{row['count']}", f"{row['bytes_p50']:.0f}"] + [
+            f"{row[key]:.2f}"
+            for key in ("raw_us_p50", "typed_us_p50", "model_us_p50", "disc_us_p50")
+        ] + [f"{row['plain_us_p50']:.2f}"]  # fmt: skip
+        assert cells[1:] == expected, cells[0]
+    assert quoted >= 5
+    summary, setup = payload["summary"], payload["setup"]
+    headline = (
+        f"{summary['events']} events of {summary['types']} types: "
+        f"{summary['raw_us_mean']:.1f} us raw, {summary['typed_us_mean']:.1f} us typed"
+    )
+    assert headline in readme, headline
+    assert f"would take {setup['discriminated_adapter_s']:.1f} s to build" in readme
+    flat_bench = " ".join(bench_readme.split())
+    for phrase in (
+        f"raw {summary['raw_us_mean']:.1f} us per event, typed {summary['typed_us_mean']:.1f} us",
+        f"`import openai.types.realtime` {setup['import_openai_s']:.1f} s",
+        f'`on("response.done")`) {setup["first_typed_on_s"]:.2f} s',
+        f"`events()`) {setup['all_validators_s']:.2f} s",
+        f"against {setup['discriminated_adapter_s']:.2f} s to build the discriminated adapter",
+    ):
+        assert phrase in flat_bench, phrase
