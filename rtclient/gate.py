@@ -351,7 +351,9 @@ class GateMachine:
             fx.note(("WARNING", "RESPONSE_CREATED", "{}", (f"{response_id} already done",)))
             return fx
         ticket = self._take_in_flight(ticket_id, fx)
-        was_in_progress = self.active is not None
+        # The active slot may already hold this id (a rejection named it first): then
+        # nothing else was in progress.
+        was_in_progress = self.active is not None and self.active != response_id
         if was_in_progress:
             fx.note(
                 (

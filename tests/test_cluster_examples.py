@@ -42,7 +42,8 @@ from threads import run_at_once
 from rtclient import LoopThread
 
 _MISSING = redis_server_missing()
-pytestmark = pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")
+needs_redis = pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")
+ROOT = EXAMPLES.parent
 
 LEASE_TTL = 2.0  # seconds; each worker renews every TTL/4 and scans as often
 BOUND = 3 * LEASE_TTL  # re-attach bound asserted: generous, this is not a speed test
@@ -215,6 +216,7 @@ def hangup_from_another_worker(app: App, browser: Browser) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------ Flask
+@needs_redis
 @pytest.mark.timeout(120)
 def test_flask_a_killed_workers_call_is_taken_over_and_its_tool_call_answered(
     flask_cluster: App, services: tuple[RedisServer, EmulatorServer], browsers: Any
@@ -296,6 +298,7 @@ def test_flask_a_killed_workers_call_is_taken_over_and_its_tool_call_answered(
     app.wait_ready()  # gunicorn replaced the killed worker
 
 
+@needs_redis
 @pytest.mark.timeout(90)
 def test_flask_a_tool_call_made_while_no_sideband_was_attached_is_reported(
     flask_cluster: App, services: tuple[RedisServer, EmulatorServer], browsers: Any
@@ -347,6 +350,7 @@ def test_flask_a_tool_call_made_while_no_sideband_was_attached_is_reported(
     app.wait_ready()
 
 
+@needs_redis
 @pytest.mark.timeout(60)
 def test_flask_a_worker_that_shuts_down_hands_its_calls_over_without_waiting_for_the_lease(
     flask_cluster: App, services: tuple[RedisServer, EmulatorServer], browsers: Any
@@ -372,6 +376,7 @@ def test_flask_a_worker_that_shuts_down_hands_its_calls_over_without_waiting_for
 
 
 # ----------------------------------------------------------------------------- Django
+@needs_redis
 @pytest.mark.timeout(120)
 def test_django_under_gunicorn_fails_over_and_hangs_up_from_another_worker(
     services: tuple[RedisServer, EmulatorServer],
@@ -429,3 +434,37 @@ def test_django_under_gunicorn_fails_over_and_hangs_up_from_another_worker(
     finally:
         app.server.stop()
         reg.r.close()
+
+
+# ------------------------------------------------------------------------ the figures
+@pytest.mark.timeout(10)
+def test_the_readme_quotes_the_measured_failover() -> None:
+    """README's figures are bench/failover.py's committed results (re-run: re-quote)."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    kill = json.loads((ROOT / "bench" / "results" / "failover.json").read_text())
+    term = json.loads((ROOT / "bench" / "results" / "failover_term.json").read_text())
+    conf = kill["config"]
+    assert (conf["workers"], conf["lease_ttl_s"], conf["signal"]) == (3, 2.0, "SIGKILL")
+    f, c, a, q = kill["failover_s"], kill["claim_s"], kill["attach_s"], kill["answered_s"]
+    quoted = [
+        f"3 workers, lease TTL {conf['lease_ttl_s']:g} s",
+        f"over {f['n']} SIGKILLs",
+        f"**{f['p50']:.2f} s p50, {f['p90']:.2f} s p90, {f['max']:.2f} s worst**",
+        f"scan: {c['p50']:.2f} s p50; the attach: {a['p50']:.2f} s p50, {a['max']:.2f} s worst",
+        f"answered {q['p50']:.2f} s p50 after the kill",
+        f"{kill['sideband_creates']} creates for {kill['expected_creates']} tool rounds, "
+        f"{kill['replayed_creates']} replayed, {kill['rejections']} rejections",
+        f"Over {term['config']['kills']} graceful stops",
+    ]
+    for phrase in quoted:
+        assert phrase in text, phrase
+    assert kill["sideband_creates"] == kill["expected_creates"] and kill["replayed_creates"] == 0
+    assert f["max"] <= conf["lease_ttl_s"] * 1.25 + a["max"]  # TTL + scan + attach
+    idle = [r["failover_s"] for r in term["rows"] if not r["inflight"]]
+    busy = [r["failover_s"] for r in term["rows"] if r["inflight"]]
+    assert (
+        f"moved in {min(idle):.2f}-{max(idle):.2f} s when idle and "
+        f"{min(busy):.2f}-{max(busy):.2f} s with a tool running" in text
+    )
+    # a graceful stop releases (never waits for expiry) and runs nothing twice
+    assert term["handovers"] == ["released"] and not any(r["rerun"] for r in term["rows"])
