@@ -41,7 +41,10 @@ call ended, or the connection dropped: the next scan re-attaches if the call is 
 up); and **scans** ``rt:calls`` for calls with no lease, claims each with
 ``SET NX PX`` (one Lua script: only if the call is still live; bumps ``epoch``) and
 attaches a sideband on its attach pool. A killed holder's calls are re-attached within
-about ``lease_ttl + tick + attach time`` (measured: ``bench/failover.py``).
+about ``lease_ttl + tick + attach time`` (measured: ``bench/failover.py``). A worker
+that shuts down (``close()``, run at exit: a deploy, a gunicorn restart) claims nothing
+more, lets its tool rounds in progress finish (``drain_timeout``), then detaches and
+*releases* its leases: its calls move at the next scan, with nothing run twice.
 
 What is recorded, from the events the holder's sideband sees (``client.on``): each
 function call when its item is added (``response.output_item.added``: call id, item
@@ -49,7 +52,7 @@ id, response id), its arguments (``response.function_call_arguments.done``), its
 answer (the ``function_call_output`` item the server echoes in
 ``conversation.item.added`` - the output is *in the conversation*, stronger than
 "sent"), each round's ``response.done``, and whether a response started after the
-round was complete (``response.created``: the model has seen the outputs). So a new
+round was complete (``response.created``: the model has seen the outputs). No tool is wrapped. So a new
 holder knows exactly which calls were started but never answered, and which complete
 rounds never got their follow-up.
 
@@ -380,7 +383,7 @@ class CallRegistry:
             with contextlib.suppress(CallNotFoundError):
                 hangup_call(call_id, api_key=self.api_key, base_url=self.base_url)
         except RealtimeError:
-            self.redis.sadd(self.key("calls"), call_id)  # still up: keep it registered
+            self._revive(call_id)  # the API refused: the call is still up, keep it
             raise
         finally:
             if h is not None:
@@ -628,6 +631,15 @@ class CallRegistry:
         keys = [self.key("call", call_id, "owner"), self.key("call", call_id)]
         with contextlib.suppress(redis.RedisError):
             self._release(keys=keys, args=[token, detached_at or time.time(), self.worker])
+
+    def _revive(self, call_id: str) -> None:
+        """Undo :meth:`_end` (a hang-up the API refused): live again, kept as long."""
+        pipe = self.redis.pipeline()
+        pipe.hdel(self.key("call", call_id), "ended_at")
+        for k in self._call_keys(call_id)[1:]:
+            pipe.expire(k, _CALL_KEYS_TTL_S)
+        pipe.sadd(self.key("calls"), call_id)
+        pipe.execute()
 
     def _end(self, call_id: str) -> bool:
         """Mark ``call_id`` ended (nobody re-attaches); True if it was live."""

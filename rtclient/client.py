@@ -664,10 +664,11 @@ class RealtimeClient:
         as received: no parsing, no ``openai`` import (the fast path).
 
         A typed subscriber gets the raw dict, not a model, for an event no model
-        describes - an old beta name (``response.text.delta``...), a type the
-        ``openai`` package does not know (``"*"`` only), or an event its model rejects
-        - logged at WARNING once per type and counted in ``stats()["untyped_events"]``;
-        never an exception on the dispatcher.
+        describes: an old beta name (``response.text.delta``...: subscribing to one by
+        name simply gives dicts), a type the ``openai`` package does not know (``"*"``
+        only), or an event its model rejects - the last two logged at WARNING once per
+        type and counted in ``stats()["untyped_events"]``, as a beta name is under
+        ``"*"``. Never an exception on the dispatcher.
 
         ``event_type`` is checked: a name that is neither ``"*"`` nor a server event
         type (:data:`rtclient.events.SERVER_EVENT_TYPES`) raises ``ValueError`` naming
