@@ -110,6 +110,7 @@ def one_kill(
 ) -> dict[str, Any]:
     reg = app.registry
     call_id = browser.call_id
+    reg.wait_settled(call_id)  # the last round recorded as answered and followed up
     holder = reg.holder_pid(call_id)
     epoch = int(reg.call(call_id)["epoch"])
     pending = None

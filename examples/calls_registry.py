@@ -52,9 +52,9 @@ id, response id), its arguments (``response.function_call_arguments.done``), its
 answer (the ``function_call_output`` item the server echoes in
 ``conversation.item.added`` - the output is *in the conversation*, stronger than
 "sent"), each round's ``response.done``, and whether a response started after the
-round was complete (``response.created``: the model has seen the outputs). No tool is wrapped. So a new
-holder knows exactly which calls were started but never answered, and which complete
-rounds never got their follow-up.
+round was complete (``response.created``: the model has seen the outputs); no tool is
+wrapped. So a new holder knows exactly which calls were started but never answered,
+and which complete rounds never got their follow-up.
 
 On re-attach the new holder **recovers**: a call with no answer is run again if its
 tool is in ``idempotent`` (arguments from the record, or, if the holder died before

@@ -124,7 +124,7 @@ class ResponseTicket:
             self._guard(f"{what} of the ticket for {self.reason}", not self._future.done())
         done, _ = concurrent.futures.wait([self._future], timeout)
         if not done:
-            raise WaitTimeoutError(f"no response.done for {self.reason} within {timeout}s")
+            raise WaitTimeoutError(f"no response.done for {self.reason} within {timeout:.3g}s")
         return self._future.result()
 
     def done(self) -> bool:
@@ -135,7 +135,7 @@ class ResponseTicket:
             self._guard(f"exception() of the ticket for {self.reason}", not self._future.done())
         done, _ = concurrent.futures.wait([self._future], timeout)
         if not done:
-            raise WaitTimeoutError(f"no response.done for {self.reason} within {timeout}s")
+            raise WaitTimeoutError(f"no response.done for {self.reason} within {timeout:.3g}s")
         return self._future.exception()
 
     def __repr__(self) -> str:
@@ -1354,7 +1354,7 @@ def _wait(future: concurrent.futures.Future[Any], timeout: float | None, what: s
     mistaken for this wait's)."""
     done, _ = concurrent.futures.wait([future], timeout)
     if not done:
-        raise WaitTimeoutError(f"waited {timeout}s for {what}")
+        raise WaitTimeoutError(f"waited {timeout:.3g}s for {what}")
     return future.result()
 
 

@@ -292,6 +292,15 @@ class Registry:
             if (call_id is None or r["call_id"] == call_id) and (kind is None or r["kind"] == kind)
         ]
 
+    def settled(self, call_id: str) -> bool:
+        """Every recorded tool call answered and every round followed up, as the
+        holder recorded it (it records a moment after the browser hears the answer)."""
+        answered = all(r["state"] == "answered" for r in self.tools(call_id).values())
+        return answered and all(r.get("followed") for r in self.rounds(call_id).values())
+
+    def wait_settled(self, call_id: str, timeout: float = 10.0) -> None:
+        wait_until(lambda: self.settled(call_id), timeout, f"{call_id}'s tool rounds recorded")
+
     def workers(self, pids: set[int], fresh_within: float) -> set[int]:
         """Which of ``pids`` run a registry thread that checked in lately."""
         now = time.time()

@@ -334,7 +334,10 @@ def test_every_committed_result_is_quoted() -> None:
         for path in RESULTS.glob("*.json")
         if path.stem not in flat(BENCH_README) and path.stem not in flat(README)
     ]
-    assert not unquoted, f"not quoted by either README: {unquoted}"
+    assert not unquoted, (
+        f"not quoted by either README: {unquoted} - quote it in bench/README.md, or (a "
+        "smoke run's) delete it: a run without --name writes bench/results/local/"
+    )
     for png in RESULTS.glob("*.png"):
         assert png.with_suffix(".json").exists(), f"{png.name} has no result file"
     assert re.search(r"^bench/results/local/$", (ROOT / ".gitignore").read_text(), re.M)

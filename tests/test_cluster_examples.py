@@ -232,6 +232,8 @@ def test_flask_a_killed_workers_call_is_taken_over_and_its_tool_call_answered(
 
     # A asks where its parcel is; the carrier is slow. Kill the worker holding A's
     # sideband while that tool call runs there.
+    for user in users:
+        reg.wait_settled(user.call_id)
     holder = reg.holder_pid(a.call_id)
     epoch = int(reg.call(a.call_id)["epoch"])
     b_holder, b_epoch = reg.holder_pid(b.call_id), int(reg.call(b.call_id)["epoch"])
@@ -307,6 +309,7 @@ def test_flask_a_tool_call_made_while_no_sideband_was_attached_is_reported(
     (user,) = browsers(app, 1)
     user.start_call()
     assert user.ask('lookup_order({"order_id": 7})').startswith("Tool results: lookup_order")
+    reg.wait_settled(user.call_id)
     holder = reg.holder_pid(user.call_id)
     epoch = int(reg.call(user.call_id)["epoch"])
     before_kill = len(emulator.call(user.call_id)["client_events"])
@@ -419,6 +422,7 @@ def test_django_under_gunicorn_fails_over_and_hangs_up_from_another_worker(
         user.start_call()
         expected = '"customer": "Ada", "status": "shipped"'
         assert expected in user.ask('order_status({"order_id": 1})')
+        reg.wait_settled(user.call_id)
         holder = reg.holder_pid(user.call_id)
         epoch = int(reg.call(user.call_id)["epoch"])
         before_kill = len(emulator.call(user.call_id)["client_events"])
@@ -436,10 +440,63 @@ def test_django_under_gunicorn_fails_over_and_hangs_up_from_another_worker(
         reg.r.close()
 
 
+# ----------------------------------------------------------------- recovery, unit
+@pytest.mark.timeout(30)
+def test_recovery_runs_again_only_the_tools_listed_as_idempotent() -> None:
+    """What a new holder answers for a recorded call that had no answer."""
+    pytest.importorskip("redis")
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    from calls_registry import CallRegistry
+
+    from rtclient import tool
+
+    ran: list[str] = []
+
+    @tool
+    def lookup(order_id: int) -> dict[str, Any]:
+        """Reads an order."""
+        ran.append("lookup")
+        return {"order_id": order_id, "status": "shipped"}
+
+    @tool
+    def refund(order_id: int) -> str:
+        """Refunds an order: not safe to run twice."""
+        ran.append("refund")
+        return "refunded"
+
+    registry = CallRegistry(
+        "redis://127.0.0.1:9/0",  # never connected to here: nothing is started
+        api_key="sk-test",
+        base_url="http://127.0.0.1:9/v1",
+        session={"type": "realtime"},
+        tools=[lookup, refund],
+        idempotent={"lookup"},
+    )
+    try:
+
+        def answer(name: str, arguments: str) -> tuple[Any, str]:
+            record = {"call_id": "call_1", "name": name, "arguments": arguments}
+            output, how = registry._answer(None, None, record)  # type: ignore[arg-type]
+            return json.loads(output), how
+
+        assert answer("lookup", '{"order_id": "7"}') == (
+            {"order_id": 7, "status": "shipped"},  # validated and coerced, as by the client
+            "rerun",
+        )
+        refused, how = answer("refund", '{"order_id": 7}')
+        assert how == "error" and "not run again" in refused["error"]
+        assert answer("lookup", '{"order_id": "seven"}')[1] == "error"  # bad arguments
+        assert answer("unknown_tool", "{}")[1] == "error"
+        assert ran == ["lookup"]  # refund never ran a second time
+    finally:
+        registry.close()
+
+
 # ------------------------------------------------------------------------ the figures
 @pytest.mark.timeout(10)
 def test_the_readme_quotes_the_measured_failover() -> None:
-    """README's figures are bench/failover.py's committed results (re-run: re-quote)."""
+    """The READMEs quote bench/failover.py's committed results (after a re-run: re-quote)."""
     text = " ".join((ROOT / "README.md").read_text().split())
     kill = json.loads((ROOT / "bench" / "results" / "failover.json").read_text())
     term = json.loads((ROOT / "bench" / "results" / "failover_term.json").read_text())
@@ -468,3 +525,24 @@ def test_the_readme_quotes_the_measured_failover() -> None:
     )
     # a graceful stop releases (never waits for expiry) and runs nothing twice
     assert term["handovers"] == ["released"] and not any(r["rerun"] for r in term["rows"])
+    tf = term["failover_s"]
+    assert (
+        f"attached {f['p50']:.2f} s p50, {f['max']:.2f} s worst after the kill" in text
+        and f"moves the call in {tf['min']:.2f}-{tf['max']:.2f} s" in text
+    )
+
+    # bench/README.md's table, row by row
+    bench = (ROOT / "bench" / "README.md").read_text()
+    expected = {
+        "failover_s (SIGKILL)": f,
+        "claim_s": c,
+        "attach_s": a,
+        "gap_s (reported)": kill["gap_s"],
+        "answered_s (tool in flight)": q,
+        f"failover_s (SIGTERM, `failover_term.json`, {term['wall_s']:.0f} s)": tf,
+    }
+    for what, figures in expected.items():
+        cells = [f"{figures[k]:.2f}" for k in ("min", "p50", "p90", "max")]
+        row = f"| {what} | {figures['n']} | " + " | ".join(cells) + " |"
+        assert row in bench, row
+    assert f"`python bench/failover.py --name failover`, {kill['wall_s']:.0f} s" in bench

@@ -6,16 +6,17 @@ an import hook and reports ``Cannot find implementation or library stub for modu
 named "rtclient"``. setup.cfg's ``package_dir = =.`` turns the install into a plain
 ``.pth`` path. This builds a fresh editable install of a copy of the project in a new
 virtual environment (offline: ``--no-deps --no-build-isolation``; the environment sees
-this one's packages, mypy and setuptools included) and type-checks a small user script
-against it, with no ``MYPYPATH``. A module added to the copy *after* the install is
-imported too, so the script can only pass through the fresh install (not this
-checkout's), and new modules need no reinstall.
+this one's packages - mypy and setuptools included - but not its rtclient) and
+type-checks a small user script against it, with no ``MYPYPATH``. A module added to
+the copy *after* the install is imported too, so the script can only pass through the
+fresh install (not this checkout's), and new modules need no reinstall.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import site
 import subprocess
 import sys
 import textwrap
@@ -73,8 +74,17 @@ def test_mypy_strict_resolves_a_fresh_editable_install(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MYPY", "PYTHON"))}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=False)
+    venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
+    # This environment's packages (pip, setuptools, mypy, rtclient's dependencies) after
+    # the new one's own, as plain paths: whether this one is a venv or not, and without
+    # processing its .pth files (its own rtclient install stays out of sight).
+    (site_dir,) = run(
+        python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=tmp_path,
+        env=env,
+    ).stdout.split()  # fmt: skip
+    ours = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    Path(site_dir, "zz_outer_environment.pth").write_text("\n".join(ours) + "\n")
 
     install = run(
         python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
