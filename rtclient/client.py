@@ -630,7 +630,7 @@ class RealtimeClient:
         if response_id is not None:
             try:
                 self._send(self._cancel_event(response_id))
-                logger.info("[RESPONSE_CANCEL] response.cancel {} sent", response_id)
+                logger.info("[RESPONSE_CANCEL] cancel of {} sent", response_id)
             except BaseException:
                 self._gate.cancel_failed(response_id)  # the next interrupt() tries again
                 raise
@@ -1196,7 +1196,7 @@ class RealtimeClient:
 
         def sent(outcome: concurrent.futures.Future[Any]) -> None:
             if outcome.exception() is None:
-                logger.info("[RESPONSE_CANCEL] response.cancel {} sent", response_id)
+                logger.info("[RESPONSE_CANCEL] cancel of {} sent", response_id)
             else:
                 logger.warning("[SEND] cancel of {} not sent", response_id)
                 self._gate.cancel_failed(response_id)

@@ -21,6 +21,17 @@ Event = dict[str, Any]
 
 _ids = itertools.count(1)
 _prefix = f"evt_rtc_{os.getpid():x}_"
+
+
+def _new_process() -> None:
+    """A forked child (gunicorn workers, say) numbers its events under its own pid, so
+    two processes on one call never send the same event_id."""
+    global _ids, _prefix
+    _ids = itertools.count(1)
+    _prefix = f"evt_rtc_{os.getpid():x}_"
+
+
+os.register_at_fork(after_in_child=_new_process)
 # Every event_id rtclient sends starts with one of these (events here, gate tickets
 # "rtc_<pid>_..."), so an error naming another connection's event is told apart.
 EVENT_ID_PREFIXES = ("evt_rtc_", "rtc_")

@@ -115,6 +115,15 @@ _RESPONSE_ID = re.compile(r"\bresp_[A-Za-z0-9]+")
 _process_tag = f"{os.getpid():x}"
 
 
+def _new_process() -> None:
+    """A forked child tags its tickets with its own pid (see events._new_process)."""
+    global _process_tag
+    _process_tag = f"{os.getpid():x}"
+
+
+os.register_at_fork(after_in_child=_new_process)
+
+
 @dataclass(eq=False)
 class Trigger:
     """One wish for a default-conversation response (a tool result, a user turn, ...).

@@ -428,3 +428,30 @@ def test_a_timeout_says_what_was_waited_for(rt_emulator: Emulator, rt_connect: C
         queued.result(0.01)
     assert isinstance(info.value, TimeoutError) and isinstance(info.value, RealtimeError)
     assert "queued question" in str(info.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_processes_never_share_event_ids() -> None:
+    """gunicorn --preload forks workers from one parent: two of them on one call (a
+    failover) must never send the same event_id or ticket id."""
+    from rtclient import events
+    from rtclient.gate import GateMachine
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ids = [events.new_event_id(), GateMachine()._prefix]
+            os.write(write_end, json.dumps(ids).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 30)
+        assert ready
+        child_event, child_ticket = json.loads(os.read(read_end, 4096).decode())
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert f"_{pid:x}_" in child_event and f"_{pid:x}_" in child_ticket
+    assert f"_{os.getpid():x}_" in events.new_event_id()
