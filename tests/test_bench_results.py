@@ -10,7 +10,6 @@ figure, what the text says and what the result file says.
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -54,13 +53,27 @@ SCALE_COLUMNS = {
     "setup s": "setup_s",
     "connect p50 ms": "connect_p50_ms",
     "RSS/session KB": "rss_per_session_kb",
-    "idle %/sess": "idle_cpu_pct_per_session",
-    "silent %/sess": "silent_cpu_pct_per_session",
-    "silent ev/s": "silent_events_per_s",
-    "speaking %/sess": "speaking_cpu_pct_per_session",
-    "frames/s/sess": "speaking_frames_per_s_per_session",
-    "loop % (speak)": "speaking_loop_pct",
-    "emulator % (speak)": "speaking_emulator_pct",
+    "threads/session": "threads_per_session",
+    "idle %/session": "idle_cpu_pct_per_session",
+    "chatty ev/s": "chatty_events_per_s",
+    "loop %": "chatty_loop_pct",
+    "process %": "chatty_cpu_pct",
+    "emulator %": "chatty_emulator_pct",
+    "process us/ev": "process_us_per_event",
+    "loop us/ev": "loop_us_per_event",
+    "loop saturates at ev/s": "loop_saturates_at",
+    "close s": "close_s",
+    "lost": "lost",
+}
+SCALE_AUDIO_COLUMNS = {
+    "variant": "variant",
+    "CPU %/session (median)": "cpu_pct_per_session",
+    "loop %": "loop_pct",
+    "threads/session": "threads_per_session",
+    "RTP pkts/s/session": "rtp_packets_per_s_per_session",
+    "decoded frames/s/session": "frames_per_s_per_session",
+    "emulator %": "emulator_pct",
+    "load avg": "loadavg",
 }
 
 
@@ -179,23 +192,36 @@ def test_the_connect_table_is_the_connect_results() -> None:
             assert cell == value, f"connect {row['variant']} {header}: {cell} != {value}"
 
 
-def test_the_scale_tables_are_the_scale_results() -> None:
-    payload = load("scale")
-    start = "### Latest figures (`python bench/scale.py`"
-    assert f"{payload['total_wall_s']:.0f} s" in heading(BENCH_README, start)
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [
+        ("scale_websocket", "### Latest figures, WebSocket (`python bench/scale.py"),
+        ("scale_webrtc", "### Latest figures, WebRTC (`python bench/scale.py"),
+    ],
+)
+def test_the_scale_tables_are_the_scale_results(name: str, start: str) -> None:
+    payload = load(name)
+    title = heading(BENCH_README, start)
+    assert f"--transport {payload['transport']} --name {name}`" in title, title
+    assert f"{payload['total_wall_s']:.0f} s)" in title, f"{name}: {payload['total_wall_s']} s"
     rows = table_after(BENCH_README, start)
     assert len(rows) == len(payload["table"])
     for row, record in zip(rows, payload["table"], strict=True):
         for header, cell in row.items():
             value = fmt(record[SCALE_COLUMNS[header]])
-            assert cell == value, f"scale N={row['N']} {header}: {cell} != {value}"
-    fits = table_after(BENCH_README, start, skip=1)
-    assert [row["phase"] for row in fits] == list(payload["cpu_fit"])
-    for row in fits:
-        fit = payload["cpu_fit"][row["phase"]]
-        assert row["fixed % of a core"] == fmt(fit["fixed_pct"]), row
-        assert row["marginal % per session"] == fmt(fit["marginal_pct_per_session"]), row
-        assert row["N used"] == ", ".join(map(str, fit["sessions_used"])), row
+            assert cell == value, f"{name} N={row['N']} {header}: {cell} != {value}"
+
+
+def test_the_scale_audio_table_is_the_scale_audio_results() -> None:
+    payload = load("scale_audio")
+    start = "### Receiving audio nobody wants (`python bench/scale.py --audio --name scale_audio`"
+    assert f"{payload['total_wall_s']:.0f} s)" in heading(BENCH_README, start)
+    rows = table_after(BENCH_README, start)
+    assert len(rows) == len(payload["summary"])
+    for row, record in zip(rows, payload["summary"], strict=True):
+        for header, cell in row.items():
+            value = fmt(record[SCALE_AUDIO_COLUMNS[header]])
+            assert cell == value, f"scale_audio {row['variant']} {header}: {cell} != {value}"
 
 
 def test_the_gate_bench_table_is_the_gate_bench_results() -> None:
@@ -226,18 +252,76 @@ def test_the_gate_bench_table_is_the_gate_bench_results() -> None:
     )
 
 
+def scale_rows(name: str) -> dict[int, dict[str, Any]]:
+    return {r["sessions"]: r for r in load(name)["results"]}
+
+
+def net_us_per_event(record: dict[str, Any]) -> float:
+    """Process CPU per chatty event, the idle cost taken out."""
+    chatty, idle = record["chatty"], record["idle"]
+    return (chatty["cpu_pct"] - idle["cpu_pct"]) / 100 / chatty["events_per_s"] * 1e6
+
+
 def test_the_scale_prose_is_the_scale_results() -> None:
-    table = load("scale")["table"]
-    kb = [row["rss_per_session_kb"] for row in table]
-    lo, hi = 5 * math.floor(min(kb) / 5), 5 * math.ceil(max(kb) / 5)
-    quoted(f"memory is ~{lo}-{hi} KB per session", BENCH_README, "bench/README scale")
-    at_100 = next(row for row in table if row["sessions"] == 100)
+    ws = scale_rows("scale_websocket")
+    big, mid = ws[1000], ws[100]
     quoted(
-        f"~{round(at_100['silent_events_per_s'], -2):,.0f} events/s at 100 sessions at "
-        f"~{at_100['silent_loop_pct']:.0f}% busy",
+        f"1,000 sessions in one process cost ~{big['rss_per_session_kb']:.0f} KB each "
+        f"({big['rss_after_setup_mb'] - big['rss_before_mb']:.0f} MB",
         BENCH_README,
-        "bench/README scale",
+        "bench/README scale_websocket",
     )
+    fit = load("scale_websocket")["fit"]["rss_mb"]
+    quoted(
+        f"{fit['marginal_per_session']:.2f} MB per session within {fit['residual_pct']:.1f}%",
+        BENCH_README,
+        "bench/README scale_websocket",
+    )
+    quoted(
+        f"Idle, all 1,000 cost {big['idle']['cpu_pct']:.1f}% of a core",
+        BENCH_README,
+        "bench/README scale_websocket",
+    )
+    quoted(
+        f"{big['chatty']['process_us_per_event']:.0f} us of process CPU and "
+        f"{big['chatty']['loop_us_per_event']:.0f} us of loop thread at 1,000 sessions "
+        f"against {mid['chatty']['process_us_per_event']:.0f} and "
+        f"{mid['chatty']['loop_us_per_event']:.0f} at 100",
+        BENCH_README,
+        "bench/README scale_websocket",
+    )
+    rtc = scale_rows("scale_webrtc")
+    quoted(
+        f"~{rtc[1000]['rss_per_session_kb']:.0f} KB each "
+        f"({rtc[1000]['rss_after_setup_mb'] - rtc[1000]['rss_before_mb']:.0f} MB), connected "
+        f"in {rtc[1000]['setup_s']:.0f} s, closed in {rtc[1000]['close_s']:.1f} s",
+        BENCH_README,
+        "bench/README scale_webrtc",
+    )
+    quoted(
+        f"an event costs {net_us_per_event(rtc[100]):.0f} us of process CPU at 100 sessions, "
+        f"{net_us_per_event(rtc[300]):.0f} at 300 and {net_us_per_event(rtc[1000]):.0f} at "
+        "1,000",
+        BENCH_README,
+        "bench/README scale_webrtc",
+    )
+    audio = {r["variant"]: r for r in load("scale_audio")["summary"]}
+    saving = (
+        1 - audio["no_decode"]["cpu_pct_per_session"] / audio["blackhole"]["cpu_pct_per_session"]
+    )
+    quoted(
+        f"costs {audio['no_decode']['cpu_pct_per_session']:.2f}% ",
+        BENCH_README,
+        "bench/README scale_audio",
+    )
+    quoted(f"**-{saving:.0%} per speaking session", BENCH_README, "bench/README scale_audio")
+    for name in ("scale_websocket", "scale_webrtc"):
+        probe = load(name)["thread_probe"]["hand_off"]
+        quoted(
+            f"{probe['1000_consumers']['cpu_us_per_event']:.1f} us",
+            BENCH_README,
+            f"bench/README {name} thread probe",
+        )
 
 
 # ----------------------------------------------------------- README.md's headline figures
@@ -298,17 +382,25 @@ def test_readme_benchmarks_table() -> None:
         f"a WebSocket session ready in {variants['websocket']['ready_p50_ms']:.0f} ms", README, ""
     )
 
-    scale = load("scale")
-    table = scale["table"]
-    kb = [row["rss_per_session_kb"] for row in table]
-    at_100 = next(row for row in table if row["sessions"] == 100)
+    ws, rtc = scale_rows("scale_websocket")[1000], scale_rows("scale_webrtc")[1000]
+    audio = {r["variant"]: r for r in load("scale_audio")["summary"]}
     quoted(
-        f"~{5 * math.floor(min(kb) / 5)}-{5 * math.ceil(max(kb) / 5)} KB and "
-        f"~{span([row['idle_cpu_pct_per_session'] for row in table], 2)}% of a core per idle "
-        f"session; ~{scale['cpu_fit']['silent']['marginal_pct_per_session']:.1f}% per session "
-        f"at ~{table[0]['silent_events_per_s']:.0f} events/s; "
-        f"{round(at_100['silent_events_per_s'], -2):,.0f} events/s at 100 sessions with the "
-        f"loop thread {at_100['silent_loop_pct']:.0f}% busy",
+        f"1,000 WebSocket sessions on one loop thread: ~{ws['rss_per_session_kb']:.0f} KB "
+        f"per session, {ws['idle']['cpu_pct']:.1f}% of a core for all of them idle, "
+        f"{round(ws['chatty']['events_per_s'], -2):,.0f} events/s with the loop thread "
+        f"{ws['chatty']['loop_thread_pct']:.0f}% busy",
+        README,
+        "README scale",
+    )
+    quoted(
+        f"1,000 WebRTC sessions: ~{rtc['rss_per_session_kb']:.0f} KB and "
+        f"{rtc['idle']['cpu_pct_per_session']:.2f}% of a core each idle",
+        README,
+        "README scale",
+    )
+    quoted(
+        f"{audio['no_decode']['cpu_pct_per_session']:.2f}% of a core per speaking session "
+        f"instead of {audio['blackhole']['cpu_pct_per_session']:.2f}%",
         README,
         "README scale",
     )
