@@ -104,11 +104,24 @@ def run_mode(client_turns: bool, trials: int, k: int, seed: int) -> dict[str, An
                 emulator.wait_for(lambda: session.active_response_id is None, 30)
             wall = time.perf_counter() - started
             if client_turns:  # the added latency, on a quiet conversation
+                # let the race phase's last responses finish first (a bench may poll):
+                # a stray response.done would otherwise start each turn while the
+                # previous answer still runs, and time the wait, not the hand-off
+                idle_by = time.monotonic() + 30
+                while not (client.gate.machine.free and session.active_response_id is None):
+                    if time.monotonic() > idle_by:
+                        raise RuntimeError("the conversation did not go quiet within 30 s")
+                    threading.Event().wait(0.01)
+                threading.Event().wait(0.2)  # events already on the way are read
+                answered = threading.Event()
+                # the gate is fed before the dispatcher sees response.done: free by then
+                client.on("response.done", lambda e: answered.set(), raw=True)
                 quiet.set()
                 for _ in range(trials):
+                    answered.clear()
                     session.simulate_speech("hello", 20)
-                    emulator.wait_for(lambda: session.active_response_id is None, 30)
-                    emulator.wait_for(lambda: client.gate.machine.free, 10)
+                    if not answered.wait(30):
+                        raise RuntimeError("a quiet turn was not answered within 30 s")
                 quiet.clear()
             emulator.wait_for(lambda: client.gate.machine.free, 10)
             stats = client.stats()
