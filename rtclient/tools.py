@@ -63,6 +63,18 @@ _SEND_RETRY_DELAY = 0.05
 _FINISHED_KEPT = 1024  # response and call ids of finished rounds, for de-duplication
 
 
+# The server events ToolRunner.on_event reads (the client hands it nothing else).
+TOOL_EVENTS = frozenset(
+    {
+        "response.created",
+        "response.output_item.added",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.done",
+    }
+)
+
+
 def _mapping(value: Any) -> Mapping[str, Any]:
     """``value`` if it is an object, else an empty one (a malformed field is ignored)."""
     return value if isinstance(value, Mapping) else {}
