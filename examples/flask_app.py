@@ -102,7 +102,13 @@ def track_parcel(order_id: int) -> dict[str, Any]:
     Args:
         order_id: the order number.
     """
-    time.sleep(float(os.environ.get("SHOP_CARRIER_SECONDS", "0.2")))  # the carrier's API
+    carrier_open = os.environ.get("SHOP_CARRIER_GATE")  # tests: answers once this file exists
+    if carrier_open:
+        give_up = time.monotonic() + 30
+        while not os.path.exists(carrier_open) and time.monotonic() < give_up:
+            time.sleep(0.01)
+    else:
+        time.sleep(float(os.environ.get("SHOP_CARRIER_SECONDS", "0.2")))  # the carrier's API
     order = ORDERS.get(order_id) or {}
     where = "out for delivery" if order.get("status") == "shipped" else "not shipped yet"
     return {"order_id": order_id, "carrier": order.get("carrier"), "parcel": where}

@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +48,9 @@ ROOT = EXAMPLES.parent
 
 LEASE_TTL = 2.0  # seconds; each worker renews every TTL/4 and scans as often
 BOUND = 3 * LEASE_TTL  # re-attach bound asserted: generous, this is not a speed test
-CARRIER_S = 1.5  # track_parcel's "carrier API" latency: the kill lands while it runs
+# track_parcel's "carrier API" answers only once this file exists: the kill lands while
+# the call runs, however loaded the machine (a fixed latency would be a race)
+CARRIER_OPEN = Path(tempfile.gettempdir()) / f"rtclient-carrier-open-{os.getpid()}"
 TICKET_KEY = "rtclient_ticket"
 
 
@@ -104,7 +107,7 @@ def flask_cluster(
         workers=3,
         db=0,
         log=log,
-        SHOP_CARRIER_SECONDS=str(CARRIER_S),
+        SHOP_CARRIER_GATE=str(CARRIER_OPEN),
     )
     try:
         app.wait_ready()
@@ -112,6 +115,7 @@ def flask_cluster(
     finally:
         app.server.stop()
         app.registry.r.close()
+        CARRIER_OPEN.unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -237,6 +241,7 @@ def test_flask_a_killed_workers_call_is_taken_over_and_its_tool_call_answered(
     holder = reg.holder_pid(a.call_id)
     epoch = int(reg.call(a.call_id)["epoch"])
     b_holder, b_epoch = reg.holder_pid(b.call_id), int(reg.call(b.call_id)["epoch"])
+    CARRIER_OPEN.unlink(missing_ok=True)  # the carrier holds every answer until touched
     pending = a.ask_later('Where is it? track_parcel({"order_id": 7})')
     started = wait_until(
         lambda: [
@@ -250,6 +255,7 @@ def test_flask_a_killed_workers_call_is_taken_over_and_its_tool_call_answered(
     assert started["state"] == "arguments", started  # running, not answered
     before_kill = len(emulator.call(a.call_id)["client_events"])
     killed_at = kill(holder)
+    CARRIER_OPEN.touch()  # the carrier answers the call the new holder runs again
 
     info = wait_reattached(app, a.call_id, epoch, holder, killed_at)
     assert int(info["failovers"]) >= 1 and info["previous_owner"].endswith(f":{holder}")
