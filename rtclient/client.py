@@ -606,7 +606,6 @@ class RealtimeClient:
         self, call_id: str, output: Any, *, respond: bool = False
     ) -> ResponseTicket | None:
         """Send a tool result yourself (thread-safe); optionally request the follow-up."""
-        self._check_open()
         text = output if isinstance(output, str) else ev.encode(output)
         self._send(ev.function_call_output(call_id, text))
         return self.request_response(reason=f"tool_output:{call_id}") if respond else None
@@ -1060,11 +1059,11 @@ class RealtimeClient:
 
     def _done_future(self, response_id: str) -> concurrent.futures.Future[dict[str, Any]]:
         future = self._register(self._done_waiters, response_id)
-        with self._lock:
+        with self._lock:  # already done: answer from the record, leave no waiter behind
             event = self._done_events.get(response_id)
-        if event is not None:
-            with self._lock:
+            if event is not None:
                 self._done_waiters.pop(response_id, None)
+        if event is not None:
             _settle(future, event)
         return future
 

@@ -625,12 +625,6 @@ class GateMachine:
         fx.fail(trigger, error)
 
 
-def _diagnostics_enabled() -> bool:
-    """Would anybody see the gate's notes? A cheap check that keeps the disabled
-    library (the default) from paying for log calls on every decision."""
-    return logs.wanted()
-
-
 def _blocking_response(message: str) -> str | None:
     """The ``resp_...`` id a ``conversation_already_has_active_response`` names."""
     match = _RESPONSE_ID.search(message)
@@ -676,7 +670,7 @@ class ResponseGate:
         """
         if isinstance(trigger, str):
             trigger = Trigger(trigger, params)
-        diagnostics = _diagnostics_enabled()
+        diagnostics = logs.wanted()  # nobody sees the notes: skip them on the hot path
         with self._lock:
             self._machine.diagnostics = diagnostics  # for this hot call only
             fx = self._machine.request(trigger, self._clock())
@@ -780,7 +774,7 @@ class ResponseGate:
     # -- after the lock ------------------------------------------------------------
 
     def _apply(self, fx: Effects, thread: int | None = None) -> None:
-        if _diagnostics_enabled():
+        if logs.wanted():
             self._log(fx, thread)
         for trigger, event in fx.resolved:
             if not trigger.future.done():
