@@ -156,7 +156,7 @@ class BrowserPeer:
     async def _offer(self) -> str:
         from aiortc import RTCConfiguration, RTCPeerConnection
 
-        from rtclient._loopback import loopback_only  # bench-only: keep ICE on 127.0.0.1
+        from rtclient.transports._loopback import loopback_only  # bench-only: keep ICE on 127.0.0.1
 
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._channel = self._pc.createDataChannel("oai-events")
@@ -170,7 +170,7 @@ class BrowserPeer:
 
         from aiortc import RTCSessionDescription
 
-        from rtclient._loopback import loopback_only
+        from rtclient.transports._loopback import loopback_only
 
         opened = asyncio.Event()
         if self._channel.readyState == "open":

@@ -66,11 +66,11 @@ from _common import (
 )
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-import rtclient.bridge
-import rtclient.loop
+import rtclient.runtime.bridge
+import rtclient.runtime.loop
 from rtclient import LoopThread, RealtimeClient
-from rtclient._loopback import loopback_only  # bench-only: keep ICE on 127.0.0.1
 from rtclient.transports import WebRTCTransport, WebSocketTransport
+from rtclient.transports._loopback import loopback_only  # bench-only: keep ICE on 127.0.0.1
 
 TOOLS_SESSION = {
     "tools": [
@@ -199,22 +199,22 @@ def install_hooks() -> None:
     for transport in (WebRTCTransport, WebSocketTransport):
         _wrap_async(transport, "_connect", lambda self: REC.mark("transport_start"), None)
         _hook_traffic(transport)
-    original_bridge_start = rtclient.bridge.Bridge.start
+    original_bridge_start = rtclient.runtime.bridge.Bridge.start
 
     def bridge_start(self: Any) -> Any:
         result = original_bridge_start(self)
         REC.mark("bridge_open")
         return result
 
-    rtclient.bridge.Bridge.start = bridge_start  # type: ignore[method-assign]
-    original_loop_start = rtclient.loop.LoopThread.start
+    rtclient.runtime.bridge.Bridge.start = bridge_start  # type: ignore[method-assign]
+    original_loop_start = rtclient.runtime.loop.LoopThread.start
 
     def loop_start(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = original_loop_start(self, *args, **kwargs)
         REC.mark("loop_started")
         return result
 
-    rtclient.loop.LoopThread.start = loop_start  # type: ignore[method-assign]
+    rtclient.runtime.loop.LoopThread.start = loop_start  # type: ignore[method-assign]
 
 
 def _hook_traffic(transport: Any) -> None:

@@ -59,7 +59,7 @@ from _common import (
 )
 
 from rtclient import RealtimeClient, tool
-from rtclient import events as ev
+from rtclient.core import events as ev
 
 
 @tool
@@ -163,11 +163,13 @@ def measure(
 
 SETUP = {
     "import_openai_s": "import openai.types.realtime",
-    "first_typed_on_s": "from rtclient import events as ev; ev.prepare_models(['response.done'])",
-    "all_validators_s": "from rtclient import events as ev; ev.prepare_models(['*'])",
+    "first_typed_on_s": (
+        "from rtclient.core import events as ev; ev.prepare_models(['response.done'])"
+    ),
+    "all_validators_s": "from rtclient.core import events as ev; ev.prepare_models(['*'])",
     "discriminated_adapter_s": (
         "import typing, pydantic\n"
-        "from rtclient import events as ev\n"
+        "from rtclient.core import events as ev\n"
         "ms = list(ev.event_models().values())\n"
         "pydantic.TypeAdapter(typing.Annotated[typing.Union[tuple(ms)],"
         " pydantic.Field(discriminator='type')])"

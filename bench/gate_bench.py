@@ -50,9 +50,9 @@ from typing import Any
 from loguru import logger
 
 import rtclient  # noqa: F401 - importing the package disables loguru for "rtclient"
-from rtclient.bridge import Bridge
-from rtclient.gate import GateMachine, ResponseGate, Trigger
-from rtclient.loop import LoopThread
+from rtclient.core.gate import GateMachine, ResponseGate, Trigger
+from rtclient.runtime.bridge import Bridge
+from rtclient.runtime.loop import LoopThread
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_result_options, result_path

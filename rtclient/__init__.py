@@ -1,7 +1,7 @@
 """rtclient: a thread-based, synchronous SDK for the OpenAI Realtime API (WebRTC, WebSocket).
 
 Its core promise: ``conversation_already_has_active_response`` cannot happen by
-construction (see :mod:`rtclient.gate`), and no request for a response is ever lost.
+construction (see :mod:`rtclient.core.gate`), and no request for a response is ever lost.
 
 Like every library that uses loguru, rtclient adds no log handler and is disabled until
 the application opts in with ``logger.enable("rtclient")``.
@@ -11,6 +11,7 @@ from loguru import logger
 
 from rtclient.calls import CallAnswer, create_call, hangup_call
 from rtclient.client import Answer, EventStream, RealtimeClient, ResponseTicket
+from rtclient.core.gate import ResponseGate, Ticket, Trigger
 from rtclient.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -43,8 +44,7 @@ from rtclient.errors import (
     WaitTimeoutError,
     WrongThreadError,
 )
-from rtclient.gate import ResponseGate, Ticket, Trigger
-from rtclient.loop import LoopThread
+from rtclient.runtime.loop import LoopThread
 from rtclient.tools import ToolCall, ToolSpec, tool
 
 logger.disable("rtclient")

@@ -4,7 +4,7 @@ server event type, from the installed ``openai`` package.
 Run ``python -m rtclient._gen_typed`` after upgrading ``openai``;
 ``tests/test_typed_events.py`` fails while the file is stale. Only this generator and
 the type checker read the models' names; at run time rtclient loads them lazily
-(:func:`rtclient.events.event_models`).
+(:func:`rtclient.core.events.event_models`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rtclient import events as ev
+from rtclient.core import events as ev
 
 TARGET = Path(__file__).with_name("_typed.py")
 PACKAGE = "openai.types.realtime"

@@ -33,11 +33,11 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from rtclient import signaling
 from rtclient._secret import Secret
 from rtclient.errors import RealtimeError, SignalingError, WaitTimeoutError
-from rtclient.loop import LoopThread
+from rtclient.runtime.loop import LoopThread
 from rtclient.tools import ToolSpec, build_spec
+from rtclient.transports import signaling
 
 T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

@@ -28,7 +28,7 @@ from typing import Any
 
 from loguru import logger
 
-from rtclient.events import response_text
+from rtclient.core.events import response_text
 
 _COLOURS = {
     "RESPONSE_CREATE_CHECK": "\033[36m",

@@ -30,11 +30,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
-from rtclient import events as ev
 from rtclient import transports
 from rtclient._secret import Secret
 from rtclient._typed import BETA_ONLY
-from rtclient.bridge import Bridge
+from rtclient.core import events as ev
+from rtclient.core.gate import ResponseGate, Ticket, Trigger
+from rtclient.core.lifecycle import Lifecycle, State
 from rtclient.errors import (
     BridgeFullError,
     ClosedError,
@@ -49,10 +50,9 @@ from rtclient.errors import (
     WaitTimeoutError,
     WrongThreadError,
 )
-from rtclient.gate import ResponseGate, Ticket, Trigger
-from rtclient.lifecycle import Lifecycle, State
 from rtclient.logs import logger
-from rtclient.loop import LoopThread
+from rtclient.runtime.bridge import Bridge
+from rtclient.runtime.loop import LoopThread
 from rtclient.tools import TOOL_EVENTS, ToolCall, ToolRunner, ToolSpec
 from rtclient.transports import AudioFrameCallback, AudioIn, Transport
 
@@ -670,7 +670,7 @@ class RealtimeClient:
         ``"*"``. Never an exception on the dispatcher.
 
         ``event_type`` is checked: a name that is neither ``"*"`` nor a server event
-        type (:data:`rtclient.events.SERVER_EVENT_TYPES`) raises ``ValueError`` naming
+        type (:data:`rtclient.core.events.SERVER_EVENT_TYPES`) raises ``ValueError`` naming
         the close matches. The first typed subscription of a process imports ``openai``
         (~1.5 s) on the calling thread.
 

@@ -126,7 +126,7 @@ class SignalingError(RealtimeError):
     :class:`ConflictError` 409, :class:`UnprocessableEntityError` 422,
     :class:`RateLimitError` 429, :class:`InternalServerError` 5xx), and a request that
     got no HTTP answer at all as :class:`APIConnectionError`. They are rtclient's own
-    classes (``rtclient.signaling.signaling_error`` builds them); another status is a
+    classes (``rtclient.transports.signaling.signaling_error`` builds them); another status is a
     plain ``SignalingError``.
     """
 

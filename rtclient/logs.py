@@ -6,7 +6,7 @@ and calls ``logger.disable("rtclient")`` on import. An application chooses one o
 * ``rtclient.logs.enable()`` - rtclient's records go to loguru's handlers (by default
   loguru's own stderr handler), e.g. in a script or the demo;
 * ``rtclient.logs.to_logging()`` - rtclient's records are re-emitted on the standard
-  ``logging`` module under their module names (``rtclient.gate``, ``rtclient.client``,
+  ``logging`` module under their module names (``rtclient.core.gate``, ``rtclient.client``,
   ...), so a Flask or Django app's existing ``logging`` configuration (handlers,
   levels, formatters) applies to them like to any other library.
 
@@ -51,9 +51,9 @@ def wanted() -> bool:
     """Would loguru emit rtclient's records at all? (The disabled default is the fast path.)
 
     loguru decides per module from its activation list and caches the answer per module
-    name (``rtclient.gate``, ...); this resolves the package's own name the same way and
+    name (``rtclient.core.gate``, ...); this resolves the package's own name the same way and
     caches it in the same place, which loguru clears on every ``enable``/``disable``. A
-    submodule enabled on its own (``logger.enable("rtclient.gate")``) counts as wanted.
+    submodule enabled on its own (``logger.enable("rtclient.core.gate")``) counts as wanted.
     Private loguru state, so guarded: anything unexpected logs and lets loguru decide.
     """
     try:

@@ -47,7 +47,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from rtclient.gate import TICKET_METADATA_KEY, GateStats, Ticket, Trigger
+from rtclient.core.gate import TICKET_METADATA_KEY, GateStats, Ticket, Trigger
 from rtclient.logs import logger
 from rtclient.tools import ToolStats
 

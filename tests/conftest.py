@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rtclient.loop import LoopThread
+from rtclient.runtime.loop import LoopThread
 
 # asyncio debug mode raises on cross-thread loop calls (call_soon from a foreign
 # thread), which is exactly the class of bug a thread-based SDK must not have.

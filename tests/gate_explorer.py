@@ -99,8 +99,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtclient.errors import ClosedError, RealtimeError, SendError
-from rtclient.gate import (
+from rtclient.core.gate import (
     ACTIVE_RESPONSE_CODE,
     TICKET_METADATA_KEY,
     Effects,
@@ -109,6 +108,7 @@ from rtclient.gate import (
     Ticket,
     Trigger,
 )
+from rtclient.errors import ClosedError, RealtimeError, SendError
 
 CONFIRM_TIMEOUT = 1.0
 Move = tuple[Any, ...]

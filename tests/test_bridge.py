@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from threads import current_thread_ident, run_at_once, submit_while_closing
 
-from rtclient.bridge import Bridge
+from rtclient.core.gate import TICKET_METADATA_KEY, ResponseGate, Ticket, Trigger
 from rtclient.errors import BridgeClosedError, BridgeFullError, ClosedError, SendError
-from rtclient.gate import TICKET_METADATA_KEY, ResponseGate, Ticket, Trigger
-from rtclient.loop import LoopThread
+from rtclient.runtime.bridge import Bridge
+from rtclient.runtime.loop import LoopThread
 
 WAIT = 10.0
 

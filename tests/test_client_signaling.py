@@ -93,7 +93,7 @@ def test_connect_timeout_fires_when_ice_has_no_candidate(
     """aiortc waits forever when no candidate pair exists; the connect timeout does not."""
     import aioice.ice
 
-    from rtclient._loopback import install
+    from rtclient.transports._loopback import install
 
     install()  # the loopback wrapper stays in place when monkeypatch undoes this patch
     with Emulator() as emu:

@@ -434,8 +434,8 @@ def test_a_timeout_says_what_was_waited_for(rt_emulator: Emulator, rt_connect: C
 def test_forked_processes_never_share_event_ids() -> None:
     """gunicorn --preload forks workers from one parent: two of them on one call (a
     failover) must never send the same event_id or ticket id."""
-    from rtclient import events
-    from rtclient.gate import GateMachine
+    from rtclient.core import events
+    from rtclient.core.gate import GateMachine
 
     read_end, write_end = os.pipe()
     pid = os.fork()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-from rtclient import events as ev
+from rtclient.core import events as ev
 
 
 def _members(union: Any) -> list[Any]:

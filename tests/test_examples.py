@@ -26,8 +26,8 @@ from emulator.rawclient import RawClient, make_offer
 from threads import run_at_once
 
 from rtclient import LoopThread
-from rtclient._loopback import loopback_only
 from rtclient.emulator import Emulator
+from rtclient.transports._loopback import loopback_only
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SECRET = "sk-test-0123456789abcdef-SECRET"
@@ -390,7 +390,7 @@ def test_django_two_users_each_get_a_call_whose_tool_reads_the_orm(
     assert rt_emulator.stats()["rejections"] == 0
     # rtclient's gate diagnostics arrive through standard logging (orders/apps.py).
     gate = [r for r in records.records if r.getMessage().startswith("[RESPONSE_CREATE] ")]
-    assert gate and {r.name for r in gate} <= {"rtclient.gate", "rtclient.client"}
+    assert gate and {r.name for r in gate} <= {"rtclient.core.gate", "rtclient.client"}
     assert all(r.levelno == logging.INFO for r in gate)
 
     for user in users:

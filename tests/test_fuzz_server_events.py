@@ -73,7 +73,7 @@ from openai.types.realtime import RealtimeServerEvent
 from rtclient import RealtimeClient, RealtimeError, ResponseTicket, tool
 from rtclient.emulator import Emulator, Pace
 from rtclient.emulator.session import Session
-from rtclient.loop import LoopThread
+from rtclient.runtime.loop import LoopThread
 
 MAX_MESSAGE_BYTES = 262_144  # aiortc's SCTP max-message-size, both ways
 SETTLE_S = 10.0  # bound on every wait for the client or the emulator

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from rtclient.errors import ClosedError, ResponseRejectedError, ServerError
-from rtclient.gate import (
+from rtclient.core.gate import (
     ACTIVE_RESPONSE_CODE,
     TICKET_METADATA_KEY,
     Effects,
@@ -20,6 +19,7 @@ from rtclient.gate import (
     Ticket,
     Trigger,
 )
+from rtclient.errors import ClosedError, ResponseRejectedError, ServerError
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from rtclient.gate import TICKET_METADATA_KEY, ResponseGate, Ticket, Trigger
+from rtclient.core.gate import TICKET_METADATA_KEY, ResponseGate, Ticket, Trigger
 
 ROUNDS = 1000
 BARRIER_TIMEOUT = 30.0

@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from rtclient.core.gate import ACTIVE_RESPONSE_CODE, GateMachine, Ticket, Trigger
 from rtclient.errors import ServerError
-from rtclient.gate import ACTIVE_RESPONSE_CODE, GateMachine, Ticket, Trigger
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -16,8 +16,8 @@ import threading
 import pytest
 
 from rtclient import ClosedError, RealtimeClient
+from rtclient.core.lifecycle import Lifecycle, State
 from rtclient.emulator import Emulator
-from rtclient.lifecycle import Lifecycle, State
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,7 +8,7 @@ import pytest
 from loguru import logger
 
 from rtclient import logs
-from rtclient.gate import ResponseGate
+from rtclient.core.gate import ResponseGate
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -36,7 +36,7 @@ def test_records_route_into_standard_logging(caplog: pytest.LogCaptureFixture) -
             gate.request("second")
         names = {r.name for r in caplog.records}
         messages = [r.getMessage() for r in caplog.records]
-        assert names == {"rtclient.gate"}
+        assert names == {"rtclient.core.gate"}
         assert any(m.startswith("[RESPONSE_CREATE_CHECK]") for m in messages)
         assert any(m.startswith("[RESPONSE_QUEUED]") for m in messages)
         queued = next(r for r in caplog.records if "[RESPONSE_QUEUED]" in r.getMessage())
@@ -74,4 +74,4 @@ def test_to_logging_prints_each_record_once() -> None:
     assert proc.returncode == 0, proc.stderr
     output = proc.stdout + proc.stderr
     assert output.count("[RESPONSE_CREATE]") == 1
-    assert "INFO:rtclient.gate:[RESPONSE_CREATE]" in proc.stdout
+    assert "INFO:rtclient.core.gate:[RESPONSE_CREATE]" in proc.stdout

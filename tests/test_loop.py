@@ -26,7 +26,7 @@ import pytest
 from threads import current_thread_ident, submit_while_closing
 
 from rtclient.errors import ClosedError, ForkedProcessError, WrongThreadError
-from rtclient.loop import LoopThread
+from rtclient.runtime.loop import LoopThread
 
 WAIT = 10.0  # upper bound of every wait; a healthy run never gets near it
 
@@ -563,7 +563,7 @@ def test_atexit_stops_a_forgotten_loop_thread_cleanly() -> None:
     script = textwrap.dedent(
         """
         import asyncio, sys
-        from rtclient.loop import LoopThread
+        from rtclient.runtime.loop import LoopThread
 
         async def forever():
             try:

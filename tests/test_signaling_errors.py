@@ -3,7 +3,7 @@
 Every HTTP exchange rtclient makes - the WebRTC offer, the WebSocket handshake (own
 session and sideband), ``create_call`` and ``hangup_call`` - turns a refusal into the
 same :class:`SignalingError` subclass, built in one place
-(``rtclient.signaling.signaling_error`` / ``connection_error``). 401 and 404 come from
+(``rtclient.transports.signaling.signaling_error`` / ``connection_error``). 401 and 404 come from
 the emulator; the statuses it never sends (403, 429, 5xx, ...) from a tiny aiohttp
 server on 127.0.0.1 that answers with the API's JSON error body; "no answer at all"
 from a port nothing listens on.

@@ -2,7 +2,7 @@
 
 The client offers the ``oai-events`` data channel and one audio m-line; we answer with
 ``iceServers=[]`` (an unreachable STUN server costs 5 s per side) and gather ICE
-candidates inside :func:`rtclient._loopback.loopback_only`, so every candidate we offer
+candidates inside :func:`rtclient.transports._loopback.loopback_only`, so every candidate we offer
 is 127.0.0.1 and no packet of ours leaves the machine. Our audio sender is fed by a
 :class:`SpeakerTrack` that is silent (no frames, no Opus) unless a response speaks.
 Incoming audio is drained and dropped: the emulator's VAD is simulated, not heard.
@@ -19,7 +19,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from loguru import logger
 
-from rtclient._loopback import loopback_only
+from rtclient.transports._loopback import loopback_only
 
 from .audio import SpeakerTrack
 from .session import Session

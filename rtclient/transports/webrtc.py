@@ -43,10 +43,8 @@ from aiortc import (
 from aiortc.contrib.media import MediaBlackhole, MediaPlayer, MediaRecorder
 from aiortc.mediastreams import MediaStreamError
 
-from rtclient import events as ev
-from rtclient import signaling
-from rtclient._loopback import loopback_only as _loopback_only
 from rtclient._secret import Secret
+from rtclient.core import events as ev
 from rtclient.errors import (
     ConnectionLostError,
     ConnectTimeoutError,
@@ -55,6 +53,8 @@ from rtclient.errors import (
     WaitTimeoutError,
 )
 from rtclient.logs import logger
+from rtclient.transports import signaling
+from rtclient.transports._loopback import loopback_only as _loopback_only
 from rtclient.transports.base import AudioFrameCallback, AudioIn, ClosedHandler, MessageHandler
 
 DEFAULT_MAX_MESSAGE_SIZE = 262_144

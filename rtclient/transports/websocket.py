@@ -41,16 +41,15 @@ from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaPlayer, MediaRecorder
 from aiortc.mediastreams import MediaStreamError
 
-from rtclient import events as ev
-from rtclient import signaling
 from rtclient._secret import Secret
+from rtclient.core import events as ev
 from rtclient.errors import (
     ConnectionLostError,
     ConnectTimeoutError,
     MessageTooLargeError,
 )
 from rtclient.logs import logger
-from rtclient.transports import pcm
+from rtclient.transports import pcm, signaling
 from rtclient.transports.base import AudioFrameCallback, AudioIn, ClosedHandler, MessageHandler
 
 # The API's documented limit for one client event (an ``input_audio_buffer.append``).

@@ -16,7 +16,7 @@ import aiohttp
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from rtclient._loopback import loopback_only
+from rtclient.transports._loopback import loopback_only
 
 from .inbox import Event, Inbox
 

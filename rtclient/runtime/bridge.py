@@ -34,7 +34,7 @@ import janus
 
 from rtclient.errors import BridgeClosedError, BridgeFullError, ClosedError
 from rtclient.logs import logger
-from rtclient.loop import LoopThread
+from rtclient.runtime.loop import LoopThread
 
 C = TypeVar("C")
 

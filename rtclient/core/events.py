@@ -15,7 +15,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from rtclient.gate import TICKET_METADATA_KEY, Ticket
+from rtclient.core.gate import TICKET_METADATA_KEY, Ticket
 
 Event = dict[str, Any]
 
