@@ -390,7 +390,7 @@ def test_django_two_users_each_get_a_call_whose_tool_reads_the_orm(
     assert rt_emulator.stats()["rejections"] == 0
     # rtclient's gate diagnostics arrive through standard logging (orders/apps.py).
     gate = [r for r in records.records if r.getMessage().startswith("[RESPONSE_CREATE] ")]
-    assert gate and {r.name for r in gate} <= {"rtclient.core.gate", "rtclient.client"}
+    assert gate and {r.name for r in gate} <= {"rtclient.core.gate", "rtclient.core.realtime"}
     assert all(r.levelno == logging.INFO for r in gate)
 
     for user in users:
