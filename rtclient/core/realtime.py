@@ -37,7 +37,13 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from rtclient.core import events as ev
-from rtclient.core.gate import ResponseGate, Ticket, Trigger
+from rtclient.core.gate import (
+    TICKET_METADATA_KEY,
+    ResponseGate,
+    Ticket,
+    Trigger,
+    is_out_of_band,
+)
 from rtclient.effects import Dispatch, Effect, Later, Lost, Send, Settle, Start
 from rtclient.errors import (
     ClosedError,
@@ -90,6 +96,8 @@ class RealtimeProtocol:
             "unknown_events": 0,
             "creates_sent": 0,
             "server_errors": 0,
+            "client_turns_reasserted": 0,
+            "server_started_responses": 0,
         }
 
     # -- requests (caller threads) ---------------------------------------------------
@@ -212,6 +220,8 @@ class RealtimeProtocol:
             if kind == "response.created":
                 for observer in self.observers:
                     observer.response_created(event)
+                if self.client_turns:
+                    self._note_server_started(event)
             fx.extend(self._fire(gate_fx.send))
             if gate_fx.cancel is not None:
                 fx.append(self._cancel(gate_fx.cancel))
@@ -225,6 +235,8 @@ class RealtimeProtocol:
             fx.extend(self._respond_to_turn(event))
         elif kind in _ANSWERS:
             fx.extend(self._answer(kind, event))
+            if kind == "session.updated":
+                fx.extend(self._keep_client_turns(event))
         fx.append(Dispatch(event))
         return fx
 
@@ -310,6 +322,45 @@ class RealtimeProtocol:
                 del self._expected[event_id]
         return [] if event_id is None else [Settle(("request", event_id), event)]
 
+    def _keep_client_turns(self, event: dict[str, Any]) -> list[Effect]:
+        """Client-driven turns stay client-driven: if a ``session.update`` from anywhere
+        (a raw ``send_event``, the browser, another sideband) turned the server's own
+        responses back on, say so and turn them off again - otherwise every turn would
+        be answered twice (the server's reply, then ours, rejected and re-armed).
+        ``session.created`` is not watched: it always precedes the client's own config."""
+        if not self.client_turns:
+            return []
+        detection = _turn_detection(event.get("session"))
+        if detection is None or detection.get("create_response") is False:
+            return []
+        self.counters["client_turns_reasserted"] += 1
+        logger.warning(
+            "[CLIENT_TURNS] a session.update turned the server's own responses back on "
+            "(turn_detection.create_response); re-asserting create_response=false"
+        )
+        session = ev.with_client_turns(
+            {"type": "realtime", "audio": {"input": {"turn_detection": detection}}}
+        )
+        return [Send(ev.session_update(session), kind="plain", report=False)]
+
+    def _note_server_started(self, event: dict[str, Any]) -> None:
+        """With client-driven turns every response should be ours: count and warn about
+        one that is not (unless it is out of band, which answers no turn)."""
+        response = event.get("response")
+        if not isinstance(response, dict):
+            return
+        metadata = response.get("metadata")
+        ours = isinstance(metadata, dict) and (
+            TICKET_METADATA_KEY in metadata or OOB_METADATA_KEY in metadata
+        )
+        if not ours and not is_out_of_band(response):
+            self.counters["server_started_responses"] += 1
+            logger.warning(
+                "[CLIENT_TURNS] response {} was started by someone else (the server's VAD "
+                "or another connection) although this client drives the turns",
+                response.get("id"),
+            )
+
     def _respond_to_turn(self, event: dict[str, Any]) -> list[Effect]:
         """Client-driven turns: the server committed the user's turn and starts nothing
         itself; we request the answer through the gate (loop thread, no hop)."""
@@ -348,3 +399,11 @@ class RealtimeProtocol:
         except ClosedError as exc:
             return [Settle(key, exc, keep=True)]
         return [Settle(key, (done.calls, trigger.future), keep=True), *self._fire(ticket)]
+
+
+def _turn_detection(session: Any) -> dict[str, Any] | None:
+    """The session's ``audio.input.turn_detection`` if it is an object (VAD on)."""
+    audio = session.get("audio") if isinstance(session, dict) else None
+    audio_input = audio.get("input") if isinstance(audio, dict) else None
+    detection = audio_input.get("turn_detection") if isinstance(audio_input, dict) else None
+    return dict(detection) if isinstance(detection, dict) else None

@@ -73,6 +73,11 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _out_of_band(response: Mapping[str, Any]) -> bool:
+    """Outside the conversation (an explicit ``conversation_id: null``): no outputs."""
+    return "conversation_id" in response and response["conversation_id"] is None
+
+
 def _result_output(result: Any) -> str:
     return result if isinstance(result, str) else json.dumps(result, default=str)
 
@@ -178,7 +183,7 @@ class ToolRunner:
         steps: list[Step] = []
         if kind == "response.created":
             response = _mapping(event.get("response"))
-            if "conversation_id" in response and response["conversation_id"] is None:
+            if _out_of_band(response):
                 self._out_of_band.add(str(response.get("id")))
         elif kind == "response.output_item.added":
             item = _mapping(event.get("item"))
@@ -195,7 +200,7 @@ class ToolRunner:
             rid = response.get("id")
             if not isinstance(rid, str) or rid in self._finished:
                 return steps
-            if "conversation_id" in response and response["conversation_id"] is None:
+            if _out_of_band(response):
                 self._out_of_band.discard(rid)  # its calls are the requester's to read
                 return steps
             output = response.get("output")
