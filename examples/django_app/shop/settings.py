@@ -55,15 +55,18 @@ VOICE_PAGE = BASE_DIR.parent / "voice.html"
 
 # rtclient's records arrive here through rtclient.logs.to_logging() (orders/apps.py), so
 # they are configured like any other library's. Existing loggers are left alone.
+# django.request's warnings for 4xx answers name the path, call id included: shortened.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"short_call_ids": {"()": "orders.logfilters.ShortCallIds"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
+        "django.request": {"filters": ["short_call_ids"]},
         "rtclient": {
             "handlers": ["console"],
             "level": os.environ.get("RTCLIENT_LOG_LEVEL", "INFO"),
             "propagate": False,
-        }
+        },
     },
 }
