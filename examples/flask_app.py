@@ -22,8 +22,8 @@ How it fits together:
   with the call. Every per-call route (``/calls/<call_id>/...``) answers 403 to any
   other session, 404 for a call that is not live. A session may hold
   ``RT_MAX_CALLS_PER_SESSION`` live calls (default 2: a second tab); ``POST /calls``
-  beyond that is 429, until one of them ends. Logs name a call by its first characters
-  (``rtc_1a2b3c4d…``): a full call id is for its browser only.
+  beyond that is 429, until one of them ends. Warnings name a call by its first
+  characters (``rtc_1a2b3c4d…``): a full call id is for its browser only.
 * Several worker processes (gunicorn ``-w 3``): set ``REDIS_URL`` and the calls live in
   a registry shared by every worker (``calls_registry.py``): any worker can hang a
   call up, and when the worker holding a call's sideband dies, another one re-attaches

@@ -283,7 +283,9 @@ def no_candidates(browser: Any, url: str) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="screenshots and profile go here")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="screenshots (and the Django database) go here"
+    )
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--app", choices=["flask", "django"], default="flask")
     parser.add_argument(
