@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from rtclient._secret import Secret
+from rtclient._secret import Secret, credential
 from rtclient.errors import RealtimeError, SignalingError, WaitTimeoutError
 from rtclient.runtime.loop import LoopThread
 from rtclient.tools import ToolSpec, build_spec
@@ -41,7 +41,7 @@ from rtclient.transports import signaling
 
 T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-realtime"
+DEFAULT_MODEL = "gpt-realtime-2"  # the client's default too: see rtclient.client
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def create_call(
     session: Mapping[str, Any] | None = None,
     tools: Iterable[Callable[..., Any] | ToolSpec] = (),
     model: str = DEFAULT_MODEL,
-    api_key: str | None = None,
+    api_key: str | Callable[[], str] | None = None,
     base_url: str | None = None,
     timeout: float = 10.0,
     loop_thread: LoopThread | None = None,
@@ -68,6 +68,8 @@ def create_call(
     ``session`` is the session config (``type`` and ``model`` are filled in); ``tools``
     are ``@tool`` functions (or :class:`ToolSpec`) described to the model exactly as
     ``RealtimeClient(tools=...)`` describes them - unless ``session`` lists its own.
+    ``api_key`` and ``base_url`` are taken as ``RealtimeClient`` takes them (a token
+    provider, an Azure OpenAI endpoint with the deployment as ``model``).
     """
     key = _standard_key(api_key, "create_call")
     config = {"type": "realtime", "model": model, **dict(session or {})}
@@ -89,7 +91,7 @@ def create_call(
 def hangup_call(
     call_id: str,
     *,
-    api_key: str | None = None,
+    api_key: str | Callable[[], str] | None = None,
     base_url: str | None = None,
     timeout: float = 10.0,
     loop_thread: LoopThread | None = None,
@@ -117,8 +119,8 @@ def session_tools(tools: Iterable[Callable[..., Any] | ToolSpec]) -> list[dict[s
     return [spec.session_tool() for spec in specs]
 
 
-def _standard_key(api_key: str | None, what: str) -> Secret:
-    key = Secret(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", ""))
+def _standard_key(api_key: str | Callable[[], str] | None, what: str) -> Secret:
+    key = credential(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", ""))
     if not key:
         raise RealtimeError(f"{what}: no API key: pass api_key= or set OPENAI_API_KEY")
     if key.is_ephemeral:

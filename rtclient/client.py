@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from rtclient import transports
+from rtclient._secret import TokenProvider
 from rtclient._typed import BETA_ONLY
 from rtclient.conversation import ConversationCalls
 from rtclient.core import events as ev
@@ -50,6 +51,11 @@ if TYPE_CHECKING:
     from rtclient._typed import AnyServerEvent, On
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# The newest generally available Realtime model in the openai package's literals: it
+# reasons (session.reasoning.effort) and speaks preambles (Answer.commentary). Older ones
+# ("gpt-realtime", "gpt-realtime-mini") are deprecated there; "-2.1" is a preview.
+DEFAULT_MODEL = "gpt-realtime-2"
+_PROVIDED = "<token provider>"  # the shell's key while a TokenProvider replaces it
 
 REALTIME_EVENTS = Catalog(
     api="realtime",
@@ -122,8 +128,12 @@ class ResponseTicket:
 class Answer:
     """What ``ask`` returns: the final text, the tool calls made, the responses seen.
 
-    ``raw`` is the final ``response.done`` event as the server sent it; ``response`` is
-    the same event as ``openai.types.realtime.ResponseDoneEvent``, parsed on first read
+    ``text`` is the final answer (the final response's messages of phase
+    ``"final_answer"``, or with no phase, as older models send); ``commentary`` the
+    preambles the model spoke first ("Let me check that..."; phase ``"commentary"``) in
+    every response of this ask, one line per response that had one. ``raw`` is the final
+    ``response.done`` event as the server sent it; ``response`` is the same event as
+    ``openai.types.realtime.ResponseDoneEvent``, parsed on first read
     (:class:`EventValidationError` if it does not validate).
     """
 
@@ -131,6 +141,7 @@ class Answer:
     tool_calls: list[ToolCall]
     response_ids: list[str]
     raw: dict[str, Any]
+    commentary: str = ""
 
     @functools.cached_property
     def response(self) -> ResponseDoneEvent:
@@ -146,9 +157,14 @@ class RealtimeClient(ConversationCalls, SessionShell):
     (standard key; the browser carries the audio). Everything else is the same on all
     three: see :mod:`rtclient.transports`.
 
-    ``api_key`` defaults to ``OPENAI_API_KEY``; ``base_url`` to ``OPENAI_BASE_URL`` or
-    ``https://api.openai.com/v1`` (the ``openai`` package's convention: it includes
-    ``/v1``). Tools run on ``executor`` (a thread pool by default). With no tools
+    ``api_key`` defaults to ``OPENAI_API_KEY``; a callable is a token provider, asked for
+    a bearer token for each connection (an Azure ``azure_ad_token_provider``). ``base_url``
+    defaults to ``OPENAI_BASE_URL`` or ``https://api.openai.com/v1`` (the ``openai``
+    package's convention: it includes ``/v1``); an Azure OpenAI endpoint
+    (``https://<resource>.openai.azure.com/openai/v1``) takes the deployment as
+    ``model`` and the key as ``api-key`` (:mod:`rtclient.transports.endpoint`).
+    ``reasoning_effort`` sets the session's ``reasoning.effort`` (reasoning models such
+    as ``gpt-realtime-2``). Tools run on ``executor`` (a thread pool by default). With no tools
     registered, function calls are left to the caller (``submit_tool_output``).
     Pass ``loop_thread`` to share one loop thread between many clients.
 
@@ -163,10 +179,11 @@ class RealtimeClient(ConversationCalls, SessionShell):
     def __init__(
         self,
         *,
-        api_key: str | None = None,
+        api_key: str | Callable[[], str] | None = None,
         base_url: str | None = None,
-        model: str = "gpt-realtime",
+        model: str = DEFAULT_MODEL,
         session: Mapping[str, Any] | None = None,
+        reasoning_effort: ev.ReasoningEffort | None = None,
         tools: Iterable[Callable[..., Any] | ToolSpec] = (),
         executor: concurrent.futures.Executor | None = None,
         loop_thread: LoopThread | None = None,
@@ -184,13 +201,17 @@ class RealtimeClient(ConversationCalls, SessionShell):
         close_timeout: float = 10.0,
         client_turns: bool = False,
     ) -> None:
+        if reasoning_effort is not None and reasoning_effort not in ev.REASONING_EFFORTS:
+            raise ValueError(
+                f"reasoning_effort must be one of {ev.REASONING_EFFORTS}, not {reasoning_effort!r}"
+            )
         tool_runner = ToolRunner(tools)
         gate = ResponseGate(confirm_timeout=confirm_timeout, max_attempts=max_attempts)
         core = RealtimeProtocol(gate, tool_runner, client_turns=client_turns)
         super().__init__(
             core,
             REALTIME_EVENTS,
-            api_key=api_key,
+            api_key=_PROVIDED if callable(api_key) else api_key,
             base_url=base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
             executor=executor,
             loop_thread=loop_thread,
@@ -199,14 +220,19 @@ class RealtimeClient(ConversationCalls, SessionShell):
             bridge_size=bridge_size,
             on_audio=on_audio,
         )
+        if callable(api_key):
+            self._key = TokenProvider(api_key)  # asked per connection, never here
         self._core: RealtimeProtocol = core
         self._catalog = REALTIME_EVENTS
         self._kind = "RealtimeClient"
         audio = audio_in is not None or audio_out is not None or on_audio is not None
-        self._transport_kind = transports.choose(transport, call_id, self._key, audio=audio)
+        self._transport_kind = transports.choose(
+            transport, call_id, self._key, audio=audio, base_url=self.base_url
+        )
         self._attach_call_id = call_id
         self.model = model
         self._session = dict(session or {})
+        self._reasoning_effort = reasoning_effort
         self._client_turns = client_turns
         self._transport_options: dict[str, Any] = {
             "ice_servers": ice_servers,
@@ -271,6 +297,9 @@ class RealtimeClient(ConversationCalls, SessionShell):
         config = dict(self._session)
         if self._core.tools.specs:
             config.setdefault("tools", self._core.tools.session_tools())
+        if self._reasoning_effort is not None:
+            reasoning = dict(config.get("reasoning") or {})
+            config["reasoning"] = {**reasoning, "effort": self._reasoning_effort}
         if self._client_turns:
             config = ev.with_client_turns(config)
         if config or self._attach_call_id is not None:  # a sideband's readiness: session.updated
@@ -301,7 +330,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
                 from rtclient.calls import hangup_call
 
                 hangup_call(
-                    call_id, api_key=self._key.reveal(), base_url=self.base_url, timeout=timeout
+                    call_id, api_key=self._key.as_api_key(), base_url=self.base_url, timeout=timeout
                 )
                 self._hung_up = True
             else:
@@ -351,9 +380,12 @@ class RealtimeClient(ConversationCalls, SessionShell):
         done = ticket.result(remaining(deadline))
         response_ids: list[str] = []
         calls_made: list[ToolCall] = []
+        commentary: list[str] = []
         while True:
             rid = (done.get("response") or {}).get("id")
             response_ids.append(str(rid))
+            if preamble := ev.response_commentary(done):
+                commentary.append(preamble)
             if not ev.function_calls(done) or not self._core.tools.specs:
                 break
             waiter = self._waiters.register(("followup", str(rid)))
@@ -363,7 +395,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
             if followup is None:
                 break
             done = wait_for(followup, remaining(deadline), what)
-        return Answer(ev.response_text(done), calls_made, response_ids, done)
+        return Answer(ev.response_text(done), calls_made, response_ids, done, "\n".join(commentary))
 
     def submit_tool_output(
         self, call_id: str, output: Any, *, respond: bool = False

@@ -63,7 +63,7 @@ def test_the_call_gets_the_session_and_the_tools_as_a_client_describes_them(
         assert isinstance(answer, CallAnswer) and answer.sdp.startswith("v=0")
         assert answer.call_id.startswith("rtc_")
         config = emu.session(answer.call_id).config
-        assert config["instructions"] == "be brief" and config["model"] == "gpt-realtime"
+        assert config["instructions"] == "be brief" and config["model"] == "gpt-realtime-2"
         (described,) = config["tools"]
         assert described["name"] == "lookup_order"
         assert described["parameters"]["properties"]["order_id"] == {

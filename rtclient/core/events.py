@@ -13,7 +13,7 @@ import os
 import threading
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from rtclient.core.gate import TICKET_METADATA_KEY, Ticket
 
@@ -205,12 +205,36 @@ def decode(message: str | bytes) -> Event:
     return event
 
 
-def response_text(done_event: Mapping[str, Any]) -> str:
-    """The text (or audio transcript) of every message a ``response.done`` lists."""
+# The ``phase`` of an assistant message (the ``openai`` package's name and values, as on
+# ``ResponseOutputMessage.phase``): reasoning models such as ``gpt-realtime-2`` may speak
+# a ``"commentary"`` preamble ("Let me check that...") before their ``"final_answer"``.
+# A message with no phase (older models) is the final answer.
+Phase = Literal["commentary", "final_answer"]
+PHASES: tuple[Phase, ...] = ("commentary", "final_answer")
+
+
+# ``session.reasoning.effort`` of reasoning models such as ``gpt-realtime-2`` (the
+# ``openai`` package's ``RealtimeReasoningEffort``; ``tests/test_models.py`` checks it).
+ReasoningEffort = Literal["minimal", "low", "medium", "high", "xhigh"]
+REASONING_EFFORTS: tuple[ReasoningEffort, ...] = ("minimal", "low", "medium", "high", "xhigh")
+
+
+def message_phase(item: Mapping[str, Any]) -> Phase:
+    """The phase of an assistant message item: its ``phase``, ``"final_answer"`` if none."""
+    return "commentary" if item.get("phase") == "commentary" else "final_answer"
+
+
+def response_text(done_event: Mapping[str, Any], phase: Phase = "final_answer") -> str:
+    """The text (or audio transcript) of the messages of ``phase`` a ``response.done``
+    lists: by default the final answer, without the preamble (:func:`response_commentary`)."""
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
     parts: list[str] = []
     response = done_event.get("response") or {}
     for item in response.get("output") or []:
         if not isinstance(item, dict) or item.get("type") != "message":
+            continue
+        if message_phase(item) != phase:
             continue
         for content in item.get("content") or []:
             if not isinstance(content, dict):
@@ -221,6 +245,11 @@ def response_text(done_event: Mapping[str, Any]) -> str:
             if isinstance(text, str):
                 parts.append(text)
     return "".join(parts)
+
+
+def response_commentary(done_event: Mapping[str, Any]) -> str:
+    """The preamble of a ``response.done``: its ``"commentary"`` messages' text."""
+    return response_text(done_event, "commentary")
 
 
 def function_calls(done_event: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -15,6 +15,12 @@ Everything that decides what a Realtime session does lives here; the shell
   request it names; answers (``session.updated``, ``conversation.item.*``) settle the
   oldest request waiting for them; with client-driven turns a committed turn requests
   its answer. Every event is then offered to the dispatcher.
+* **Idle timeouts** (``turn_detection.idle_timeout_ms``): the server announces a
+  response of its own with ``input_audio_buffer.timeout_triggered``, commits the
+  silence as a user turn and starts the response. It is a server-started response like
+  VAD's - the gate holds it as ``active`` from its ``response.created``, and a create
+  of ours that crosses it is rejected and re-armed - and with client-driven turns that
+  committed turn is not answered again by the client.
 * **Cancels.** ``response.cancel`` events are remembered (bounded), so the server's
   ``response_cancel_not_active`` frees the gate.
 * **Tool rounds.** The :class:`~rtclient.tools.ToolRunner` (fed by :meth:`step`, on
@@ -90,6 +96,10 @@ class RealtimeProtocol:
         self._cancels: OrderedDict[str, str] = OrderedDict()  # cancel event_id -> response
         # Requests waiting for their answer: event_id -> (answering type, item id or None).
         self._expected: dict[str, tuple[str, str | None]] = {}
+        # Turns an idle timeout committed (the server answers them), and its responses
+        # announced but not yet created.
+        self._idle_items: OrderedDict[str, None] = OrderedDict()
+        self._idle_announced = 0
         self.counters = {
             "events_received": 0,
             "malformed_events": 0,
@@ -98,6 +108,7 @@ class RealtimeProtocol:
             "server_errors": 0,
             "client_turns_reasserted": 0,
             "server_started_responses": 0,
+            "idle_timeouts": 0,
         }
 
     # -- requests (caller threads) ---------------------------------------------------
@@ -231,8 +242,11 @@ class RealtimeProtocol:
                 fx.extend(self._error(event))
         elif kind == "session.created":
             fx.append(Settle(("session", "created"), event, keep=True))
+        elif kind == "input_audio_buffer.timeout_triggered":
+            self._idle_timeout(event)
         elif kind == "input_audio_buffer.committed" and self.client_turns:
-            fx.extend(self._respond_to_turn(event))
+            if not self._committed_by_idle_timeout(event):
+                fx.extend(self._respond_to_turn(event))
         elif kind in _ANSWERS:
             fx.extend(self._answer(kind, event))
             if kind == "session.updated":
@@ -353,6 +367,11 @@ class RealtimeProtocol:
         ours = isinstance(metadata, dict) and (
             TICKET_METADATA_KEY in metadata or OOB_METADATA_KEY in metadata
         )
+        if not ours and not is_out_of_band(response) and self._idle_announced > 0:
+            with self._lock:
+                self._idle_announced -= 1
+            logger.info("[CLIENT_TURNS] response {} answers an idle timeout", response.get("id"))
+            return
         if not ours and not is_out_of_band(response):
             self.counters["server_started_responses"] += 1
             logger.warning(
@@ -360,6 +379,35 @@ class RealtimeProtocol:
                 "or another connection) although this client drives the turns",
                 response.get("id"),
             )
+
+    def _idle_timeout(self, event: dict[str, Any]) -> None:
+        """``input_audio_buffer.timeout_triggered``: the user was silent for
+        ``idle_timeout_ms``; the server commits that silence as a turn and answers it with
+        a response of its own (the gate learns of it from its ``response.created``)."""
+        self.counters["idle_timeouts"] += 1
+        item_id = event.get("item_id")
+        with self._lock:
+            self._idle_announced += 1
+            if isinstance(item_id, str):
+                self._idle_items[item_id] = None
+                while len(self._idle_items) > _CANCELS_KEPT:
+                    self._idle_items.popitem(last=False)
+        logger.info(
+            "[IDLE_TIMEOUT] no speech from {} to {} ms: the server answers turn {}",
+            event.get("audio_start_ms"),
+            event.get("audio_end_ms"),
+            item_id,
+        )
+
+    def _committed_by_idle_timeout(self, event: dict[str, Any]) -> bool:
+        """Whether a committed turn is an idle timeout's: the server answers it itself, so
+        a client-turns client must not answer it a second time."""
+        item_id = event.get("item_id")
+        with self._lock:
+            if not isinstance(item_id, str) or item_id not in self._idle_items:
+                return False
+            del self._idle_items[item_id]
+            return True
 
     def _respond_to_turn(self, event: dict[str, Any]) -> list[Effect]:
         """Client-driven turns: the server committed the user's turn and starts nothing

@@ -1,8 +1,11 @@
 """Who may call: standard keys, ephemeral ``ek_`` keys, and the API's 401 bodies.
 
 Any non-empty bearer is a standard key unless the emulator was given ``api_key=``, in
-which case only that one is. ``ek_`` keys are minted by ``POST
-/v1/realtime/client_secrets`` with an expiry; an unknown or expired one is refused.
+which case only that one is. On the Azure OpenAI routes a standard key may also come in
+the ``api-key`` header (Azure's resource key), and a bearer token stands for a
+Microsoft Entra ID token; the emulator checks both against ``api_key=`` alike. ``ek_``
+keys are minted by ``POST /v1/realtime/client_secrets`` with an expiry; an unknown or
+expired one is refused.
 Keys are secrets: nothing here logs them, and refusals show only a redacted form.
 """
 
@@ -38,6 +41,11 @@ class Credential:
     """An accepted caller: a standard key, or an ephemeral key with its session."""
 
     ephemeral: EphemeralKey | None = None
+    scheme: str = "bearer"
+    """How it came: ``"bearer"`` (``Authorization: Bearer``), ``"api-key"`` (the Azure
+    header) or ``"ephemeral"`` (a bearer ``ek_`` key)."""
+    shown: str = "***"
+    """The credential, redacted: what the emulator records (never the key)."""
 
     @property
     def is_standard(self) -> bool:
@@ -71,16 +79,25 @@ class KeyStore:
             if key is not None:
                 self._ephemeral[value] = EphemeralKey(value, int(self._clock()) - 1, key.session)
 
-    def authenticate(self, authorization: str | None, *, allow_ephemeral: bool) -> Credential:
-        """Check an ``Authorization`` header value; raise ApiError(401) if refused."""
+    def authenticate(
+        self, authorization: str | None, *, allow_ephemeral: bool, api_key: str | None = None
+    ) -> Credential:
+        """Check an ``Authorization`` header value - or, on an Azure route, an ``api-key``
+        header value, which comes first; raise ApiError(401) if refused."""
+        if api_key is not None:
+            key = api_key.strip()
+            if not key or (self._api_key is not None and key != self._api_key):
+                raise _incorrect(key) if key else ApiError(401, _NO_KEY)
+            return Credential(scheme="api-key", shown=redact(key))
         token = _bearer(authorization)
         if not token:
             raise ApiError(401, _NO_KEY)
         if token.startswith(EPHEMERAL_PREFIX):
-            return Credential(self._check_ephemeral(token, allow_ephemeral))
+            ephemeral = self._check_ephemeral(token, allow_ephemeral)
+            return Credential(ephemeral, scheme="ephemeral", shown=redact(token))
         if self._api_key is not None and token != self._api_key:
             raise _incorrect(token)
-        return Credential()
+        return Credential(shown=redact(token))
 
     def _check_ephemeral(self, token: str, allowed: bool) -> EphemeralKey:
         with self._lock:

@@ -107,6 +107,19 @@ class Emulator:
         return f"http://{self.host}:{self.port}/v1"
 
     @property
+    def azure_endpoint(self) -> str:
+        """``http://127.0.0.1:PORT``: the resource endpoint an Azure OpenAI client is
+        given (``AzureOpenAI(azure_endpoint=...)``; its dated routes live under
+        ``/openai``)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def azure_url(self) -> str:
+        """``http://127.0.0.1:PORT/openai/v1``: a base URL of Azure OpenAI's v1 shape
+        (the deployment is the model; a key may come as ``api-key``)."""
+        return f"{self.azure_endpoint}/openai/v1"
+
+    @property
     def control_url(self) -> str:
         """``http://127.0.0.1:PORT/_emulator`` (stats, speech, faults)."""
         return f"http://{self.host}:{self.port}/_emulator"
@@ -236,7 +249,7 @@ class Emulator:
         ``creates`` (``response.create`` received), ``rejections`` (active-response
         rejections only), ``responses`` (created), ``completed``/``cancelled``/
         ``incomplete``/``failed``, ``errors`` (error events), ``client_events``,
-        ``server_events``.
+        ``server_events``, ``idle_timeouts``.
         """
         with self._recorder.lock:
             sessions = list(self._sessions)
@@ -254,6 +267,7 @@ class Emulator:
         keys = (
             "creates", "rejections", "responses", "completed", "cancelled",
             "incomplete", "failed", "errors", "client_events", "server_events",
+            "idle_timeouts",
         )  # fmt: skip
         return {
             "sessions": len(sessions),

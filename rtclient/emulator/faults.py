@@ -38,6 +38,14 @@ class Faults:
     while the client's create is on the wire. If no create comes, the response starts
     when the hold ends (unless another response is active by then)."""
 
+    idle_timeout_on_create: bool = False
+    """When true, an idle timeout that is counting (``turn_detection.idle_timeout_ms``;
+    the last response is over) comes due the instant a default-conversation
+    ``response.create`` arrives - just before that create is handled, so the create is
+    rejected with ``conversation_already_has_active_response`` naming the idle timeout's
+    response. It stages, on every run, a server-started response crossing the client's
+    create (a tool follow-up, say) without waiting ``idle_timeout_ms``."""
+
     malformed_json: bool = False
     """Send a text message that is not JSON right before each ``response.created``."""
 

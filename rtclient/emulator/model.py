@@ -4,8 +4,10 @@ A model is any callable ``model(request: ModelRequest) -> Sequence[Output]`` (or
 ``async`` one returning that). It runs on the emulator's event loop, so it must be quick
 and must not block. It decides *what* a response says; the session decides *how* it is
 streamed (event order, pacing, cancellation). ``Output`` is ``TextReply(text)`` (one
-assistant message: text, or audio with that transcript) or ``ToolCall(name, arguments)``
-(one ``function_call`` item; several = parallel calls in one response).
+assistant message: text, or audio with that transcript; ``phase="commentary"`` or
+``"final_answer"`` labels it as a reasoning model's preamble or final answer) or
+``ToolCall(name, arguments)`` (one ``function_call`` item; several = parallel calls in
+one response).
 
 The default :class:`ScriptedModel` follows this script, looking at the response's
 context (the conversation, or an out-of-band response's ``input``):
@@ -34,7 +36,12 @@ context (the conversation, or an out-of-band response's ``input``):
    disables calls; ``"required"`` or ``{"type": "function", "name": N}`` with no
    mention calls the first tool (or ``N``) with ``{}``.
 4. With no call, it answers ``You said: <text>`` (``Hello! How can I help?`` when
-   the context has no user message).
+   the context has no user message; ``Are you still there?`` when the last user turn
+   has no words - the silence an idle timeout commits).
+
+``ScriptedModel(preamble="One moment.")`` speaks like a reasoning model such as
+``gpt-realtime-2``: every response starts with that preamble, a message of phase
+``"commentary"``, and its other messages carry phase ``"final_answer"``.
 
 :class:`Pace` sets how fast the answer streams, so responses last long enough for races.
 """
@@ -46,10 +53,11 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 MAX_REPEAT = 1024
 TOOL_RESULTS = "Tool results: "
+STILL_THERE = "Are you still there?"
 
 
 @dataclass(frozen=True)
@@ -71,11 +79,16 @@ class Pace:
     ``output_audio_buffer.stopped`` follows when it has played out."""
 
 
+Phase: TypeAlias = Literal["commentary", "final_answer"]
+
+
 @dataclass(frozen=True)
 class TextReply:
     """One assistant message (text, or audio whose transcript is ``text``)."""
 
     text: str
+    phase: Phase | None = None
+    """The message's ``phase`` (reasoning models); ``None``: no phase, as older models."""
 
 
 @dataclass(frozen=True)
@@ -109,16 +122,34 @@ class ModelRequest:
     conversation: str = "auto"
     """``"auto"`` (default conversation) or ``"none"`` (out-of-band)."""
     origin: str = "client"
-    """``"client"`` (a ``response.create``) or ``"turn_detection"`` (server VAD)."""
+    """``"client"`` (a ``response.create``), ``"turn_detection"`` (server VAD) or
+    ``"idle_timeout"`` (``turn_detection.idle_timeout_ms``)."""
 
 
 Model: TypeAlias = Callable[[ModelRequest], "Sequence[Output] | Awaitable[Sequence[Output]]"]
 
 
 class ScriptedModel:
-    """The deterministic script described in this module's docstring."""
+    """The deterministic script described in this module's docstring.
+
+    ``preamble``: a text every response speaks first, as a ``"commentary"`` message
+    (then the answer's messages are ``"final_answer"``); ``None`` for no phases."""
+
+    def __init__(self, preamble: str | None = None) -> None:
+        if preamble is not None and not preamble:
+            raise ValueError("preamble must be a non-empty text or None")
+        self.preamble = preamble
 
     def __call__(self, request: ModelRequest) -> list[Output]:
+        outputs = self._script(request)
+        if self.preamble is None:
+            return outputs
+        final = [
+            TextReply(o.text, "final_answer") if isinstance(o, TextReply) else o for o in outputs
+        ]
+        return [TextReply(self.preamble, "commentary"), *final]
+
+    def _script(self, request: ModelRequest) -> list[Output]:
         items = request.items
         last_user = _last_index(items, _is_user_message)
         after = items[last_user + 1 :] if last_user is not None else items
@@ -152,6 +183,8 @@ class ScriptedModel:
                 return [ToolCall(forced, "{}")]
         if text is None:
             return [TextReply("Hello! How can I help?")]
+        if not text.strip():
+            return [TextReply(STILL_THERE)]
         return [TextReply(f"You said: {text}")]
 
 

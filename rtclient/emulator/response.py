@@ -8,7 +8,8 @@ The event order is the API's. A message item::
     response.output_text.done  | response.output_audio.done + ..._transcript.done,
     response.content_part.done, response.output_item.done, conversation.item.done
 
-a function call item::
+(a reasoning model's message item carries ``phase``: ``"commentary"`` for a preamble,
+``"final_answer"`` for the answer); a function call item::
 
     response.output_item.added, conversation.item.added,
     response.function_call_arguments.delta*, response.function_call_arguments.done,
@@ -69,6 +70,8 @@ class Response:
     input_tokens: int = 0
     cancel_reason: str | None = None
     audio_started: bool = False
+    audio_ms: int = 0
+    """Milliseconds of speech generated (what the client plays after ``response.done``)."""
     task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
@@ -160,7 +163,7 @@ class ResponseStream:
                 if isinstance(output, ToolCall):
                     await self._function_call(index, output)
                 else:
-                    await self._message(index, output.text)
+                    await self._message(index, output.text, output.phase)
             r.status, r.status_details = "completed", None
         except ResponseCancelled:
             self._close_open_item("incomplete")
@@ -279,7 +282,7 @@ class ResponseStream:
         r.output.append(copy.deepcopy(item))
         self._open = None
 
-    async def _message(self, index: int, text: str) -> None:
+    async def _message(self, index: int, text: str, phase: str | None = None) -> None:
         host, r = self._host, self._r
         item: dict[str, Any] = {
             "id": host.ids.new("item"),
@@ -289,6 +292,8 @@ class ResponseStream:
             "status": "in_progress",
             "content": [],
         }
+        if phase is not None:  # a reasoning model's preamble or final answer
+            item["phase"] = phase
         self._add_item(item, index)
         part = {"type": "audio", "transcript": ""} if r.speaks else {"type": "text", "text": ""}
         host.emit(
@@ -319,6 +324,7 @@ class ResponseStream:
                 host.emit({"type": "response.output_text.delta", **ids, "delta": piece})
                 continue
             audio_ms = host.pace.audio_ms_per_delta
+            r.audio_ms += audio_ms
             if r.in_conversation:
                 host.conversation.record_audio(item["id"], audio_ms)
             if host.playback is not None:

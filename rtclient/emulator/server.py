@@ -14,6 +14,19 @@ API routes (``/v1`` is part of the base URL, as in the ``openai`` package):
   ``session.created``: that went to the call) and its client events act on the same
   conversation. An unknown or ended call is ``404`` with code ``call_id_not_found``.
 
+Azure OpenAI's shapes of the same API (a ``base_url`` of ``http://127.0.0.1:PORT/openai/v1``
+- ``Emulator.azure_url``):
+
+- ``/openai/v1/realtime/calls``, ``.../{call_id}/hangup``, ``/openai/v1/realtime/
+  client_secrets`` and ``GET /openai/v1/realtime?model=`` (WebSocket): as above, the
+  model being the deployment's name.
+- ``GET /openai/realtime?api-version=...&deployment=...`` (WebSocket): the dated API
+  versions' route, as the ``openai`` package's ``AzureOpenAI`` client asks it; both
+  query parameters are required.
+- On these routes a key may come in the ``api-key`` header instead of
+  ``Authorization: Bearer`` (an Entra ID token or an ephemeral key). Each session
+  records how its requests authenticated (``Session.auth``).
+
 Control routes (no key; for tests and benchmarks in another process):
 
 - ``GET /_emulator/stats``: counters (``sessions``, ``creates``, ``rejections``,
@@ -57,6 +70,8 @@ _SESSION_ADAPTER: TypeAdapter[Any] = TypeAdapter(RealtimeSessionCreateRequest)
 _WS_MAX_MESSAGE = 32 * 1024 * 1024  # input_audio_buffer.append carries up to 15 MiB
 _EMULATOR_KEY: web.AppKey[Emulator] = web.AppKey("emulator")
 _SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
+AZURE_PREFIX = "/openai"
+_DATED_ROUTE = AZURE_PREFIX + "/realtime"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -64,10 +79,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def build_app(emulator: Emulator) -> web.Application:
     app = web.Application(middlewares=[_errors_as_json], client_max_size=_WS_MAX_MESSAGE)
     app[_EMULATOR_KEY] = emulator
-    app.router.add_post("/v1/realtime/calls", create_call)
-    app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
-    app.router.add_post("/v1/realtime/client_secrets", client_secrets)
-    app.router.add_get("/v1/realtime", realtime_websocket)
+    for prefix in ("/v1", AZURE_PREFIX + "/v1"):
+        app.router.add_post(f"{prefix}/realtime/calls", create_call)
+        app.router.add_post(f"{prefix}/realtime/calls/{{call_id}}/hangup", hangup)
+        app.router.add_post(f"{prefix}/realtime/client_secrets", client_secrets)
+        app.router.add_get(f"{prefix}/realtime", realtime_websocket)
+    app.router.add_get(AZURE_PREFIX + "/realtime", realtime_websocket)  # dated API versions
     app.router.add_get("/_emulator/stats", control_stats)
     app.router.add_get("/_emulator/calls/{key}", control_session)
     app.router.add_post("/_emulator/calls/{key}/speech", control_speech)
@@ -106,12 +123,24 @@ def _emulator(request: web.Request) -> Emulator:
     return request.app[_EMULATOR_KEY]
 
 
+def _authenticate(request: web.Request, *, allow_ephemeral: bool) -> Credential:
+    """The caller's key: ``Authorization: Bearer``, or on an Azure route the ``api-key``
+    header (first) or a subprotocol key (a browser's WebSocket)."""
+    authorization = request.headers.get("Authorization") or _subprotocol_key(request)
+    api_key = request.headers.get("api-key") if _is_azure(request) else None
+    return _emulator(request).keys.authenticate(
+        authorization, allow_ephemeral=allow_ephemeral, api_key=api_key
+    )
+
+
+def _is_azure(request: web.Request) -> bool:
+    return request.path.startswith(AZURE_PREFIX + "/")
+
+
 # ------------------------------------------------------------------ the API routes
 async def create_call(request: web.Request) -> web.Response:
     emulator = _emulator(request)
-    credential = emulator.keys.authenticate(
-        request.headers.get("Authorization"), allow_ephemeral=True
-    )
+    credential = _authenticate(request, allow_ephemeral=True)
     offer, session_part = await _read_offer(request)
     if not offer.lstrip().startswith("v=0") or "\nm=" not in offer:
         raise ApiError(400, "Invalid SDP offer: not a session description.", code="invalid_offer")
@@ -130,12 +159,14 @@ async def create_call(request: web.Request) -> web.Response:
         raise ApiError(400, f"Invalid SDP offer: {exc}", code="invalid_offer") from None
     emulator.register_peer(peer)
     emulator.register_session(session)
+    session.record_auth("calls", credential.scheme, credential.shown)
     logger.debug("emulator: call {} answered", peer.call_id)
+    prefix = AZURE_PREFIX + "/v1" if _is_azure(request) else "/v1"
     return web.Response(
         status=201,
         text=answer,
         content_type="application/sdp",
-        headers={"Location": f"/v1/realtime/calls/{peer.call_id}"},
+        headers={"Location": f"{prefix}/realtime/calls/{peer.call_id}"},
     )
 
 
@@ -219,18 +250,19 @@ def validate_session_object(session: Any, param: str) -> dict[str, Any]:
 
 async def hangup(request: web.Request) -> web.Response:
     emulator = _emulator(request)
-    emulator.keys.authenticate(request.headers.get("Authorization"), allow_ephemeral=False)
+    credential = _authenticate(request, allow_ephemeral=False)
     call_id = request.match_info["call_id"]
     peer = emulator.peer(call_id)
     if peer is None or peer.session.closed:
         raise _call_not_found(call_id)
+    peer.session.record_auth("hangup", credential.scheme, credential.shown)
     await peer.close_soon(grace=0)
     return web.Response(status=200)
 
 
 async def client_secrets(request: web.Request) -> web.Response:
     emulator = _emulator(request)
-    emulator.keys.authenticate(request.headers.get("Authorization"), allow_ephemeral=False)
+    _authenticate(request, allow_ephemeral=False)
     body: Any = {}
     if request.can_read_body:
         try:
@@ -266,30 +298,24 @@ async def client_secrets(request: web.Request) -> web.Response:
 
 async def realtime_websocket(request: web.Request) -> web.StreamResponse:
     emulator = _emulator(request)
-    authorization = request.headers.get("Authorization") or _subprotocol_key(request)
     call_id = request.query.get("call_id")
     if call_id:
-        emulator.keys.authenticate(authorization, allow_ephemeral=False)
+        credential = _authenticate(request, allow_ephemeral=False)
         peer = emulator.peer(call_id)
         if peer is None or peer.session.closed:
             raise _call_not_found(call_id)
         session = peer.session
+        session.record_auth("sideband", credential.scheme, credential.shown)
     else:
-        credential: Credential = emulator.keys.authenticate(authorization, allow_ephemeral=True)
-        model = request.query.get("model")
-        if not model:
-            raise ApiError(
-                400,
-                "Missing required parameter: 'model'.",
-                code="missing_required_parameter",
-                param="model",
-            )
+        credential = _authenticate(request, allow_ephemeral=True)
+        model = _websocket_model(request)
         config = emulator.new_session_config(
             model=model,
             ephemeral_session=credential.ephemeral.session if credential.ephemeral else None,
             session_part=None,
         )
         session = emulator.open_session(config, media="websocket")
+        session.record_auth("realtime", credential.scheme, credential.shown)
 
     ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=_WS_MAX_MESSAGE)
     await ws.prepare(request)
@@ -308,6 +334,23 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
         await link.closed()
         emulator.forget_websocket(link)
     return ws
+
+
+def _websocket_model(request: web.Request) -> str:
+    """The session's model: ``?model=``, or on the dated Azure route ``?deployment=``
+    (with its ``?api-version=``)."""
+    wanted = ["model"]
+    if request.path.rstrip("/") == _DATED_ROUTE:
+        wanted = ["api-version", "deployment"]
+    for name in wanted:
+        if not request.query.get(name):
+            raise ApiError(
+                400,
+                f"Missing required parameter: '{name}'.",
+                code="missing_required_parameter",
+                param=name,
+            )
+    return request.query[wanted[-1]]
 
 
 def _call_not_found(call_id: str) -> ApiError:
@@ -380,6 +423,7 @@ async def control_session(request: web.Request) -> web.Response:
             "media": session.media,
             "closed": session.closed,
             "counters": session.counters,
+            "auth": session.auth,
             "faults": session.faults.to_json(),
             "client_events": session.client_events,
             "errors": session.errors,

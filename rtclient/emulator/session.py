@@ -14,6 +14,16 @@ its acceptance until its ``response.done``), another default-conversation
 ``response.create`` gets exactly the ``conversation_already_has_active_response``
 error, echoing the client's ``event_id``, and nothing else.
 
+Idle timeouts (``turn_detection.idle_timeout_ms``, server VAD) are the API's: once the
+last default-conversation response has finished - and its audio played out, over
+WebRTC; over a WebSocket its speech is counted as played after ``response.done`` -
+``idle_timeout_ms`` of silence send ``input_audio_buffer.timeout_triggered``, commit
+that silence as a user turn (``input_audio_buffer.committed``, its items) and start a
+response (origin ``"idle_timeout"``), whatever ``create_response`` says. Speech, or any
+default-conversation response starting, stops the count; it starts again when the
+next response (or a turn that got none) ends. Nothing is counted before the first
+response.
+
 Everything here runs on the emulator's event loop. Records (client events, server
 events, errors, counters) are written under the emulator's record lock so test threads
 can read them and wait on them; the thread-safe entry points are the public methods
@@ -115,6 +125,10 @@ class Session:
         self._channels: list[Channel] = []
         self._active: Response | None = None
         self._held_turn: asyncio.Future[str | None] | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._idle_after_playback: str | None = None
+        self._user_speaking = False
+        self._auth: list[dict[str, str]] = []
         self._running: dict[str, Response] = {}
         self._input_audio_bytes = 0
         self._audio_clock_ms = 0
@@ -175,7 +189,9 @@ class Session:
     def counters(self) -> dict[str, int]:
         """``client_events``, ``server_events``, ``errors``, ``creates``,
         ``rejections`` (active-response), ``responses`` (created), one per final
-        status (``completed``, ``cancelled``, ``incomplete``, ``failed``), and
+        status (``completed``, ``cancelled``, ``incomplete``, ``failed``),
+        ``idle_timeouts`` (``input_audio_buffer.timeout_triggered`` sent),
+        ``idle_responses`` (responses an idle timeout started) and
         ``audio_frames_in`` (frames received on the caller's audio track)."""
         with self._recorder.lock:
             return dict(self._counters)
@@ -184,6 +200,22 @@ class Session:
         """The caller's audio track delivered one frame (counted as ``audio_frames_in``)."""
         with self._recorder.lock:
             self._counters["audio_frames_in"] += 1
+            self._recorder.changed()
+
+    @property
+    def auth(self) -> list[dict[str, str]]:
+        """How each request on this session authenticated, in order (a copy):
+        ``{"route", "scheme", "credential"}`` - ``route`` is ``"calls"``,
+        ``"realtime"`` (a WebSocket session), ``"sideband"`` or ``"hangup"``; ``scheme``
+        ``"bearer"``, ``"api-key"`` or ``"ephemeral"``; ``credential`` a redacted form
+        (never the key)."""
+        with self._recorder.lock:
+            return copy.deepcopy(self._auth)
+
+    def record_auth(self, route: str, scheme: str, credential: str) -> None:
+        """A request on this session authenticated (see :attr:`auth`)."""
+        with self._recorder.lock:
+            self._auth.append({"route": route, "scheme": scheme, "credential": credential})
             self._recorder.changed()
 
     def count(self, name: str) -> int:
@@ -340,6 +372,7 @@ class Session:
         self._closed = True
         if self._expiry is not None:
             self._expiry.cancel()
+        self._disarm_idle()
         for response in list(self._running.values()):
             if response.task is not None:
                 response.task.cancel()
@@ -370,6 +403,8 @@ class Session:
             return {"item_id": None, "response_id": None, "interrupted": None}
         item_id = self.ids.new("item")
         start_ms = self._audio_clock_ms
+        self._disarm_idle()
+        self._user_speaking = True
         self.emit(
             {
                 "type": "input_audio_buffer.speech_started",
@@ -388,6 +423,7 @@ class Session:
             if interrupted is not None:
                 await interrupted.finished
         self._audio_clock_ms = start_ms + duration_ms
+        self._user_speaking = False
         self.emit(
             {
                 "type": "input_audio_buffer.speech_stopped",
@@ -408,6 +444,8 @@ class Session:
                 response_id = await self._hold_turn_response(hold)
             else:
                 response_id = self._start_response({}, None, origin="turn_detection").id
+        if response_id is None and self._active is None:
+            self._arm_idle()  # a turn nobody answered: the silence after it counts
         return {
             "item_id": item_id,
             "response_id": response_id,
@@ -461,6 +499,10 @@ class Session:
     def response_finished(self, response: Response) -> None:
         if self._active is response:
             self._active = None
+            if response.audio_started and self.playback is not None:
+                self._idle_after_playback = response.id  # armed when its audio drains
+            else:
+                self._arm_idle(response.audio_ms)
         self._running.pop(response.id, None)
         with self._recorder.lock:
             self._counters[response.status] += 1
@@ -545,6 +587,9 @@ class Session:
         params: dict[str, Any] = copy.deepcopy(event.get("response") or {})
         if params.get("conversation", "auto") != "none":
             self._release_held_turn()
+            if self._faults.idle_timeout_on_create and self._idle is not None:
+                self._disarm_idle()
+                self._idle_timeout()
         if params.get("conversation", "auto") != "none" and self._active is not None:
             with self._recorder.lock:
                 self._counters["rejections"] += 1
@@ -607,6 +652,7 @@ class Session:
         )
         if in_conversation:
             self._active = response
+            self._disarm_idle()
         self._running[response.id] = response
         with self._recorder.lock:
             self._counters["responses"] += 1
@@ -697,6 +743,52 @@ class Session:
     def _audio_drained(self, response_id: str) -> None:
         if not self._closed:
             self.emit({"type": "output_audio_buffer.stopped", "response_id": response_id})
+        if self._idle_after_playback == response_id:
+            self._idle_after_playback = None
+            if self._active is None:
+                self._arm_idle()
+
+    # ------------------------------------------------------------ idle timeouts
+    def _arm_idle(self, after_ms: float = 0.0) -> None:
+        """Start counting silence (see the module docstring); ``after_ms`` of speech
+        are still to be played first."""
+        self._disarm_idle()
+        timeout_ms = _idle_timeout_ms(self._config)
+        if timeout_ms is None or self._closed or self._user_speaking:
+            return
+        delay = (after_ms + timeout_ms) / 1000
+        self._idle = self._loop.call_later(delay, self._idle_timeout)
+
+    def _disarm_idle(self) -> None:
+        self._idle_after_playback = None
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _idle_timeout(self) -> None:
+        """``idle_timeout_ms`` of silence: announce it, commit it, answer it."""
+        self._idle = None
+        timeout_ms = _idle_timeout_ms(self._config)
+        if timeout_ms is None or self._closed or self._active is not None:
+            return
+        if self._held_turn is not None:
+            return  # a turn's response is about to start
+        item_id = self.ids.new("item")
+        start_ms = self._audio_clock_ms
+        self._audio_clock_ms = start_ms + timeout_ms
+        with self._recorder.lock:
+            self._counters["idle_timeouts"] += 1
+            self._counters["idle_responses"] += 1
+        self.emit(
+            {
+                "type": "input_audio_buffer.timeout_triggered",
+                "audio_start_ms": start_ms,
+                "audio_end_ms": self._audio_clock_ms,
+                "item_id": item_id,
+            }
+        )
+        self._commit_user_audio(item_id, transcript=None, duration_ms=timeout_ms)
+        self._start_response({}, None, origin="idle_timeout")
 
     def _expire(self) -> None:
         seconds = self._settings.max_session_seconds
@@ -765,6 +857,15 @@ class Session:
             return fn()
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(_CALL_TIMEOUT_S)
+
+
+def _idle_timeout_ms(config: dict[str, Any]) -> int | None:
+    """The session's ``idle_timeout_ms`` if set (server VAD only, as the API has it)."""
+    detection = turn_detection(config)
+    if detection is None or detection.get("type", "server_vad") != "server_vad":
+        return None
+    value = detection.get("idle_timeout_ms")
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _parse_received(text: str | bytes) -> dict[str, Any]:

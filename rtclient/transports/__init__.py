@@ -22,6 +22,7 @@ from typing import Literal
 
 from rtclient._secret import Secret
 from rtclient.transports.base import AudioFrameCallback, AudioIn, Transport
+from rtclient.transports.endpoint import Endpoint
 from rtclient.transports.webrtc import WebRTCTransport
 from rtclient.transports.websocket import WebSocketTransport
 
@@ -30,6 +31,7 @@ Kind = Literal["webrtc", "websocket"]
 __all__ = [
     "AudioFrameCallback",
     "AudioIn",
+    "Endpoint",
     "Kind",
     "Transport",
     "WebRTCTransport",
@@ -38,13 +40,26 @@ __all__ = [
 ]
 
 
-def choose(transport: str | None, call_id: str | None, key: Secret, *, audio: bool) -> Kind:
+def choose(
+    transport: str | None,
+    call_id: str | None,
+    key: Secret,
+    *,
+    audio: bool,
+    base_url: str | None = None,
+) -> Kind:
     """Which transport a client's options ask for; refuses combinations that cannot work
-    (at construction, before anything connects)."""
+    (at construction, before anything connects), such as WebRTC on an Azure endpoint
+    with a dated API version (:mod:`.endpoint`)."""
     if transport not in (None, "webrtc", "websocket"):
         raise ValueError(f"transport must be 'webrtc' or 'websocket', not {transport!r}")
+    endpoint = Endpoint.parse(base_url) if base_url is not None else None
     if call_id is None:
-        return "websocket" if transport == "websocket" else "webrtc"
+        if transport == "websocket":
+            return "websocket"
+        if endpoint is not None:
+            endpoint.check_webrtc()
+        return "webrtc"
     if transport == "webrtc":
         raise ValueError("a sideband (call_id=...) attaches over a WebSocket, not WebRTC")
     if not call_id.strip():

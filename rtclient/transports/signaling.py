@@ -11,6 +11,8 @@ call), so that all of them build requests and read errors the same way:
   ``Location: /v1/realtime/calls/{call_id}`` names the call.
 * ``POST {base_url}/realtime/calls/{call_id}/hangup`` (standard key) ends a call for
   every connection on it.
+* The same routes under an Azure OpenAI ``base_url`` (:mod:`.endpoint`: the
+  deployment is the model; a resource key goes in the ``api-key`` header).
 * Every refusal is ``{"error": {"message", "type", "param", "code"}}`` with a 4xx/5xx
   status; :func:`signaling_error` makes it a :class:`SignalingError` subclass named as
   in the ``openai`` package (``AuthenticationError`` for 401, ``RateLimitError`` for
@@ -50,6 +52,7 @@ from rtclient.errors import (
     UnprocessableEntityError,
 )
 from rtclient.logs import short_id
+from rtclient.transports.endpoint import Endpoint
 
 CALL_NOT_FOUND = "call_id_not_found"
 HANGUP_TIMEOUT = 2.0
@@ -66,13 +69,10 @@ ERRORS_BY_STATUS: dict[int, type[SignalingError]] = {
 
 
 def websocket_url(base_url: str) -> str:
-    """``{base_url}/realtime`` with the scheme turned to ws/wss."""
-    base = base_url.rstrip("/")
-    if base.startswith("https://"):
-        base = "wss://" + base[len("https://") :]
-    elif base.startswith("http://"):
-        base = "ws://" + base[len("http://") :]
-    return f"{base}/realtime"
+    """``{base_url}/realtime`` with the scheme turned to ws/wss (an OpenAI-shaped
+    ``base_url``; :meth:`Endpoint.websocket` knows every shape)."""
+    url, _ = Endpoint.parse(base_url).websocket(model="", call_id=None)
+    return url
 
 
 def call_id_from_location(location: str) -> str | None:
@@ -90,8 +90,9 @@ async def post_offer(
 ) -> tuple[str, str | None]:
     """Post an SDP offer; returns ``(answer_sdp, call_id)``. ``session`` must carry
     ``type`` and ``model``; it is not sent with an ephemeral key."""
-    url = f"{base_url.rstrip('/')}/realtime/calls"
-    headers = {"Authorization": f"Bearer {key.reveal()}"}
+    endpoint = Endpoint.parse(base_url)
+    url = endpoint.calls_url()
+    headers = await endpoint.headers(key)
     body: Any
     if key.is_ephemeral:
         headers["Content-Type"] = "application/sdp"
@@ -101,7 +102,7 @@ async def post_offer(
         body.add_field("sdp", sdp, content_type="application/sdp")
         body.add_field("session", json.dumps(dict(session or {})), content_type="application/json")
     try:
-        async with http.post(url, data=body, headers=headers) as resp:
+        async with http.post(url, data=body, headers=headers, params=endpoint.query) as resp:
             text = await resp.text()
             if resp.status not in (200, 201):
                 raise signaling_error(resp.status, text, key, base_url)
@@ -120,11 +121,15 @@ async def post_hangup(
     timeout: float = HANGUP_TIMEOUT,
 ) -> None:
     """End ``call_id`` for everyone on it; raises the API's refusal as a typed error."""
-    url = f"{base_url.rstrip('/')}/realtime/calls/{call_id}/hangup"
-    headers = {"Authorization": f"Bearer {key.reveal()}"}
+    endpoint = Endpoint.parse(base_url)
+    url = endpoint.hangup_url(call_id)
+    headers = await endpoint.headers(key)
     try:
         async with http.post(
-            url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            url,
+            headers=headers,
+            params=endpoint.query,
+            timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             if resp.status >= 400:
                 raise signaling_error(resp.status, await resp.text(), key, base_url)
@@ -175,7 +180,7 @@ def missing_v1_hint(base_url: str) -> str:
     """What to add to a 404's message when ``base_url``'s path does not end in ``/v1``
     (the API's routes, and the emulator's, all live under it); else ``""``."""
     path = urlsplit(base_url).path.rstrip("/")
-    if path.endswith("/v1"):
+    if path.endswith("/v1") or "/openai" in path:  # Azure's routes are under /openai
         return ""
     fixed = base_url.rstrip("/") + "/v1"
     return (

@@ -3,9 +3,11 @@
 Two uses, one class; everything here runs on the loop thread.
 
 * **Own session** (``RealtimeClient(transport="websocket")``): ``GET {ws base}/realtime
-  ?model=...`` with ``Authorization: Bearer <key>``. Server to server: no ICE, no
-  DTLS, no Opus - the cheapest way to talk to the API from a worker. Audio travels as
-  events (PCM16 mono 24 kHz, the API's default format; :mod:`.pcm`):
+  ?model=...`` with ``Authorization: Bearer <key>`` (on Azure OpenAI the shapes of
+  :mod:`.endpoint`: the deployment as the model, a resource key as ``api-key``).
+  Server to server: no ICE, no DTLS, no Opus - the cheapest way to talk to the API
+  from a worker. Audio travels as events (PCM16 mono 24 kHz, the API's default format;
+  :mod:`.pcm`):
   ``input_audio_buffer.append`` for the user's audio, ``response.output_audio.delta``
   for the model's. There is no server-side output audio buffer, so barge-in is ours:
   the client's ``output_audio_buffer.clear`` (see :mod:`.base`) is translated here
@@ -51,6 +53,7 @@ from rtclient.errors import (
 from rtclient.logs import logger, short_id
 from rtclient.transports import pcm, signaling
 from rtclient.transports.base import AudioFrameCallback, AudioIn, ClosedHandler, MessageHandler
+from rtclient.transports.endpoint import Endpoint
 
 # The API's documented limit for one client event (an ``input_audio_buffer.append``).
 DEFAULT_MAX_MESSAGE_SIZE = 15 * 1024 * 1024
@@ -138,12 +141,14 @@ class WebSocketTransport:
     async def _connect(self) -> None:
         bodies = signaling.ErrorBodies()
         self._http = aiohttp.ClientSession(trace_configs=[bodies.trace])
-        params = {"call_id": self._call_id} if self._call_id else {"model": self.model}
+        endpoint = Endpoint.parse(self.base_url)
+        url, params = endpoint.websocket(model=self.model, call_id=self._call_id)
+        headers = await endpoint.headers(self._key)
         try:
             ws = await self._http.ws_connect(
-                signaling.websocket_url(self.base_url),
+                url,
                 params=params,
-                headers={"Authorization": f"Bearer {self._key.reveal()}"},
+                headers=headers,
                 max_msg_size=_MAX_RECEIVE,
                 compress=0,
                 autoping=True,
