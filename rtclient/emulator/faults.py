@@ -44,7 +44,8 @@ class Faults:
     ``response.create`` arrives - just before that create is handled, so the create is
     rejected with ``conversation_already_has_active_response`` naming the idle timeout's
     response. It stages, on every run, a server-started response crossing the client's
-    create (a tool follow-up, say) without waiting ``idle_timeout_ms``."""
+    create (a tool follow-up, say) without waiting ``idle_timeout_ms``. Not after an
+    idle timeout's own response: a create re-armed behind it finds the count just begun."""
 
     malformed_json: bool = False
     """Send a text message that is not JSON right before each ``response.created``."""

@@ -127,6 +127,7 @@ class Session:
         self._held_turn: asyncio.Future[str | None] | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._idle_after_playback: str | None = None
+        self._idle_after_idle = False  # the count began at an idle timeout's own answer
         self._user_speaking = False
         self._auth: list[dict[str, str]] = []
         self._running: dict[str, Response] = {}
@@ -499,6 +500,7 @@ class Session:
     def response_finished(self, response: Response) -> None:
         if self._active is response:
             self._active = None
+            self._idle_after_idle = response.origin == "idle_timeout"
             if response.audio_started and self.playback is not None:
                 self._idle_after_playback = response.id  # armed when its audio drains
             else:
@@ -587,7 +589,8 @@ class Session:
         params: dict[str, Any] = copy.deepcopy(event.get("response") or {})
         if params.get("conversation", "auto") != "none":
             self._release_held_turn()
-            if self._faults.idle_timeout_on_create and self._idle is not None:
+            staged = self._faults.idle_timeout_on_create and not self._idle_after_idle
+            if staged and self._idle is not None:
                 self._disarm_idle()
                 self._idle_timeout()
         if params.get("conversation", "auto") != "none" and self._active is not None:
