@@ -180,9 +180,7 @@ def test_with_client_turns_the_idle_turn_is_the_servers_to_answer(transport: str
     idle timeout commits: the server answers that one, and the client does not again."""
     session_config = {**TEXT, "audio": {"input": {"turn_detection": idle_vad(100)}}}
     with Emulator(turn_detection=None) as emulator:
-        with client_for(
-            emulator, transport, client_turns=True, session=session_config
-        ) as client:
+        with client_for(emulator, transport, client_turns=True, session=session_config) as client:
             session = emulator.sessions[-1]
             detection = session.config["audio"]["input"]["turn_detection"]
             assert detection["create_response"] is False and detection["idle_timeout_ms"] == 100

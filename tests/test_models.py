@@ -181,5 +181,3 @@ def test_a_reasoning_effort_outside_the_schema_is_refused_by_client_and_emulator
 def test_a_preamble_must_have_words() -> None:
     with pytest.raises(ValueError, match="preamble"):
         ScriptedModel(preamble="")
-
-

@@ -135,3 +135,19 @@ def test_a_later_unanswered_user_message_comes_before_an_old_tool_round() -> Non
     assert model(ModelRequest(items=no_output, tools=_tools("f"))) == [
         TextReply("You said: never mind")
     ]
+
+
+def test_a_silent_turn_and_a_reasoning_models_preamble() -> None:
+    silence = {"type": "message", "role": "user", "content": [{"type": "input_audio"}]}
+    assert ScriptedModel()(ModelRequest(items=[silence], tools=[])) == [
+        TextReply("Are you still there?")
+    ]
+    model = ScriptedModel(preamble="One moment.")
+    assert model(ModelRequest(items=[_user("hi")], tools=[])) == [
+        TextReply("One moment.", "commentary"),
+        TextReply("You said: hi", "final_answer"),
+    ]
+    assert model(ModelRequest(items=[_user("f")], tools=_tools("f"))) == [
+        TextReply("One moment.", "commentary"),
+        ToolCall("f", {}),
+    ]
