@@ -84,7 +84,7 @@ def test_phase_and_reasoning_effort_names_are_the_packages() -> None:
     from openai.types.realtime.realtime_reasoning_effort import RealtimeReasoningEffort
     from openai.types.responses import ResponseOutputMessage
 
-    assert ev.REASONING_EFFORTS == typing.get_args(RealtimeReasoningEffort)
+    assert typing.get_args(RealtimeReasoningEffort) == ev.REASONING_EFFORTS
     assert typing.get_args(ev.ReasoningEffort) == ev.REASONING_EFFORTS
     phase = ResponseOutputMessage.model_fields["phase"].annotation
     (literal,) = [a for a in typing.get_args(phase) if typing.get_args(a)]
@@ -132,8 +132,8 @@ def test_ask_returns_the_final_answer_as_text_and_the_preamble_as_commentary(
         answer = client.ask("hello", timeout=30)
         assert answer.text == "You said: hello"
         assert answer.commentary == PREAMBLE
-        first = answer.response.response.output[0]  # the typed event keeps the field
-        assert getattr(first, "phase", None) == "commentary"
+        output = answer.response.response.output  # the typed event keeps the field
+        assert output is not None and getattr(output[0], "phase", None) == "commentary"
 
         rounded = client.ask('use get_weather({"city": "Oslo"})', timeout=30)
         assert rounded.text == 'Tool results: get_weather -> {"city": "Oslo", "temp_c": 21}.'
