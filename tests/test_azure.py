@@ -117,6 +117,8 @@ def test_webrtc_on_a_dated_endpoint_is_refused_at_construction() -> None:
     base_url = f"https://contoso.openai.azure.com/openai?api-version={API_VERSION}"
     with pytest.raises(ValueError, match="WebRTC on Azure OpenAI"):
         RealtimeClient(api_key=RESOURCE_KEY, base_url=base_url, model=DEPLOYMENT)
+    with pytest.raises(ValueError, match="a sideband on Azure OpenAI"):
+        RealtimeClient(api_key=RESOURCE_KEY, base_url=base_url, call_id="rtc_123")
     client = RealtimeClient(api_key="k", base_url=base_url, transport="websocket")
     assert client.model == "gpt-realtime-2"  # nothing connected: construction only
 

@@ -58,8 +58,10 @@ def choose(
         if transport == "websocket":
             return "websocket"
         if endpoint is not None:
-            endpoint.check_webrtc()
+            endpoint.check_call("WebRTC")
         return "webrtc"
+    if endpoint is not None:
+        endpoint.check_call("a sideband")
     if transport == "webrtc":
         raise ValueError("a sideband (call_id=...) attaches over a WebSocket, not WebRTC")
     if not call_id.strip():

@@ -20,9 +20,9 @@ dated API version   openai/deployments/<deployment>`` or        <resource>.../op
 
 The dated shape is the ``openai`` package's ``AzureOpenAI`` client's (``azure_endpoint``
 plus ``api_version``; its ``realtime.connect`` asks ``/openai/realtime`` with the
-deployment in the query). WebRTC on Azure is the v1 route only: the older preview
-WebRTC lived on a separate regional host with its own ephemeral keys, and was replaced
-by ``/openai/v1/realtime/calls``.
+deployment in the query). Calls - WebRTC, and sidebands on them - are the v1 route's
+only: the older preview WebRTC lived on a separate regional host with its own ephemeral
+keys, and was replaced by ``/openai/v1/realtime/calls``.
 
 Authentication: OpenAI takes ``Authorization: Bearer <key>``. Azure takes a resource key
 as ``api-key: <key>``, and a Microsoft Entra ID token (from a token provider) or an
@@ -86,19 +86,23 @@ class Endpoint:
     def azure(self) -> bool:
         return self.shape != "openai"
 
-    def check_webrtc(self) -> None:
-        """Refuse WebRTC where the endpoint has none (``ValueError``)."""
+    def check_call(self, what: str) -> None:
+        """Refuse ``what`` (WebRTC, a sideband) where the endpoint has no calls
+        (``ValueError``)."""
         if self.shape == "azure-dated":
-            raise ValueError(
-                "WebRTC on Azure OpenAI is the v1 endpoint's: use base_url="
-                "'https://<resource>.openai.azure.com/openai/v1' with the deployment as "
-                f"the model (this base_url, {self.base_url!r}, has a dated API version: "
-                "transport='websocket' works with it)"
-            )
+            raise ValueError(self._v1_only(what))
+
+    def _v1_only(self, what: str) -> str:
+        return (
+            f"{what} on Azure OpenAI is the v1 endpoint's: use base_url="
+            "'https://<resource>.openai.azure.com/openai/v1' with the deployment as the "
+            f"model (this base_url, {self.base_url!r}, has a dated API version: an own "
+            "WebSocket session, transport='websocket', works with it)"
+        )
 
     def calls_url(self) -> str:
         """``POST`` an SDP offer here (WebRTC)."""
-        self.check_webrtc()
+        self.check_call("WebRTC")
         return f"{self.base_url}/realtime/calls"
 
     def hangup_url(self, call_id: str) -> str:
@@ -109,6 +113,8 @@ class Endpoint:
         Azure), or a sideband on ``call_id``."""
         url = _ws(f"{self.base_url}/realtime")
         if self.shape == "azure-dated":
+            if call_id is not None:
+                raise ValueError(self._v1_only("a sideband"))
             return url, {**self.query, "deployment": self.deployment or model}
         where = {"call_id": call_id} if call_id is not None else {"model": model}
         return url, {**self.query, **where}
