@@ -222,3 +222,22 @@ def test_a_dated_deployment_path_over_websocket(monkeypatch: pytest.MonkeyPatch)
         for session in (first, second):
             (auth,) = session.auth
             assert auth["route"] == "realtime" and auth["scheme"] == "api-key"
+
+
+def test_a_sideband_joins_an_azure_call_with_the_api_key_header() -> None:
+    """The call's owner (here a WebRTC client; in an app, the browser) and a server-side
+    sideband on the same Azure call: both authenticate with the resource key."""
+    with Emulator(api_key=RESOURCE_KEY, turn_detection=None, pace=Pace(delay=0.002)) as emu:
+        with azure_client(emu, "webrtc") as owner:
+            call_id = owner.call_id
+            assert call_id is not None
+            with RealtimeClient(
+                api_key=RESOURCE_KEY, base_url=emu.azure_url, call_id=call_id
+            ) as sideband:
+                assert sideband.ask("from the server", timeout=30).text.startswith("You said")
+            session = emu.session(call_id)
+    assert [(a["route"], a["scheme"]) for a in session.auth] == [
+        ("calls", "api-key"),
+        ("sideband", "api-key"),
+        ("hangup", "api-key"),  # the owner's close() ends its call
+    ]
