@@ -214,3 +214,26 @@ def test_after_close_a_request_raises_and_the_watchdog_stops() -> None:
     with pytest.raises(ClosedError):
         c.request("x")
     assert c.timer(watchdog) == []
+
+
+def test_an_idle_timeout_turn_is_the_servers_and_its_response_holds_the_gate() -> None:
+    """``input_audio_buffer.timeout_triggered`` announces a server response: with client
+    turns its committed silence gets no create of ours, the response is not counted as a
+    stranger's, and the gate holds it active - a request waits for its done."""
+    p = core(client_turns=True)
+    trigger = {"type": "input_audio_buffer.timeout_triggered", "item_id": "item_idle"}
+    trigger |= {"audio_start_ms": 0, "audio_end_ms": 5000}
+    assert sends(p.receive(msg(trigger))) == []
+    committed = {"type": "input_audio_buffer.committed", "item_id": "item_idle"}
+    assert sends(p.receive(msg(committed))) == []  # the server answers this turn
+    p.receive(msg(created("resp_idle")))
+    assert p.gate.active == "resp_idle"
+    trigger_, fx = p.request("tool_calls:resp_1")
+    assert sends(fx) == []  # waits for the idle response
+    (create,) = sends(p.receive(msg(done("resp_idle"))), "create")
+    assert create.ref.triggers == (trigger_,)
+    spoken = {"type": "input_audio_buffer.committed", "item_id": "item_user"}
+    p.receive(msg(created("resp_2", create.ref)))
+    p.receive(msg(done("resp_2", create.ref)))
+    assert len(sends(p.receive(msg(spoken)), "create")) == 1  # a spoken turn: ours
+    assert p.counters["idle_timeouts"] == 1 and p.counters["server_started_responses"] == 0

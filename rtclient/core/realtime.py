@@ -386,12 +386,13 @@ class RealtimeProtocol:
         a response of its own (the gate learns of it from its ``response.created``)."""
         self.counters["idle_timeouts"] += 1
         item_id = event.get("item_id")
-        with self._lock:
-            self._idle_announced += 1
-            if isinstance(item_id, str):
-                self._idle_items[item_id] = None
-                while len(self._idle_items) > _CANCELS_KEPT:
-                    self._idle_items.popitem(last=False)
+        if self.client_turns:  # what the turn's committed event and response will need
+            with self._lock:
+                self._idle_announced += 1
+                if isinstance(item_id, str):
+                    self._idle_items[item_id] = None
+                    while len(self._idle_items) > _CANCELS_KEPT:
+                        self._idle_items.popitem(last=False)
         logger.info(
             "[IDLE_TIMEOUT] no speech from {} to {} ms: the server answers turn {}",
             event.get("audio_start_ms"),
