@@ -31,10 +31,9 @@ stack trace.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import BodyPartReader, WSMsgType, web
 from loguru import logger
@@ -44,9 +43,9 @@ from .auth import Credential
 from .errors import SERVER_ERROR, ApiError
 from .faults import Faults
 from .peer import Peer
-
-if TYPE_CHECKING:
-    from .emulator import Emulator
+from .registry import Registry
+from .session import Session
+from .websocket import WebSocketLink
 
 try:
     from openai.types.realtime import RealtimeSessionCreateRequest
@@ -55,15 +54,15 @@ except ImportError as exc:  # pragma: no cover - dependency missing
 
 _SESSION_ADAPTER: TypeAdapter[Any] = TypeAdapter(RealtimeSessionCreateRequest)
 _WS_MAX_MESSAGE = 32 * 1024 * 1024  # input_audio_buffer.append carries up to 15 MiB
-_EMULATOR_KEY: web.AppKey[Emulator] = web.AppKey("emulator")
+_REGISTRY_KEY: web.AppKey[Registry] = web.AppKey("registry")
 _SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_app(emulator: Emulator) -> web.Application:
+def build_app(registry: Registry) -> web.Application:
     app = web.Application(middlewares=[_errors_as_json], client_max_size=_WS_MAX_MESSAGE)
-    app[_EMULATOR_KEY] = emulator
+    app[_REGISTRY_KEY] = registry
     app.router.add_post("/v1/realtime/calls", create_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
     app.router.add_post("/v1/realtime/client_secrets", client_secrets)
@@ -102,8 +101,8 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return web.json_response(error.body(), status=500)
 
 
-def _emulator(request: web.Request) -> Emulator:
-    return request.app[_EMULATOR_KEY]
+def _emulator(request: web.Request) -> Registry:
+    return request.app[_REGISTRY_KEY]
 
 
 # ------------------------------------------------------------------ the API routes
@@ -222,7 +221,7 @@ async def hangup(request: web.Request) -> web.Response:
     emulator.keys.authenticate(request.headers.get("Authorization"), allow_ephemeral=False)
     call_id = request.match_info["call_id"]
     peer = emulator.peer(call_id)
-    if peer is None or peer.session.closed:
+    if peer is None or peer.session.closed or not isinstance(peer.session, Session):
         raise _call_not_found(call_id)
     await peer.close_soon(grace=0)
     return web.Response(status=200)
@@ -271,7 +270,7 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
     if call_id:
         emulator.keys.authenticate(authorization, allow_ephemeral=False)
         peer = emulator.peer(call_id)
-        if peer is None or peer.session.closed:
+        if peer is None or peer.session.closed or not isinstance(peer.session, Session):
             raise _call_not_found(call_id)
         session = peer.session
     else:
@@ -322,40 +321,6 @@ def _subprotocol_key(request: web.Request) -> str | None:
         if protocol.startswith(_SUBPROTOCOL_KEY_PREFIX):
             return "Bearer " + protocol[len(_SUBPROTOCOL_KEY_PREFIX) :]
     return None
-
-
-class WebSocketLink:
-    """A WebSocket as a session :class:`~.session.Channel`: ordered, flushed on close."""
-
-    kind = "websocket"
-
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self._ws = ws
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self._writer = asyncio.get_running_loop().create_task(
-            self._write(), name="emulator-ws-writer"
-        )
-
-    def send_text(self, text: str) -> None:
-        self._queue.put_nowait(text)
-
-    def close(self) -> None:
-        self._queue.put_nowait(None)
-
-    async def closed(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(self._writer)
-
-    async def _write(self) -> None:
-        try:
-            while (text := await self._queue.get()) is not None:
-                if self._ws.closed:
-                    continue
-                await self._ws.send_str(text)
-        except (ConnectionError, RuntimeError) as exc:
-            logger.debug("emulator: websocket send failed: {}", exc)
-        finally:
-            await self._ws.close()
 
 
 # --------------------------------------------------------------- control routes
