@@ -1,4 +1,4 @@
-"""The Emulator: a Realtime server on loopback, on its own thread and event loop.
+"""The Emulator: a Realtime (and GPT-Live) server on loopback, on its own thread and loop.
 
 It is the referee for rtclient's tests, so it shares nothing with the client: its own
 thread, its own asyncio loop, and no import of rtclient besides the loopback helper.
@@ -20,6 +20,7 @@ from aiohttp import web
 from loguru import logger
 
 from .faults import Faults
+from .live.rules import LiveRules
 from .model import Model, Pace
 from .registry import Registry
 from .server import build_app
@@ -31,7 +32,7 @@ _KEEP_DEFAULT: Any = object()
 
 
 class Emulator(Registry):
-    """An OpenAI Realtime API emulator (WebRTC + WebSocket) on 127.0.0.1.
+    """An OpenAI Realtime API and GPT-Live emulator (WebRTC + WebSocket) on 127.0.0.1.
 
     Args:
         port: TCP port, 0 = a free one (read ``.port``/``.url`` after ``start()``).
@@ -50,7 +51,11 @@ class Emulator(Registry):
             every message a client sends (as recorded, refused ones too) before the
             session acts on it - to watch the wire in-process (the demo prints the
             ``response.cancel`` it sees). It must be quick and must not block; what it
-            raises is logged and ignored. Read when a session opens.
+            raises is logged and ignored. Read when a session opens. Realtime
+            sessions only.
+        live_rules: the default :class:`~.live.LiveRules` of new GPT-Live sessions
+            (the knobs for what the Live reference leaves open, and the scripted
+            voice's timing); see ``rtclient.emulator.live``.
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class Emulator(Registry):
         record_server_events: bool = True,
         seed: int | None = None,
         on_client_event: ClientEventHook | None = None,
+        live_rules: LiveRules | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {}
         if turn_detection is not _KEEP_DEFAULT:
@@ -80,6 +86,7 @@ class Emulator(Registry):
             record_server_events=record_server_events,
             seed=seed,
             on_client_event=on_client_event,
+            live_rules=live_rules,
             **kwargs,
         )
         self.host = host
@@ -182,6 +189,8 @@ class Emulator(Registry):
             link.close()
         for session in list(self._sessions):
             session.terminate("emulator stopped")
+        for live in list(self._live_sessions):
+            live.terminate("emulator stopped")
         if closing:
             await asyncio.gather(*closing, return_exceptions=True)
         if self._runner is not None:

@@ -19,6 +19,8 @@ from .auth import KeyStore
 from .config import DEFAULT_MODEL, DEFAULT_TURN_DETECTION, default_session, merge_session
 from .faults import Faults
 from .ids import IdFactory
+from .live.rules import LiveRules
+from .live.session import LiveSession, LiveSettings
 from .model import Model, Pace, ScriptedModel
 from .peer import Peer
 from .records import Predicate, Recorder
@@ -43,7 +45,9 @@ class Registry:
         record_server_events: bool = True,
         seed: int | None = None,
         on_client_event: ClientEventHook | None = None,
+        live_rules: LiveRules | None = None,
     ) -> None:
+        self.live_rules = live_rules if live_rules is not None else LiveRules()
         self.model: Model = model if model is not None else ScriptedModel()
         self.pace = pace if isinstance(pace, Pace) else Pace() if pace is None else Pace(delay=pace)
         self.faults = faults if faults is not None else Faults()
@@ -58,6 +62,7 @@ class Registry:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._recorder = Recorder()
         self._sessions: list[Session] = []
+        self._live_sessions: list[LiveSession] = []
         self._peers: dict[str, Peer] = {}
         self._websockets: set[WebSocketLink] = set()
 
@@ -115,6 +120,56 @@ class Registry:
             **{key: totals[key] for key in keys},
             "by_session": by_session,
         }
+
+    @property
+    def live_sessions(self) -> list[LiveSession]:
+        """Every GPT-Live session so far (closed ones, and sockets that never sent
+        ``session.start``, too), oldest first."""
+        with self._recorder.lock:
+            return list(self._live_sessions)
+
+    def live_session(self, session_id: str) -> LiveSession:
+        """The Live session with this id (``live_...``)."""
+        with self._recorder.lock:
+            for session in reversed(self._live_sessions):
+                if session.id == session_id:
+                    return session
+        raise KeyError(session_id)
+
+    def wait_for_live_session(
+        self, count: int = 1, timeout: float = 5.0, *, started: bool = True
+    ) -> LiveSession:
+        """Block until the ``count``-th Live session exists (and has started, unless
+        ``started=False``); returns it."""
+
+        def ready() -> bool:
+            sessions = self._live_sessions
+            return len(sessions) >= count and (not started or sessions[count - 1].started)
+
+        if not self.wait_for(ready, timeout):
+            raise TimeoutError(f"expected {count} live session(s), have {len(self._live_sessions)}")
+        return self.live_sessions[count - 1]
+
+    def live_stats(self) -> dict[str, Any]:
+        """Totals over the Live sessions: ``sessions``, ``active_sessions``, and the sum
+        of every session's counters (``delegations``, ``appends``, ``appended``,
+        ``incomplete_appends``, ``creates``, ``rejections``, ``responses``, ``errors``
+        ...)."""
+        with self._recorder.lock:
+            sessions = list(self._live_sessions)
+            totals: Counter[str] = Counter()
+            for session in sessions:
+                totals.update(session.counters)
+        return {
+            "sessions": len(sessions),
+            "active_sessions": sum(1 for s in sessions if s.started and not s.closed),
+            **totals,
+        }
+
+    def set_live_rules(self, **changes: Any) -> LiveRules:
+        """Change the default rules of Live sessions opened from now on."""
+        self.live_rules = self.live_rules.replace(**changes)
+        return self.live_rules
 
     def wait_for(self, predicate: Predicate, timeout: float = 5.0) -> bool:
         """Block until ``predicate()`` is true; re-checked after every recorded event.
@@ -209,6 +264,35 @@ class Registry:
             self.register_session(session)
         return session
 
+    def open_live_session(self, *, media: str, register: bool = True) -> LiveSession:
+        """A new Live session (``media``: ``"websocket"`` or ``"webrtc"``), not yet
+        started; ``register=False`` as for :meth:`open_session`."""
+        assert self.loop is not None
+        settings = LiveSettings(
+            model=self.model,
+            pace=self.pace,
+            faults=self.faults,
+            rules=self.live_rules,
+            max_session_seconds=self.max_session_seconds,
+            record_server_events=self.record_server_events,
+        )
+        session = LiveSession(
+            loop=self.loop,
+            recorder=self._recorder,
+            ids=self.ids,
+            settings=settings,
+            media=media,
+            on_closed=self._session_closed,
+        )
+        if register:
+            self.register_live_session(session)
+        return session
+
+    def register_live_session(self, session: LiveSession) -> None:
+        with self._recorder.lock:
+            self._live_sessions.append(session)
+            self._recorder.changed()
+
     def register_session(self, session: Session) -> None:
         with self._recorder.lock:
             self._sessions.append(session)
@@ -229,7 +313,7 @@ class Registry:
     def forget_websocket(self, link: WebSocketLink) -> None:
         self._websockets.discard(link)
 
-    def _session_closed(self, session: Session) -> None:
+    def _session_closed(self, session: Session | LiveSession) -> None:
         if session.call_id is not None:
             peer = self._peers.get(session.call_id)
             if peer is not None:

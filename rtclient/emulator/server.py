@@ -41,9 +41,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from .auth import Credential
 from .errors import SERVER_ERROR, ApiError
-from .faults import Faults
+from .live.routes import add_live_routes
 from .peer import Peer
 from .registry import Registry
+from .routing import REGISTRY_KEY, WS_MAX_MESSAGE, faults_from, json_body
+from .routing import authorization as authorization_of
+from .routing import registry as registry_of
 from .session import Session
 from .websocket import WebSocketLink
 
@@ -53,16 +56,13 @@ except ImportError as exc:  # pragma: no cover - dependency missing
     raise ImportError("rtclient.emulator needs the `openai` package: pip install openai") from exc
 
 _SESSION_ADAPTER: TypeAdapter[Any] = TypeAdapter(RealtimeSessionCreateRequest)
-_WS_MAX_MESSAGE = 32 * 1024 * 1024  # input_audio_buffer.append carries up to 15 MiB
-_REGISTRY_KEY: web.AppKey[Registry] = web.AppKey("registry")
-_SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_app(registry: Registry) -> web.Application:
-    app = web.Application(middlewares=[_errors_as_json], client_max_size=_WS_MAX_MESSAGE)
-    app[_REGISTRY_KEY] = registry
+    app = web.Application(middlewares=[_errors_as_json], client_max_size=WS_MAX_MESSAGE)
+    app[REGISTRY_KEY] = registry
     app.router.add_post("/v1/realtime/calls", create_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
     app.router.add_post("/v1/realtime/client_secrets", client_secrets)
@@ -72,6 +72,7 @@ def build_app(registry: Registry) -> web.Application:
     app.router.add_post("/_emulator/calls/{key}/speech", control_speech)
     app.router.add_post("/_emulator/calls/{key}/faults", control_session_faults)
     app.router.add_post("/_emulator/faults", control_default_faults)
+    add_live_routes(app)
     return app
 
 
@@ -102,7 +103,7 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def _emulator(request: web.Request) -> Registry:
-    return request.app[_REGISTRY_KEY]
+    return registry_of(request)
 
 
 # ------------------------------------------------------------------ the API routes
@@ -265,7 +266,7 @@ async def client_secrets(request: web.Request) -> web.Response:
 
 async def realtime_websocket(request: web.Request) -> web.StreamResponse:
     emulator = _emulator(request)
-    authorization = request.headers.get("Authorization") or _subprotocol_key(request)
+    authorization = authorization_of(request)
     call_id = request.query.get("call_id")
     if call_id:
         emulator.keys.authenticate(authorization, allow_ephemeral=False)
@@ -290,7 +291,7 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
         )
         session = emulator.open_session(config, media="websocket")
 
-    ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=_WS_MAX_MESSAGE)
+    ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=WS_MAX_MESSAGE)
     await ws.prepare(request)
     link = WebSocketLink(ws)
     emulator.register_websocket(link)
@@ -312,15 +313,6 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
 def _call_not_found(call_id: str) -> ApiError:
     """The API's answer for a call it does not know (or that has ended)."""
     return ApiError(404, f"Call '{call_id}' not found.", code="call_id_not_found", param="call_id")
-
-
-def _subprotocol_key(request: web.Request) -> str | None:
-    """Browsers pass the key as a subprotocol: ``openai-insecure-api-key.<key>``."""
-    for protocol in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
-        protocol = protocol.strip()
-        if protocol.startswith(_SUBPROTOCOL_KEY_PREFIX):
-            return "Bearer " + protocol[len(_SUBPROTOCOL_KEY_PREFIX) :]
-    return None
 
 
 # --------------------------------------------------------------- control routes
@@ -352,21 +344,9 @@ async def control_session(request: web.Request) -> web.Response:
     )
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_type")
-    return body
-
-
 async def control_speech(request: web.Request) -> web.Response:
     session = _control_session(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     if session.closed:
         raise ApiError(409, f"Session '{session.id}' is closed.", code="session_closed")
     result = await session.speech(
@@ -375,20 +355,13 @@ async def control_speech(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
-def _faults_from(current: Faults, body: dict[str, Any]) -> Faults:
-    try:
-        return Faults.from_json({**current.to_json(), **body})
-    except (TypeError, ValueError) as exc:
-        raise ApiError(400, str(exc), code="invalid_value") from None
-
-
 async def control_session_faults(request: web.Request) -> web.Response:
     session = _control_session(request)
-    session.faults = _faults_from(session.faults, await _json_body(request))
+    session.faults = faults_from(session.faults, await json_body(request))
     return web.json_response({"faults": session.faults.to_json()})
 
 
 async def control_default_faults(request: web.Request) -> web.Response:
     emulator = _emulator(request)
-    emulator.faults = _faults_from(emulator.faults, await _json_body(request))
+    emulator.faults = faults_from(emulator.faults, await json_body(request))
     return web.json_response({"faults": emulator.faults.to_json()})
