@@ -261,7 +261,7 @@ class ResponsesBackend:
             tokens = max(1, len(response.text) // 4)
             usage: dict[str, Any] = {
                 "input_tokens": sum(len(str(item)) // 4 for item in self.items),
-                "input_tokens_details": {"cached_tokens": 0},
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                 "output_tokens": tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
             }
