@@ -50,6 +50,18 @@ def compile_check(schema: Mapping[str, Any]) -> Check | None:
         return None
 
 
+def compile_parser(
+    schema: Mapping[str, Any], valid: Callable[[Any], Any], other: Callable[[Any], Any]
+) -> Callable[[Any], Any] | None:
+    """``f(value)``: ``valid(value)`` when the check passes it, else ``other(value)`` -
+    :func:`compile_check` with the two calls in the same function, one call less per
+    event on the dispatcher's path. None where there is no check."""
+    try:
+        return _Compiler(schema).build(valid, other)
+    except (_Unsupported, RecursionError, SyntaxError):
+        return None
+
+
 def _allow(node: Mapping[str, Any], *keys: str) -> None:
     unknown = set(node) - _NEUTRAL - set(keys)
     if unknown:
@@ -74,13 +86,22 @@ class _Compiler:
         self.names = itertools.count()
         self.constants: dict[str, Any] = {"_MISSING": _MISSING}
 
-    def build(self) -> Check:
+    def build(
+        self, valid: Callable[[Any], Any] | None = None, other: Callable[[Any], Any] | None = None
+    ) -> Any:
         entry = self._function(self.root)
+        if valid is not None:  # the entry's answers become the calls (see compile_parser)
+            lines = self.functions[0]
+            self.functions[0] = [
+                line.replace("return False", "return _other(v)").replace(
+                    "return True", "return _valid(v)"
+                )
+                for line in lines
+            ]
         source = "\n".join(line for function in self.functions for line in function)
-        namespace = dict(self.constants)
+        namespace = {**self.constants, "_valid": valid, "_other": other}
         exec(compile(source, "<rtclient event check>", "exec"), namespace)
-        check: Check = namespace[entry]
-        return check
+        return namespace[entry]
 
     def _name(self, prefix: str) -> str:
         return f"{prefix}{next(self.names)}"
@@ -96,10 +117,11 @@ class _Compiler:
         if key not in self.function_of:
             name = self._name("_f")
             self.function_of[key] = name
-            lines = [f"def {name}(v):"]
+            # Required fields are read as v[name]: a missing one is the KeyError.
+            lines = [f"def {name}(v):", "    try:"]
             self.functions.append(lines)  # placed before filling: recursion finds it
-            self._emit(schema, "v", lines, 1)
-            lines.append("    return True")
+            self._emit(schema, "v", lines, 2)
+            lines.extend(("    except KeyError: return False", "    return True"))
         return self.function_of[key]
 
     # -- one value -------------------------------------------------------------------
@@ -221,6 +243,7 @@ class _Compiler:
             out.append(f"{pad}if type({var}) is not dict: return False")
             known = frozenset()
         out.append(f"{pad}{get} = {var}.get")
+        binding = len(out) - 1
         fields = fields_schema["fields"]
         for name, field in fields.items():
             _allow(field, "schema", "serialization_exclude", "frozen")
@@ -228,11 +251,6 @@ class _Compiler:
             if name in known:
                 continue
             value = self._name("x")
-            leaf = None if nullable or has_default else self._leaf(inner, value)
-            if leaf is not None and leaf != "True":  # required: _MISSING fails the test too
-                out.append(f"{pad}{value} = {get}({name!r}, _MISSING)")
-                out.append(f"{pad}if not ({leaf}): return False")
-                continue
             body: list[str] = []
             self._emit(inner, value, body, depth + 1)
             if has_default and nullable:  # absent or None: the default or None
@@ -241,19 +259,21 @@ class _Compiler:
                     out.append(f"{pad}if {value} is not None:")
                     out.extend(body)
                 continue
-            out.append(f"{pad}{value} = {get}({name!r}, _MISSING)")
             if has_default:  # absent: the default; present: must be valid, None too
+                out.append(f"{pad}{value} = {get}({name!r}, _MISSING)")
                 if body:
                     out.append(f"{pad}if {value} is not _MISSING:")
                     out.extend(body)
                 continue
-            out.append(f"{pad}if {value} is _MISSING: return False")
+            out.append(f"{pad}{value} = {var}[{name!r}]")  # required: KeyError if absent
             if nullable:
                 if body:
                     out.append(f"{pad}if {value} is not None:")
                     out.extend(body)
             else:
                 out.extend(line[4:] for line in body)  # same level as the lookup
+        if not any(f"{get}(" in line for line in out[binding + 1 :]):
+            del out[binding]  # every field required: no .get needed
         if config.get("extra_fields_behavior") == "forbid":
             names = self._constant(frozenset(fields))
             out.append(f"{pad}if not {var}.keys() <= {names}: return False")

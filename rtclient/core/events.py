@@ -276,7 +276,7 @@ def prepare_models(event_types: Iterable[str]) -> None:
     """Load the models and prepare ``event_types`` (``"*"``: all) now, on this thread:
     build their validators (the ``openai`` models defer that to first use) and compile
     their pre-checks, so that the dispatcher's first parse costs microseconds."""
-    from rtclient.core.event_check import compile_check
+    from rtclient.core.event_check import compile_parser
     from rtclient.core.lazy_model import lazy_class, plain_fields
 
     models = event_models()
@@ -291,18 +291,8 @@ def prepare_models(event_types: Iterable[str]) -> None:
                 model.model_rebuild()
             schema = model.__pydantic_core_schema__
             validate = model.__pydantic_validator__.validate_python
-            check = compile_check(schema)
             lazy = lazy_class(model, validate, plain_fields(schema))
-            _parsers[kind] = validate if check is None else _parser(check, lazy, validate)
-
-
-def _parser(
-    check: Callable[[Any], bool], lazy: Callable[[Any], Any], validate: Callable[[Any], Any]
-) -> Callable[[Any], Any]:
-    def parse(event: Any) -> Any:
-        return lazy(event) if check(event) else validate(event)
-
-    return parse
+            _parsers[kind] = compile_parser(schema, lazy, validate) or validate
 
 
 def to_model(event: Mapping[str, Any]) -> Any:
@@ -313,10 +303,11 @@ def to_model(event: Mapping[str, Any]) -> Any:
     it does not validate.
     """
     kind = event.get("type")
-    parse = _parsers.get(kind) if isinstance(kind, str) else None
-    if parse is None:
+    try:
+        parse = _parsers[kind]
+    except (KeyError, TypeError):  # not prepared yet, no such model, or not a string
         if not isinstance(kind, str) or kind not in event_models():
-            raise LookupError(f"no openai.types.realtime model for {kind!r}")
+            raise LookupError(f"no openai.types.realtime model for {kind!r}") from None
         prepare_models([kind])
         parse = _parsers[kind]
     return parse(event)

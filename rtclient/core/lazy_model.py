@@ -5,8 +5,8 @@ A typed subscriber is handed the event's model, but most callbacks read little o
 ``event.delta``) and pydantic's validation of a ``response.done`` costs ~18 us. So
 :func:`lazy_class` makes, per model class ``M``, a private subclass whose instances
 hold a copy of the event dict and become a plain ``M`` on the first read that needs
-the model: they validate it with ``M``'s own validator, take the resulting state and
-switch their ``__class__`` to ``M``. From then on nothing distinguishes them from a
+the model: ``M``'s own validator fills them in place (as ``M.__init__`` has it do) and
+their ``__class__`` switches to ``M``. From then on nothing distinguishes them from a
 model ``M.model_validate`` returned: ``type(e) is M``, equality, ``model_dump``,
 pickling and attribute speed are ``M``'s own.
 
@@ -35,8 +35,6 @@ from typing import Any
 import pydantic
 
 _lock = threading.Lock()
-# The instance state pydantic's BaseModel keeps (its __slots__).
-_STATE = ("__dict__", "__pydantic_extra__", "__pydantic_fields_set__", "__pydantic_private__")
 _new = object.__new__
 _get = object.__getattribute__
 _set = object.__setattr__
@@ -44,11 +42,12 @@ _set_dict = pydantic.BaseModel.__dict__["__dict__"].__set__  # object.__setattr_
 
 
 def lazy_class(
-    model: type[Any], validate: Callable[[Any], Any], plain_fields: Iterable[str] = ()
+    model: type[Any], validate: Callable[..., Any], plain_fields: Iterable[str] = ()
 ) -> Callable[[Mapping[str, Any]], Any]:
     """A factory ``make(event)`` of lazy ``model`` instances for valid event dicts.
 
-    ``validate`` builds the real model from the dict (``model``'s validator);
+    ``validate`` is ``model``'s ``__pydantic_validator__.validate_python`` (it fills
+    the instance in place, ``self_instance=``);
     ``plain_fields`` are top-level fields whose value in a valid dict is the model's
     (exact ``str``/``int``/``bool``, required or defaulting to None), read without a
     build.
@@ -60,8 +59,8 @@ def lazy_class(
             if type(self) is not lazy:
                 return  # another thread built it meanwhile
             event = _get(self, "__dict__")  # until the build: the event's copy
-            try:
-                built = validate(event)
+            try:  # pydantic sets the state on self, as a model's __init__ has it do
+                validate(event, self_instance=self)
             except ValueError as exc:  # pydantic's ValidationError: the dict was changed
                 from rtclient.errors import EventValidationError
 
@@ -70,11 +69,6 @@ def lazy_class(
                     "it was received (raw subscribers share it; do not modify it)",
                     event=dict(event),
                 ) from exc
-            for slot in _STATE:
-                try:
-                    _set(self, slot, _get(built, slot))
-                except AttributeError:  # a slot pydantic left unset
-                    pass
             _set(self, "__class__", model)
 
     def getattribute(self: Any, name: str) -> Any:
