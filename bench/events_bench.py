@@ -28,8 +28,10 @@ What is measured
    - ``deferred``: a lazy model with no pre-check at all - the floor of "validate on
      first read", which would let a malformed event through as a model (not shipped).
    and, per event alone: ``check`` (the pre-check), ``model`` (the validator),
-   ``union(disc)`` (one ``pydantic.TypeAdapter`` over the whole server union with
-   ``Field(discriminator="type")``), ``union(plain)`` (the ``openai`` union as shipped).
+   ``json`` (the validator's ``validate_json`` on the message text, as if the loop
+   thread's ``json.loads`` were skipped), ``union(disc)`` (one ``pydantic.TypeAdapter``
+   over the whole server union with ``Field(discriminator="type")``), ``union(plain)``
+   (the ``openai`` union as shipped).
 3. One-time costs, each in a fresh interpreter: ``import openai.types.realtime``;
    preparing one event type and all of them (validators and pre-checks: what the first
    typed ``on()`` / ``events()`` does on the caller's thread); building the
@@ -138,7 +140,8 @@ def read(event: Any) -> None:
 
 
 VARIANTS = (
-    "raw", "typed", "read", "eager", "eager_read", "deferred", "check", "model", "disc", "plain"
+    "raw", "typed", "read", "eager", "eager_read", "deferred",
+    "check", "model", "json", "disc", "plain",
 )  # fmt: skip
 
 
@@ -205,6 +208,9 @@ def measure(
                     if check is not None:
                         times["check"].append(per_call_us(check, event, batch))
                     times["model"].append(per_call_us(eager_to_model, event, batch))
+                    text = json.dumps(event)  # as received: validate_json skips the dict
+                    validate_json = model.__pydantic_validator__.validate_json
+                    times["json"].append(per_call_us(validate_json, text, batch))
                     times["disc"].append(per_call_us(discriminated.validate_python, event, batch))
                     slow = max(1, batch // 4)
                     times["plain"].append(per_call_us(plain.validate_python, event, slow))
@@ -280,8 +286,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=None, help="conversation rounds recorded")
     parser.add_argument("--batch", type=int, default=20, help="calls per timed batch")
+    parser.add_argument(
+        "--replot", type=Path, metavar="JSON", help="only redraw the plot of a results file"
+    )
     add_result_options(parser, "events_bench")
     args = parser.parse_args()
+    if args.replot is not None:
+        payload = json.loads(args.replot.read_text())
+        plot(payload["per_type"], payload["summary"], args.replot.with_suffix(".png"))
+        return 0
     out = result_path(args.name, "events_bench")
     quiet_logs()
     rounds = args.rounds or (2 if args.quick else 6)
@@ -352,6 +365,7 @@ COLUMNS = [
     ("deferred_us_p50", "deferred us"),
     ("check_us_p50", "check us"),
     ("model_us_p50", "model us"),
+    ("json_us_p50", "json us"),
     ("disc_us_p50", "union(disc) us"),
     ("plain_us_p50", "union(plain) us"),
 ]
@@ -368,12 +382,15 @@ def plot(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> Non
     shown = [r for r in rows if r["eager_us_p50"] is not None]
     names = [f"{r['type']} ({r['count']})" for r in shown]
     fig, (left, right) = plt.subplots(1, 2, figsize=(16, 0.42 * len(shown) + 2.5), sharey=True)
+    colour = {"raw": "tab:grey", "eager": "tab:red", "typed": "tab:green",
+              "read": "tab:olive", "deferred": "tab:blue"}  # fmt: skip
     bars = [("raw", "raw"), ("eager", "eager (before)"), ("typed", "typed (now)"),
             ("read", "typed + callback reads it")]  # fmt: skip
     height = 0.8 / len(bars)
     for i, (key, label) in enumerate(bars):
         ys = [n + (i - 1.5) * height for n in range(len(shown))]
-        left.barh(ys, [r[f"{key}_us_p50"] for r in shown], height=height, label=label)
+        values = [r[f"{key}_us_p50"] for r in shown]
+        left.barh(ys, values, height=height, label=label, color=colour[key])
     left.set_xscale("log")
     left.set_xlabel("us per event on the dispatcher thread (p50, log scale)")
     left.set_yticks(range(len(shown)))
@@ -388,9 +405,13 @@ def plot(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> Non
     )
     for key, label, marker in (("eager", "eager (before)", "s"), ("typed", "typed (now)", "o"),
                                ("deferred", "deferred (no pre-check)", "^")):  # fmt: skip
-        right.plot([r[f"{key}_x_raw"] for r in shown], range(len(shown)), marker, label=label)
+        xs = [r[f"{key}_x_raw"] for r in shown]
+        right.plot(xs, range(len(shown)), marker, label=label, color=colour[key])
     right.axvline(2.0, color="grey", linestyle="--", label="2x raw")
     right.set_xscale("log")
+    ticks = [1, 1.5, 2, 3, 5, 10, 20]
+    right.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+    right.minorticks_off()
     right.set_xlabel("x raw (same run)")
     right.legend(fontsize=8)
     right.grid(True, axis="x", alpha=0.3)

@@ -45,9 +45,10 @@ def compile_check(schema: Mapping[str, Any]) -> Check | None:
     """A predicate that is True only for values ``schema``'s validator accepts, or
     None if the schema uses something this module does not model."""
     try:
-        return _Compiler(schema).build()
+        check: Check = _Compiler(schema).build()
     except (_Unsupported, RecursionError, SyntaxError):
         return None
+    return check
 
 
 def compile_parser(
@@ -57,9 +58,10 @@ def compile_parser(
     :func:`compile_check` with the two calls in the same function, one call less per
     event on the dispatcher's path. None where there is no check."""
     try:
-        return _Compiler(schema).build(valid, other)
+        parse: Callable[[Any], Any] = _Compiler(schema).build(valid, other)
     except (_Unsupported, RecursionError, SyntaxError):
         return None
+    return parse
 
 
 def _allow(node: Mapping[str, Any], *keys: str) -> None:

@@ -245,7 +245,7 @@ def function_calls(done_event: Mapping[str, Any]) -> list[dict[str, Any]]:
 # anyone sees it. ``bench/events_bench.py`` measures each step and the alternatives.
 
 _models: dict[str, type[Any]] | None = None
-_parsers: dict[str, Callable[[Mapping[str, Any]], Any]] = {}  # event type -> dict to model
+_parsers: dict[Any, Callable[[Mapping[str, Any]], Any]] = {}  # event type -> dict to model
 _models_lock = threading.Lock()
 
 
