@@ -141,7 +141,14 @@ def test_events_no_model_describes_reach_typed_subscribers_as_dicts(
         lambda e: marker.set() if getattr(e, "event_id", None) == "marker" else None,
     )
     warnings: list[str] = []
-    handler = logger.add(lambda m: warnings.append(str(m)), level="WARNING")
+    all_said = threading.Event()  # the log relay writes on its own thread: wait for it
+
+    def sink(message: Any) -> None:
+        warnings.append(str(message))
+        if sum("reaches typed subscribers as a dict" in w for w in warnings) >= 3:
+            all_said.set()
+
+    handler = logger.add(sink, level="WARNING")
     logs.enable()
     try:
         session = rt_emulator.sessions[-1]
@@ -155,6 +162,7 @@ def test_events_no_model_describes_reach_typed_subscribers_as_dicts(
         ):
             session.inject(json.dumps(text))
         assert marker.wait(10)
+        assert all_said.wait(10)
     finally:
         logs.disable()
         logger.remove(handler)
