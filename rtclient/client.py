@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
-from rtclient import transports
+from rtclient import logs, transports
 from rtclient._secret import Secret
 from rtclient._typed import BETA_ONLY
 from rtclient.core import events as ev
@@ -241,10 +241,11 @@ class RealtimeClient:
         close_timeout: float = 10.0,
         client_turns: bool = False,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        if not key:
+        # Secret() strips whitespace around the key and refuses a key no API issues
+        # (InvalidAPIKeyError, at construction); an all-whitespace key is no key.
+        self._key = Secret(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", ""))
+        if not self._key:
             raise RealtimeError("no API key: pass api_key= or set OPENAI_API_KEY")
-        self._key = Secret(key)
         audio = audio_in is not None or audio_out is not None or on_audio is not None
         self._transport_kind = transports.choose(transport, call_id, self._key, audio=audio)
         self._attach_call_id = call_id
@@ -958,16 +959,19 @@ class RealtimeClient:
         assert self._bridge is not None
         _wait(self._bridge.put(event), timeout, f"the send of {event.get('type')}")
 
-    def _perform_send(self, event: dict[str, Any]) -> None:
-        """The bridge's handler: runs on the loop thread, the only thread touching aiortc."""
+    def _perform_send(self, event: dict[str, Any]) -> transports.Written | None:
+        """The bridge's handler: runs on the loop thread, the only thread touching aiortc.
+        Returns the transport's future of the write, if it has one (a tool output is
+        counted sent when written: ``_send_tool_output``)."""
         if self._transport is None:
             raise ClosedError("not connected")
-        self._transport.send(event)
-        # On the wire. Nothing that can raise may follow (a log call can: a sink that
+        written = self._transport.send(event)
+        # Taken. Nothing that can raise may follow (a log call can: a sink that
         # raises would report a sent create as failed, and the gate would send it again);
         # the "[RESPONSE_CREATE] sent" line is written by the bridge's caller after.
         if event.get("type") == "response.create":
             self._counters["creates_sent"] += 1
+        return written
 
     def _fire(self, ticket: Ticket | None) -> None:
         """Send a claimed ticket; on failure roll back (and send what the gate says)."""
@@ -1009,10 +1013,10 @@ class RealtimeClient:
 
     def _send_tool_output(self, call_id: str, output: str) -> concurrent.futures.Future[Any]:
         """Hand a tool's output to the bridge without waiting; the future reports the
-        outcome of the actual send (on the wire, or why not)."""
+        outcome of its write (written to the connection, or why not)."""
         self._check_open()
         assert self._bridge is not None
-        return self._bridge.put(ev.function_call_output(call_id, output))
+        return transports.when_written(self._bridge.put(ev.function_call_output(call_id, output)))
 
     def _message_limit(self) -> int | None:
         transport = self._transport
@@ -1122,6 +1126,7 @@ class RealtimeClient:
             logger.warning("[SERVER_EVENT] malformed message skipped: {}", exc)
             return
         self._counters["events_received"] += 1
+        logs.trace_server_event(event)  # before the gate's lines for it: server order
         kind = event["type"]
         if kind not in ev.SERVER_EVENT_TYPES:
             self._counters["unknown_events"] += 1

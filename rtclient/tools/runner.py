@@ -40,6 +40,7 @@ from typing import Any
 
 from rtclient.errors import BridgeFullError, MessageTooLargeError
 from rtclient.logs import logger
+from rtclient.tools.failures import warn_raised
 from rtclient.tools.schema import ToolSpec, build_spec, error_output
 
 _SEND_RETRIES = 20  # a full bridge is retried this many times, _SEND_RETRY_DELAY apart
@@ -238,7 +239,8 @@ class ToolRunner:
             return
         exc = future.exception()
         if exc is not None:
-            self._finish(call, None, f"{call.name} raised {type(exc).__name__}: {exc}")
+            if self._finish(call, None, f"{call.name} raised {type(exc).__name__}: {exc}"):
+                warn_raised(self.specs.get(call.name), call.name, call.call_id, exc)
         else:
             try:
                 output = _result_output(future.result())
