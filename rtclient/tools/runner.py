@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future
 from typing import Any
 
+from rtclient._bounded import TEXT, clip
 from rtclient.errors import BridgeFullError, MessageTooLargeError
 from rtclient.logs import logger
 from rtclient.tools.failures import warn_raised
@@ -274,7 +275,7 @@ class ToolRunner:
                     )
                 return False
             call.claimed = True
-            call.output, call.error = output, error
+            call.output, call.error = output, error if error is None else clip(error, TEXT)
             if error is not None:
                 self.stats.tool_errors += 1
                 if timed_out:
