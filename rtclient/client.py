@@ -966,9 +966,10 @@ class RealtimeClient:
         if self._transport is None:
             raise ClosedError("not connected")
         written = self._transport.send(event)
-        # Taken. Nothing that can raise may follow (a log call can: a sink that
-        # raises would report a sent create as failed, and the gate would send it again);
-        # the "[RESPONSE_CREATE] sent" line is written by the bridge's caller after.
+        # Taken, in order: committed (written later, or the connection dies). Nothing that
+        # can raise may follow (a log call can: a sink that raises would report a sent
+        # create as failed, and the gate would send it again); the "[RESPONSE_CREATE]
+        # sent" line is written by the bridge's caller after.
         if event.get("type") == "response.create":
             self._counters["creates_sent"] += 1
         return written

@@ -95,7 +95,7 @@ def tracing() -> bool:
     """Would a handler take rtclient's ``TRACE`` records? (Cheap: one more field read.)"""
     try:
         core: Any = _loguru._core  # type: ignore[attr-defined]
-        return wanted() and core.min_level <= _TRACE_NO
+        return bool(core.min_level <= _TRACE_NO) and wanted()  # the cheap test first
     except (AttributeError, TypeError):
         return wanted()
 

@@ -5,8 +5,9 @@ silent unless someone read ``stats()``. Run as a user runs a script (a subproces
 interpreter's default warning filters): the first failure of each tool is shown once,
 pointing at the tool's own source; ``warnings.filterwarnings`` hides it, shows every
 failure, or matches it by the tool's module. (``-W`` and ``PYTHONWARNINGS`` cannot name
-a category from an installed package: Python reads them before it can import one.) In-process: the warning carries the call, and an
-``"error"`` filter cannot take the model's error output away.
+a category from an installed package: Python reads them before it can import one.)
+In-process: the warning carries the call, and an ``"error"`` filter cannot take the
+model's error output away.
 """
 
 from __future__ import annotations
