@@ -5,51 +5,232 @@ construction (see :mod:`rtclient.core.gate`), and no request for a response is e
 
 Like every library that uses loguru, rtclient adds no log handler and is disabled until
 the application opts in with ``logger.enable("rtclient")``.
+
+The public names below are imported on first use (PEP 562), not with the package:
+``import rtclient`` costs loguru alone, so ``rtclient --help``, ``rtclient.emulator``
+(which imports nothing of the client) and the pytest plugin start fast, and the
+command line installs its Ctrl-C handler before aiortc and the openai types load.
+``from rtclient import RealtimeClient`` works as before, and type checkers read the
+imports under ``TYPE_CHECKING``.
 """
 
-from loguru import logger
+from __future__ import annotations
 
-from rtclient.calls import CallAnswer, create_call, hangup_call
-from rtclient.client import Answer, EventStream, RealtimeClient, ResponseTicket
-from rtclient.core.gate import ResponseGate, Ticket, Trigger
-from rtclient.errors import (
-    APIConnectionError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    BridgeClosedError,
-    BridgeFullError,
-    CallNotFoundError,
-    ClosedError,
-    ConfirmTimeoutError,
-    ConflictError,
-    ConnectionLostError,
-    ConnectTimeoutError,
-    EventValidationError,
-    ForkedProcessError,
-    InternalServerError,
-    LoopThreadError,
-    MessageTooLargeError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-    RealtimeError,
-    ResponseRejectedError,
-    SendError,
-    ServerError,
-    SessionExpiredError,
-    SignalingError,
-    ToolError,
-    UnprocessableEntityError,
-    WaitTimeoutError,
-    WrongThreadError,
-)
-from rtclient.runtime.loop import LoopThread
-from rtclient.tools import ToolCall, ToolSpec, tool
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
 
 logger.disable("rtclient")
 
 __version__ = "0.1.0.dev0"
+
+if TYPE_CHECKING:
+    from rtclient.calls import (
+        CallAnswer as CallAnswer,
+    )
+    from rtclient.calls import (
+        create_call as create_call,
+    )
+    from rtclient.calls import (
+        hangup_call as hangup_call,
+    )
+    from rtclient.client import (
+        Answer as Answer,
+    )
+    from rtclient.client import (
+        EventStream as EventStream,
+    )
+    from rtclient.client import (
+        RealtimeClient as RealtimeClient,
+    )
+    from rtclient.client import (
+        ResponseTicket as ResponseTicket,
+    )
+    from rtclient.core.gate import (
+        ResponseGate as ResponseGate,
+    )
+    from rtclient.core.gate import (
+        Ticket as Ticket,
+    )
+    from rtclient.core.gate import (
+        Trigger as Trigger,
+    )
+    from rtclient.errors import (
+        APIConnectionError as APIConnectionError,
+    )
+    from rtclient.errors import (
+        APITimeoutError as APITimeoutError,
+    )
+    from rtclient.errors import (
+        AuthenticationError as AuthenticationError,
+    )
+    from rtclient.errors import (
+        BadRequestError as BadRequestError,
+    )
+    from rtclient.errors import (
+        BridgeClosedError as BridgeClosedError,
+    )
+    from rtclient.errors import (
+        BridgeFullError as BridgeFullError,
+    )
+    from rtclient.errors import (
+        CallNotFoundError as CallNotFoundError,
+    )
+    from rtclient.errors import (
+        ClosedError as ClosedError,
+    )
+    from rtclient.errors import (
+        ConfirmTimeoutError as ConfirmTimeoutError,
+    )
+    from rtclient.errors import (
+        ConflictError as ConflictError,
+    )
+    from rtclient.errors import (
+        ConnectionLostError as ConnectionLostError,
+    )
+    from rtclient.errors import (
+        ConnectTimeoutError as ConnectTimeoutError,
+    )
+    from rtclient.errors import (
+        EventValidationError as EventValidationError,
+    )
+    from rtclient.errors import (
+        ForkedProcessError as ForkedProcessError,
+    )
+    from rtclient.errors import (
+        InternalServerError as InternalServerError,
+    )
+    from rtclient.errors import (
+        InvalidAPIKeyError as InvalidAPIKeyError,
+    )
+    from rtclient.errors import (
+        LoopThreadError as LoopThreadError,
+    )
+    from rtclient.errors import (
+        MessageTooLargeError as MessageTooLargeError,
+    )
+    from rtclient.errors import (
+        NotFoundError as NotFoundError,
+    )
+    from rtclient.errors import (
+        PermissionDeniedError as PermissionDeniedError,
+    )
+    from rtclient.errors import (
+        RateLimitError as RateLimitError,
+    )
+    from rtclient.errors import (
+        RealtimeError as RealtimeError,
+    )
+    from rtclient.errors import (
+        ResponseRejectedError as ResponseRejectedError,
+    )
+    from rtclient.errors import (
+        SendError as SendError,
+    )
+    from rtclient.errors import (
+        ServerError as ServerError,
+    )
+    from rtclient.errors import (
+        SessionExpiredError as SessionExpiredError,
+    )
+    from rtclient.errors import (
+        SignalingError as SignalingError,
+    )
+    from rtclient.errors import (
+        ToolError as ToolError,
+    )
+    from rtclient.errors import (
+        ToolErrorWarning as ToolErrorWarning,
+    )
+    from rtclient.errors import (
+        UnprocessableEntityError as UnprocessableEntityError,
+    )
+    from rtclient.errors import (
+        WaitTimeoutError as WaitTimeoutError,
+    )
+    from rtclient.errors import (
+        WrongThreadError as WrongThreadError,
+    )
+    from rtclient.runtime.loop import (
+        LoopThread as LoopThread,
+    )
+    from rtclient.tools import (
+        ToolCall as ToolCall,
+    )
+    from rtclient.tools import (
+        ToolSpec as ToolSpec,
+    )
+    from rtclient.tools import (
+        tool as tool,
+    )
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "APIConnectionError": "rtclient.errors",
+    "APITimeoutError": "rtclient.errors",
+    "Answer": "rtclient.client",
+    "AuthenticationError": "rtclient.errors",
+    "BadRequestError": "rtclient.errors",
+    "BridgeClosedError": "rtclient.errors",
+    "BridgeFullError": "rtclient.errors",
+    "CallAnswer": "rtclient.calls",
+    "CallNotFoundError": "rtclient.errors",
+    "ClosedError": "rtclient.errors",
+    "ConfirmTimeoutError": "rtclient.errors",
+    "ConflictError": "rtclient.errors",
+    "ConnectTimeoutError": "rtclient.errors",
+    "ConnectionLostError": "rtclient.errors",
+    "EventStream": "rtclient.client",
+    "EventValidationError": "rtclient.errors",
+    "ForkedProcessError": "rtclient.errors",
+    "InternalServerError": "rtclient.errors",
+    "InvalidAPIKeyError": "rtclient.errors",
+    "LoopThread": "rtclient.runtime.loop",
+    "LoopThreadError": "rtclient.errors",
+    "MessageTooLargeError": "rtclient.errors",
+    "NotFoundError": "rtclient.errors",
+    "PermissionDeniedError": "rtclient.errors",
+    "RateLimitError": "rtclient.errors",
+    "RealtimeClient": "rtclient.client",
+    "RealtimeError": "rtclient.errors",
+    "ResponseGate": "rtclient.core.gate",
+    "ResponseRejectedError": "rtclient.errors",
+    "ResponseTicket": "rtclient.client",
+    "SendError": "rtclient.errors",
+    "ServerError": "rtclient.errors",
+    "SessionExpiredError": "rtclient.errors",
+    "SignalingError": "rtclient.errors",
+    "Ticket": "rtclient.core.gate",
+    "ToolCall": "rtclient.tools",
+    "ToolError": "rtclient.errors",
+    "ToolErrorWarning": "rtclient.errors",
+    "ToolSpec": "rtclient.tools",
+    "Trigger": "rtclient.core.gate",
+    "UnprocessableEntityError": "rtclient.errors",
+    "WaitTimeoutError": "rtclient.errors",
+    "WrongThreadError": "rtclient.errors",
+    "create_call": "rtclient.calls",
+    "hangup_call": "rtclient.calls",
+    "tool": "rtclient.tools",
+}
+
+
+if not TYPE_CHECKING:  # a module __getattr__ would make every attribute valid to mypy
+
+    def __getattr__(name: str) -> Any:
+        """Import a public name on first use, and keep it (later lookups are plain)."""
+        module = _EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module 'rtclient' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "APIConnectionError",
@@ -70,6 +251,7 @@ __all__ = [
     "EventValidationError",
     "ForkedProcessError",
     "InternalServerError",
+    "InvalidAPIKeyError",
     "LoopThread",
     "LoopThreadError",
     "MessageTooLargeError",
@@ -88,6 +270,7 @@ __all__ = [
     "Ticket",
     "ToolCall",
     "ToolError",
+    "ToolErrorWarning",
     "ToolSpec",
     "Trigger",
     "UnprocessableEntityError",

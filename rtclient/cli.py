@@ -12,23 +12,42 @@ and asks again right away. It prints a coloured timeline (milliseconds since the
 start) of the gate's decisions with the RCA's log tags, and a summary; piped into
 ``head`` it stops printing quietly. ``--live`` runs the same against the real API
 (``OPENAI_API_KEY``), where the race happens only when the timing makes it.
+
+The timeline is in the server's order: the server events it shows and the gate's lines
+about them come from one stream, rtclient's log, written on the loop thread as each
+event is handled (the ``[SERVER_EVENT]`` trace lines, see :mod:`rtclient.logs`) - not
+from an event subscriber, whose thread lags the loop's and used to print an event
+after the gate's reaction to a later one.
+
+Ctrl-C prints one line (``rtclient: interrupted``) and exits with status 130, at any
+moment: :func:`main` installs its handler before anything slow is imported (the
+package's ``__init__`` imports nothing heavy), the first Ctrl-C unwinds (closing the
+client, stopping the emulator) with tracebacks, warnings and log records silenced, and
+a second one leaves at once.
+
+``rtclient emulator`` is ``python -m rtclient.emulator``: its arguments go to the
+emulator's own parser, so both take the same options with the same defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
+import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
 from typing import Any
 
 from loguru import logger
 
-from rtclient.core.events import response_text
+from rtclient._bounded import TEXT, clip
 
 _COLOURS = {
     "RESPONSE_CREATE_CHECK": "\033[36m",
@@ -59,7 +78,61 @@ _SERVER_EVENTS = {
     "response.function_call_arguments.done",
     "output_audio_buffer.started",
     "output_audio_buffer.stopped",
+    "response.done",
 }
+_INTERRUPTED_LINE = "rtclient: interrupted"
+_EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
+
+
+class _Interrupt:
+    """Ctrl-C for the command line: the first unwinds, quietly; a second leaves now.
+
+    The handler raises ``KeyboardInterrupt`` in the main thread, as Python's own does,
+    but first silences what would print while the demo unwinds: the timeline, warnings
+    (a tool stopped mid-call fails), uncaught exceptions in threads, and the standard
+    ``logging`` (concurrent.futures and asyncio report through it). :func:`main` then
+    prints the one line. A second Ctrl-C - the unwinding is slow, or stuck - prints the
+    line if it was not yet, and ends the process on the spot.
+    """
+
+    def __init__(self) -> None:
+        self.seen = threading.Event()
+        self._reported = False
+        self._previous: Any = None
+        self._installed = False
+
+    def install(self) -> None:
+        self.seen.clear()
+        self._reported = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+
+    def uninstall(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def report(self) -> int:
+        if not self._reported:
+            self._reported = True
+            print(_INTERRUPTED_LINE, file=sys.stderr, flush=True)
+        return _EXIT_INTERRUPTED
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.seen.is_set():
+            if not self._reported:
+                os.write(2, (_INTERRUPTED_LINE + "\n").encode())
+            os._exit(_EXIT_INTERRUPTED)
+        self.seen.set()
+        warnings.simplefilter("ignore")
+        logging.disable(logging.CRITICAL)
+        threading.excepthook = lambda args: None
+        sys.unraisablehook = lambda unraisable: None
+        raise KeyboardInterrupt
+
+
+_interrupt = _Interrupt()
 
 
 class Timeline:
@@ -102,22 +175,30 @@ class Timeline:
             self._print(text)
 
     def sink(self, message: Any) -> None:
-        """A loguru sink: rtclient's own diagnostics, tag first."""
-        text = message.record["message"]
-        if text.startswith("[") and "]" in text:
+        """A loguru sink: rtclient's own diagnostics, tag first; a ``[SERVER_EVENT]``
+        trace line is shown as the demo describes its event (or not at all)."""
+        record = message.record
+        text = record["message"]
+        if text.startswith("[SERVER_EVENT]"):
+            event = record["extra"].get("event")
+            shown = _event_line(event) if isinstance(event, dict) else None
+            if shown is not None:
+                self.line("SERVER", shown)
+        elif text.startswith("[") and "]" in text:
             tag, _, rest = text[1:].partition("]")
             self.line(tag, rest.strip())
         else:
-            self.line(message.record["level"].name, text)
+            self.line(record["level"].name, text)
 
     def _format(self, ms: float, tag: str, text: str) -> str:
+        text = clip(text, TEXT)  # a server's or a model's string, echoed bounded
         label = f"[{tag}]"
         if self.colour:
             label = f"{_COLOURS.get(tag, '')}{label}{_RESET}"
         return f"{ms:9.1f} ms  {label} {text}"
 
     def _print(self, text: str) -> None:
-        if self.reader_gone:
+        if self.reader_gone or _interrupt.seen.is_set():
             return
         try:
             print(text, file=self.out, flush=True)
@@ -185,7 +266,14 @@ def demo(args: argparse.Namespace) -> int:
     timeline = Timeline(colour)
     with contextlib.suppress(ValueError):
         logger.remove(0)  # loguru's default stderr handler: the timeline replaces it
-    sink = logger.add(timeline.sink, level="DEBUG" if args.verbose else "INFO", format="{message}")
+    level = logger.level("DEBUG" if args.verbose else "INFO").no
+
+    def shown(record: Any) -> bool:  # the chosen level, and the server events we show
+        if record["level"].no >= level:
+            return True
+        return bool(record["message"].startswith("[SERVER_EVENT]"))
+
+    sink = logger.add(timeline.sink, level="TRACE", filter=shown, format="{message}")
     logs.enable()
     try:
         return _demo(args, timeline, RealtimeClient)
@@ -218,22 +306,27 @@ def _demo(args: argparse.Namespace, timeline: Timeline, client_class: Any) -> in
     latencies: dict[str, float] = {}
     try:
         with ThreadPoolExecutor(4, thread_name_prefix="tool") as pool:
-            client = client_class(
-                tools=_sample_tools(barrier, spoken),
-                executor=pool,
-                audio_in=args.audio_in,
-                audio_out=args.audio_out,
-                session={"output_modalities": ["audio"]} if args.audio_out else None,
-                **options,
-            )
-            t0 = time.perf_counter()
-            with client:
-                latencies["connect"] = time.perf_counter() - t0
-                client.on("*", lambda e: _show_event(timeline, e), raw=True)
+            try:
+                client = client_class(
+                    tools=_sample_tools(barrier, spoken),
+                    executor=pool,
+                    audio_in=args.audio_in,
+                    audio_out=args.audio_out,
+                    session={"output_modalities": ["audio"]} if args.audio_out else None,
+                    **options,
+                )
+                t0 = time.perf_counter()
+                with client:
+                    latencies["connect"] = time.perf_counter() - t0
+                    if spoken is not None:
+                        client.on("input_audio_buffer.committed", lambda e: spoken.set(), raw=True)
+                    _story(client, emulator, timeline, latencies)
+                    stats = client.stats()
+            finally:  # tools still waiting (an interrupted story) end now: the pool can too
+                if barrier is not None:
+                    barrier.abort()
                 if spoken is not None:
-                    client.on("input_audio_buffer.committed", lambda e: spoken.set(), raw=True)
-                _story(client, emulator, timeline, latencies)
-                stats = client.stats()
+                    spoken.set()
     finally:
         if emulator is not None:
             rejected = emulator.stats()["rejections"]
@@ -249,22 +342,26 @@ def _demo(args: argparse.Namespace, timeline: Timeline, client_class: Any) -> in
     return 0 if stats["lost"] == 0 and stats["failed"] == 0 else 1
 
 
-def _show_event(timeline: Timeline, event: dict[str, Any]) -> None:
-    """Server events as the client received them (on the client's dispatcher thread)."""
-    kind = event["type"]
-    if kind in _SERVER_EVENTS:
+def _event_line(event: dict[str, Any]) -> str | None:
+    """How the timeline shows a server event, or None for one it leaves out. Runs on
+    rtclient's log thread, in the order the client handled the events."""
+    kind = event.get("type")
+    if kind not in _SERVER_EVENTS:
+        return None
+    if kind != "response.done":
         detail = event.get("name") or event.get("response_id") or ""
-        timeline.line("SERVER", f"{kind} {detail}".rstrip())
-    elif kind == "response.done":
-        response = event.get("response") or {}
-        status, rid = response.get("status"), response.get("id")
-        if status != "completed":
-            reason = (response.get("status_details") or {}).get("reason")
-            why = f" ({reason})" if reason else ""
-            timeline.line("SERVER", f"response.done {rid} status={status}{why}")
-        elif not response.get("metadata"):  # not one of ours (they carry the gate's ticket)
-            text = response_text(event)
-            timeline.line("SERVER", f"response.done {rid} status={status}, server VAD's: {text}")
+        return f"{kind} {detail}".rstrip()
+    from rtclient.core.events import response_text
+
+    response = event.get("response") or {}
+    status, rid = response.get("status"), response.get("id")
+    if status != "completed":
+        reason = (response.get("status_details") or {}).get("reason")
+        why = f" ({reason})" if reason else ""
+        return f"response.done {rid} status={status}{why}"
+    if not response.get("metadata"):  # not one of ours (they carry the gate's ticket)
+        return f"response.done {rid} status={status}, server VAD's: {response_text(event)}"
+    return None
 
 
 def _show_client_event(timeline: Timeline, event: dict[str, Any]) -> None:
@@ -296,11 +393,17 @@ def _story(client: Any, emulator: Any, timeline: Timeline, latencies: dict[str, 
             if not emulator.wait_for(lambda: session.count("completed") >= 1, 10):
                 return  # the first response never finished: nothing to race
             timeline.line("USER", "(speaks) hmm, and tomorrow?")
-            session.simulate_speech("hmm, and tomorrow?")
-            session.set_faults(hold_turn_response=0.0)
+            try:
+                session.simulate_speech("hmm, and tomorrow?")
+                session.set_faults(hold_turn_response=0.0)
+            except RuntimeError:
+                return  # the demo is ending (Ctrl-C): the emulator is stopping
 
-        speech = threading.Thread(target=user_speaks, name="user")
+        # a daemon: an interrupted demo does not wait for the user to finish speaking
+        speech = threading.Thread(target=user_speaks, name="user", daemon=True)
         speech.start()
+    from rtclient.core.events import response_text
+
     t0 = time.perf_counter()
     answer = client.ask(question, timeout=60)
     latencies["ask with 3 parallel tools"] = time.perf_counter() - t0
@@ -370,16 +473,11 @@ def _summary(
         )
 
 
-def emulator_command(args: argparse.Namespace) -> int:
+def emulator_command(argv: Sequence[str]) -> int:
+    """``rtclient emulator ARGS``: ``python -m rtclient.emulator ARGS``, one parser."""
     from rtclient.emulator.__main__ import main as emulator_main
 
-    logger.enable("rtclient.emulator")
-    forwarded = ["--port", str(args.port), "--host", args.host]
-    if args.api_key:
-        forwarded += ["--api-key", args.api_key]
-    if args.no_vad:
-        forwarded.append("--no-vad")
-    return emulator_main(forwarded)
+    return emulator_main(argv, prog="rtclient emulator")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -389,25 +487,39 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--live", action="store_true", help="use the real API (OPENAI_API_KEY)")
     d.add_argument("--audio-in", metavar="FILE", help="send this audio file as the user")
     d.add_argument("--audio-out", metavar="FILE", help="record the model's audio to FILE")
-    d.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    d.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the timeline (default %(default)s: when stdout is a terminal)",
+    )
     d.add_argument("-v", "--verbose", action="store_true", help="show every gate check")
     d.set_defaults(run=demo)
-    e = commands.add_parser("emulator", help="serve the Realtime emulator")
-    e.add_argument("--port", type=int, default=8765, help="TCP port (0 = any free one)")
-    e.add_argument("--host", default="127.0.0.1")
-    e.add_argument("--api-key", default=None, help="accept only this standard key")
-    e.add_argument("--no-vad", action="store_true", help="turn server VAD off by default")
-    e.set_defaults(run=emulator_command)
+    # Listed here for `rtclient --help`; main() hands its arguments to the emulator's
+    # own parser (see `rtclient emulator --help`), which this one never reads.
+    commands.add_parser(
+        "emulator", help="serve the Realtime emulator (same as python -m rtclient.emulator)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _interrupt.install()  # first: a Ctrl-C during the slow imports below is one line too
     try:
-        args = build_parser().parse_args(argv)
+        args_list = list(sys.argv[1:] if argv is None else argv)
+        if args_list[:1] == ["emulator"]:
+            return emulator_command(args_list[1:])
+        args = build_parser().parse_args(args_list)
         result: int = args.run(args)
     except BrokenPipeError:  # the reader went away (`rtclient demo | head`): not an error
         _silence(sys.stdout)
         return 0
+    except BaseException:
+        if not _interrupt.seen.is_set():
+            raise
+        return _interrupt.report()  # whatever the unwinding raised, after a Ctrl-C
+    finally:
+        _interrupt.uninstall()
     return result
 
 

@@ -55,7 +55,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # reasons (session.reasoning.effort) and speaks preambles (Answer.commentary). Older ones
 # ("gpt-realtime", "gpt-realtime-mini") are deprecated there; "-2.1" is a preview.
 DEFAULT_MODEL = "gpt-realtime-2"
-_PROVIDED = "<token provider>"  # the shell's key while a TokenProvider replaces it
+_PROVIDED = "token-provider"  # the shell's key while a TokenProvider replaces it
 
 REALTIME_EVENTS = Catalog(
     api="realtime",

@@ -25,11 +25,15 @@ effect         what the shell does
                ``core.finished(effect, result, error)``
 ``Later``      after ``delay`` seconds (loop timer), call ``core.timer(effect)``
 ``Lost``       the session is over (``error`` says why): fail every waiter
+``Warn``       issue a Python warning for the developer (``issue()``), after the
+               effects before it (a warning filtered to ``"error"`` raises, and
+               must not stop an output from going out)
 =============  =================================================================
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,12 +42,15 @@ from typing import Any
 class Send:
     """A client event to write. ``kind`` and ``ref`` tell the core, when the outcome
     comes back, what was sent (``"create"`` and its ticket, ``"output"`` and its call,
-    ...); ``report=False`` means nobody needs the outcome."""
+    ...); ``report=False`` means nobody needs the outcome. The outcome is the hand-off
+    to the connection (taken, in order: what the gate commits on), or with ``written``
+    the write itself (a tool output counts as sent only once written)."""
 
     event: dict[str, Any]
     kind: str = "plain"
     ref: Any = None
     report: bool = True
+    written: bool = False  # report when written to the connection, not when handed over
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,4 +96,11 @@ class Lost:
     error: BaseException
 
 
-Effect = Send | Settle | Dispatch | Start | Later | Lost
+@dataclass(frozen=True, eq=False)
+class Warn:
+    """A warning for the developer (e.g. a tool raised); ``issue()`` warns it."""
+
+    issue: Callable[[], None]
+
+
+Effect = Send | Settle | Dispatch | Start | Later | Lost | Warn

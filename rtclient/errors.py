@@ -3,16 +3,27 @@
 One hierarchy under :class:`RealtimeError` so callers can catch everything from the SDK
 with one clause, and narrower types for what they can act on (retry a send, reconnect
 after a close, show a signaling error to a user). No message ever carries an API key:
-exceptions are built from server payloads and our own state, never from headers.
+exceptions are built from server payloads and our own state, never from headers. No
+message grows with what a server or a model sent either: :class:`RealtimeError` bounds
+its text (``rtclient._bounded``), whichever subclass builds it.
+
+:class:`ToolErrorWarning` is the one warning category: a tool of yours raised.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from rtclient._bounded import TEXT, clip
+
 
 class RealtimeError(Exception):
-    """Base class of every rtclient error."""
+    """Base class of every rtclient error. Its message is bounded (about a thousand
+    characters, then how many were cut): a server's megabyte of error text stays in
+    the attributes that hold data, never in ``str(error)``."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(clip(a, TEXT) if isinstance(a, str) else a for a in args))
 
 
 class ServerError(RealtimeError):
@@ -27,8 +38,8 @@ class ServerError(RealtimeError):
         param: str | None = None,
         event_id: str | None = None,
     ) -> None:
-        super().__init__(f"{code or type or 'error'}: {message}")
-        self.message = message
+        super().__init__(f"{clip(code or type or 'error')}: {message}")
+        self.message = clip(message, TEXT)
         self.code = code
         self.type = type
         self.param = param
@@ -131,8 +142,8 @@ class SignalingError(RealtimeError):
     """
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(f"signaling failed ({status}, {code}): {message}")
-        self.message = message
+        super().__init__(f"signaling failed ({status}, {clip(str(code))}): {message}")
+        self.message = clip(message, TEXT)
         self.status = status
         self.code = code
 
@@ -203,3 +214,28 @@ class EventValidationError(RealtimeError, ValueError):
 
 class ToolError(RealtimeError):
     """A tool could not run: unknown name, bad arguments, an exception or a timeout."""
+
+
+class InvalidAPIKeyError(RealtimeError, ValueError):
+    """The API key cannot be one: it holds a control character, a space or a character
+    outside ASCII (two lines of a file, a binary file, a key pasted with a typographic
+    character). Raised where the key is given (``RealtimeClient(...)``,
+    ``create_call``, ``hangup_call``), before anything is sent; the message says what
+    and where, never the key. Also a ``ValueError``: it is a bad argument."""
+
+
+class ToolErrorWarning(UserWarning):
+    """A tool raised: the model received an error output instead of its result.
+
+    Shown by Python's warning machinery, so it is visible by default and filterable
+    like any warning (``warnings.filterwarnings("ignore", category=ToolErrorWarning)``,
+    or by the tool's ``module``; ``"always"`` shows every failure, ``"error"`` raises
+    it in the thread that finished the call). The default filter shows it once per
+    tool. ``tool``, ``call_id`` and ``error`` say which call and what it raised.
+    """
+
+    def __init__(self, message: str, *, tool: str = "", call_id: str = "", error: str = "") -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.call_id = call_id
+        self.error = error

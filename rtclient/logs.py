@@ -25,6 +25,15 @@ caller (loguru holds a handler's lock while its sink runs, so writing directly f
 several threads would make every one of them wait for the slowest). At most
 ``_BACKLOG`` records wait; beyond that they are dropped and counted
 (``dropped_records()``). With no loop thread running, records are written directly.
+And (3) never grows with what came from the wire: every argument is formatted bounded
+(``rtclient._bounded``), so a megabyte-long tool name or error message is a line of
+about a thousand characters, not a megabyte.
+
+At ``TRACE`` level (loguru's lowest), the client writes one ``[SERVER_EVENT]`` line per
+server event as it handles it, on the loop thread, in arrival order - between the
+gate's own lines for that event, so that a timeline of both is in the server's order.
+The event itself rides along in the record's ``extra["event"]`` for a sink that wants
+more than its type and ids; nothing of it is formatted unless a handler takes TRACE.
 """
 
 from __future__ import annotations
@@ -39,7 +48,11 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger as _loguru
 
+from rtclient._bounded import bounded_args, clip
+
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from loguru import Message, Record
 
 _NAME = "rtclient"
@@ -74,6 +87,34 @@ def wanted() -> bool:
         return any(p.startswith(_NAME + ".") and on for p, on in core.activation_list)
     except (AttributeError, TypeError, ValueError):
         return True
+
+
+_TRACE_NO = 5  # loguru's TRACE
+
+
+def tracing() -> bool:
+    """Would a handler take rtclient's ``TRACE`` records? (Cheap: one more field read.)"""
+    try:
+        core: Any = _loguru._core  # type: ignore[attr-defined]
+        return bool(core.min_level <= _TRACE_NO) and wanted()  # the cheap test first
+    except (AttributeError, TypeError):
+        return wanted()
+
+
+def trace_server_event(event: Mapping[str, Any]) -> None:
+    """The ``[SERVER_EVENT]`` line for one server event (loop thread, arrival order):
+    its type and the ids that place it, never its content. Nothing when nobody traces."""
+    if not tracing():
+        return
+    response = event.get("response")
+    ids = [
+        event.get("response_id"),
+        response.get("id") if isinstance(response, dict) else None,
+        event.get("item_id"),
+        event.get("call_id"),
+    ]
+    where = " ".join(clip(i) for i in ids if isinstance(i, str))
+    logger.log("TRACE", "[SERVER_EVENT] {} {}", event.get("type"), where, event=event)
 
 
 class _Relay:
@@ -123,9 +164,11 @@ class _Relay:
         while (item := self._queue.get()) is not _STOP:
             with self._lock:
                 self._waiting -= 1
-            origin, level, message, args, exception = item
+            origin, level, message, args, exception, extra = item
             try:
-                _loguru.patch(origin.apply).opt(exception=exception).log(level, message, *args)
+                _loguru.patch(origin.apply).opt(exception=exception).log(
+                    level, message, *args, **extra
+                )
             except Exception:
                 pass  # a sink that raises changes nothing
 
@@ -182,8 +225,9 @@ class _Origin:
 class SafeLogger:
     """What rtclient logs with: loguru's methods, never raising, never blocking a loop."""
 
-    def log(self, level: str | int, message: str, *args: Any) -> None:
-        self._emit(level, message, args, None)
+    def log(self, level: str | int, message: str, *args: Any, **extra: Any) -> None:
+        """``extra`` lands in the record's ``extra`` (loguru's capture), unformatted."""
+        self._emit(level, message, args, None, extra)
 
     def debug(self, message: str, *args: Any) -> None:
         self._emit("DEBUG", message, args, None)
@@ -200,12 +244,20 @@ class SafeLogger:
     def exception(self, message: str, *args: Any) -> None:
         self._emit("ERROR", message, args, sys.exc_info())
 
-    def _emit(self, level: str | int, message: str, args: tuple[Any, ...], exc: Any) -> None:
+    def _emit(
+        self,
+        level: str | int,
+        message: str,
+        args: tuple[Any, ...],
+        exc: Any,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         if not wanted():
             return
         try:
-            if not _relay.put((_Origin(2), level, message, args, exc)):
-                _loguru.opt(depth=2, exception=exc).log(level, message, *args)
+            args = bounded_args(args)
+            if not _relay.put((_Origin(2), level, message, args, exc, extra or {})):
+                _loguru.opt(depth=2, exception=exc).log(level, message, *args, **(extra or {}))
         except Exception:
             pass  # a sink that raises changes nothing
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import itertools
 import json
 import math
 import os
@@ -12,13 +14,18 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import urllib.request
 import wave
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from rtclient.cli import Timeline, main
+from rtclient.emulator import Emulator
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -224,3 +231,247 @@ def test_a_closed_pipe_silences_the_timeline_from_any_thread() -> None:
     assert timeline.reader_gone
     timeline.line("USER", "nobody reads this")
     timeline.text("nor this")
+
+
+# -- the timeline is in the server's order, with the gate's true state (issue 19) ---------
+
+_GATE_LINE = re.compile(
+    r"^\[(?:RESPONSE_CREATED|RESPONSE_DONE)\] (resp_\w+)"
+    r"|^\[(?:RESPONSE_REJECTED)\] (\S+) rejected"
+    r"|^\[SERVER_ERROR\] .*\(event_id=(\S+)\)$"
+)
+
+
+def _server_index(events: list[dict[str, Any]], tag: str, text: str) -> int | None:
+    """The position, in what the emulator sent, of the event a timeline line is about."""
+
+    def first(match: Callable[[dict[str, Any]], bool]) -> int:
+        found = [i for i, e in enumerate(events) if match(e)]
+        assert found, (tag, text)
+        return found[0]
+
+    if tag == "SERVER":
+        kind, _, detail = text.partition(" ")
+        detail = detail.split(" ")[0]
+
+        def about(e: dict[str, Any]) -> bool:
+            ids = (e.get("name"), e.get("response_id"), (e.get("response") or {}).get("id"))
+            return e.get("type") == kind and (not detail or detail in ids)
+
+        return first(about)
+    gate = _GATE_LINE.search(f"[{tag}] {text}")
+    if gate is None:
+        return None  # the demo's own lines, the user's, the client's sends
+    response_id, ticket, event_id = gate.groups()
+    if response_id is not None:
+        kind = "response.created" if tag == "RESPONSE_CREATED" else "response.done"
+        return first(lambda e: e.get("type") == kind and e["response"]["id"] == response_id)
+    ours = ticket or event_id
+    return first(lambda e: e.get("type") == "error" and e["error"].get("event_id") == ours)
+
+
+def test_the_timeline_is_in_server_order_with_the_gates_true_state(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every line about a server event - the demo's [SERVER] lines and the gate's own -
+    comes in the order the emulator sent the events (before, the [SERVER] lines came
+    from a subscriber thread and lagged the gate's), and the rejection line shows the
+    gate as it is after the error: the server VAD reply the error names is active, the
+    re-armed trigger pending (before, it showed active=None pending=0)."""
+    started: list[Emulator] = []
+    start = Emulator.start
+
+    def keep(self: Emulator) -> Emulator:
+        started.append(self)
+        return start(self)
+
+    monkeypatch.setattr(Emulator, "start", keep)
+    assert main(["demo", "--color", "never"]) == 0
+    out = capsys.readouterr().out
+    (emulator,) = started
+    sent = emulator.sessions[-1].server_events
+
+    placed = [
+        (index, f"[{tag}] {text}")
+        for _, tag, text in _timeline(out)
+        if (index := _server_index(sent, tag, text)) is not None
+    ]
+    assert len(placed) > 20
+    for (before, line), (after, next_line) in itertools.pairwise(placed):
+        assert before <= after, (line, next_line)
+
+    rejected = re.search(
+        r"\[RESPONSE_REJECTED\] (\S+) rejected \(in_flight=(\S+) active=(\S+) "
+        r"cancelling=False pending=(\d+)\); re-armed",
+        out,
+    )
+    assert rejected is not None
+    ticket, in_flight, active, pending = rejected.groups()
+    (error,) = [e for e in sent if e.get("type") == "error"]
+    assert error["error"]["event_id"] == ticket
+    assert f"in progress: {active}." in error["error"]["message"]  # the VAD reply, named
+    (created,) = [
+        e for e in sent if e.get("type") == "response.created" and e["response"]["id"] == active
+    ]
+    assert not created["response"].get("metadata")  # the server's own: server VAD's reply
+    assert (in_flight, pending) == ("None", "1")
+
+
+# -- Ctrl-C: one line, status 130, no traceback, at any moment (issue 19) ----------------
+
+
+def _interrupted_demo(trigger: re.Pattern[str], *, twice: bool = False) -> tuple[int, str, str]:
+    """Run `python -m rtclient demo`, send SIGINT the moment a line of its stdout or of
+    its import-time report (stderr, `-X importtime`) matches ``trigger``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "rtclient", "demo", "--color", "never"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    seen = threading.Event()
+    collected: dict[str, list[str]] = {"out": [], "err": []}
+
+    def read(stream: Any, name: str) -> None:
+        for line in stream:
+            collected[name].append(line)
+            if not seen.is_set() and trigger.search(line):
+                seen.set()
+                proc.send_signal(signal.SIGINT)
+                if twice:
+                    proc.send_signal(signal.SIGINT)
+
+    readers = [
+        threading.Thread(target=read, args=(proc.stdout, "out")),
+        threading.Thread(target=read, args=(proc.stderr, "err")),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for reader in readers:
+            reader.join(10)
+    assert seen.is_set(), f"never saw {trigger.pattern}"
+    return code, "".join(collected["out"]), "".join(collected["err"])
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        r"\| +av$",  # while aiortc imports (its media library)
+        r"\| +rtclient\.runtime\.bridge$",  # the client's modules
+        r"\| +rtclient\.emulator\.model$",  # the emulator's
+        r"\[DEMO\] emulator on",  # while WebRTC connects
+        r"\[SERVER\] response\.function_call_arguments\.done",  # while the tools run
+        r"\[RESPONSE_REJECTED\]",  # while the re-armed follow-up waits
+        r"\[USER\] \(barges in\)",  # during the barge-in
+    ],
+)
+def test_ctrl_c_prints_one_line_and_exits_130(moment: str) -> None:
+    code, out, err = _interrupted_demo(re.compile(moment))
+    report = [line for line in err.splitlines() if not line.startswith("import time:")]
+    assert code == 130, (out, report)
+    assert report == ["rtclient: interrupted"]
+    assert "Traceback" not in out + err
+
+
+def test_a_second_ctrl_c_leaves_at_once_still_one_line() -> None:
+    code, out, err = _interrupted_demo(re.compile(r"\[DEMO\] emulator on"), twice=True)
+    report = [line for line in err.splitlines() if not line.startswith("import time:")]
+    assert code == 130 and report == ["rtclient: interrupted"]
+    assert "Traceback" not in out + err
+
+
+# -- one emulator command line (issue 19) -------------------------------------------------
+
+EMULATOR_COMMANDS = {
+    "rtclient emulator": [sys.executable, "-m", "rtclient", "emulator"],
+    "python -m rtclient.emulator": [sys.executable, "-m", "rtclient.emulator"],
+}
+
+
+def _help(command: list[str]) -> str:
+    done = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_both_emulator_commands_have_one_set_of_options_with_defaults_shown() -> None:
+    helps = {name: _help(command) for name, command in EMULATOR_COMMANDS.items()}
+    for name, text in helps.items():
+        assert text.startswith(f"usage: {name} "), text
+        for shown in (
+            "default 127.0.0.1",
+            "default 8765",
+            "default 0.01",
+            "default 4",
+            "default 3600.0",
+            "default INFO",
+            "default: any key",
+            "default: on",
+        ):
+            assert shown in " ".join(text.split()), (name, shown)
+    options = [text[text.index("options:") :] for text in helps.values()]
+    assert options[0] == options[1]
+
+
+def _vad_and_deltas(url: str, key: str) -> tuple[Any, int, int]:
+    """Over the emulator's WebSocket: the session's turn detection, the text deltas of
+    one answer, and the status a wrong key gets."""
+
+    async def talk() -> tuple[Any, int, int]:
+        ws_url = url.replace("http://", "ws://") + "/realtime?model=gpt-realtime"
+        async with aiohttp.ClientSession() as http:
+            try:
+                await http.ws_connect(ws_url, headers={"Authorization": "Bearer sk-wrong"})
+                refused = 0
+            except aiohttp.WSServerHandshakeError as exc:
+                refused = exc.status
+            async with http.ws_connect(ws_url, headers={"Authorization": f"Bearer {key}"}) as ws:
+                created = await ws.receive_json(timeout=10)
+                assert created["type"] == "session.created"
+                vad = created["session"]["audio"]["input"]["turn_detection"]
+                await ws.send_json(
+                    {"type": "response.create", "response": {"output_modalities": ["text"]}}
+                )
+                deltas = 0
+                while (event := await ws.receive_json(timeout=10))["type"] != "response.done":
+                    deltas += event["type"] == "response.output_text.delta"
+        return vad, deltas, refused
+
+    return asyncio.run(talk())
+
+
+@pytest.mark.parametrize("name", list(EMULATOR_COMMANDS))
+def test_both_emulator_commands_take_the_same_options(name: str) -> None:
+    options = ["--host", "127.0.0.1", "--port", "0", "--api-key", "sk-cli", "--no-vad"]
+    options += ["--pace", "0.001", "--deltas", "2", "--max-session-seconds", "60"]
+    options += ["--log-level", "DEBUG"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONASYNCIODEBUG": "0"}
+    proc = subprocess.Popen(
+        [*EMULATOR_COMMANDS[name], *options], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stderr is not None
+        url = None
+        for line in proc.stderr:
+            found = re.search(r"listening on (http://127\.0\.0\.1:\d+/v1)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url is not None
+        vad, deltas, refused = _vad_and_deltas(url, "sk-cli")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+        assert proc.stderr is not None
+        rest = proc.stderr.read()
+    assert proc.returncode == 0
+    assert vad is None and deltas == 2 and refused == 401
+    assert "DEBUG" in rest  # --log-level reached the emulator's handler

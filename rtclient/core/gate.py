@@ -444,6 +444,20 @@ class GateMachine:
         self.in_flight = None
         if code == ACTIVE_RESPONSE_CODE:
             self.stats.rejections += 1
+            rejected = ResponseRejectedError(
+                error.message, code=code, type=error.type, param=error.param, event_id=event_id
+            )
+            self._rearm(ticket, rejected, fx, retry=True)
+            blocker = _blocking_response(error.message)
+            adopted = self.active is None and blocker is not None and blocker not in self._finished
+            if adopted:
+                # The server names a response we have not seen created yet (its
+                # response.created is still on the way): it occupies ``active`` now, and
+                # its done - not this error - frees the gate. Re-firing now would only
+                # be rejected again.
+                self.active = blocker
+            # The state after the whole transition, blocker included: the line shows
+            # the response that is active, not the gate's view before the error named it.
             fx.note(
                 (
                     "WARNING",
@@ -452,17 +466,7 @@ class GateMachine:
                     (f"{event_id} rejected ({self.describe()}); re-armed",),
                 )
             )
-            rejected = ResponseRejectedError(
-                error.message, code=code, type=error.type, param=error.param, event_id=event_id
-            )
-            self._rearm(ticket, rejected, fx, retry=True)
-            blocker = _blocking_response(error.message)
-            if self.active is None and blocker is not None and blocker not in self._finished:
-                # The server names a response we have not seen created yet (its
-                # response.created is still on the way): it occupies ``active`` now, and
-                # its done - not this error - frees the gate. Re-firing now would only
-                # be rejected again.
-                self.active = blocker
+            if adopted:
                 fx.note(("INFO", "RESPONSE_QUEUED", "{}", (f"waiting for {blocker} to finish",)))
         else:
             fx.note(("ERROR", "RESPONSE_FAILED", "{}", (f"{event_id} failed: {error}",)))

@@ -42,6 +42,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from rtclient import logs
 from rtclient.core import events as ev
 from rtclient.core.gate import (
     TICKET_METADATA_KEY,
@@ -222,6 +223,7 @@ class RealtimeProtocol:
             logger.warning("[SERVER_EVENT] malformed message skipped: {}", exc)
             return []
         self.counters["events_received"] += 1
+        logs.trace_server_event(event)  # before the gate's lines for it: server order
         kind = event["type"]
         if kind not in ev.SERVER_EVENT_TYPES:
             self.counters["unknown_events"] += 1
@@ -425,7 +427,7 @@ class RealtimeProtocol:
         for step in steps:
             if isinstance(step, OutputReady):
                 event = ev.function_call_output(step.call.call_id, step.text)
-                fx.append(Send(event, kind="output", ref=step))
+                fx.append(Send(event, kind="output", ref=step, written=True))
             elif isinstance(step, RoundComplete):
                 fx.extend(self._followup(step))
             elif isinstance(step, RoundFailed):

@@ -44,10 +44,9 @@ stack trace.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import BodyPartReader, WSMsgType, web
 from loguru import logger
@@ -55,11 +54,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from .auth import Credential
 from .errors import SERVER_ERROR, ApiError
-from .faults import Faults
+from .live.routes import add_live_routes
 from .peer import Peer
-
-if TYPE_CHECKING:
-    from .emulator import Emulator
+from .registry import Registry
+from .routing import REGISTRY_KEY, WS_MAX_MESSAGE, faults_from, json_body
+from .routing import authorization as authorization_of
+from .routing import registry as registry_of
+from .session import Session
+from .websocket import WebSocketLink
 
 try:
     from openai.types.realtime import RealtimeSessionCreateRequest
@@ -67,18 +69,15 @@ except ImportError as exc:  # pragma: no cover - dependency missing
     raise ImportError("rtclient.emulator needs the `openai` package: pip install openai") from exc
 
 _SESSION_ADAPTER: TypeAdapter[Any] = TypeAdapter(RealtimeSessionCreateRequest)
-_WS_MAX_MESSAGE = 32 * 1024 * 1024  # input_audio_buffer.append carries up to 15 MiB
-_EMULATOR_KEY: web.AppKey[Emulator] = web.AppKey("emulator")
-_SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
 AZURE_PREFIX = "/openai"
 _DATED_ROUTE = AZURE_PREFIX + "/realtime"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_app(emulator: Emulator) -> web.Application:
-    app = web.Application(middlewares=[_errors_as_json], client_max_size=_WS_MAX_MESSAGE)
-    app[_EMULATOR_KEY] = emulator
+def build_app(registry: Registry) -> web.Application:
+    app = web.Application(middlewares=[_errors_as_json], client_max_size=WS_MAX_MESSAGE)
+    app[REGISTRY_KEY] = registry
     for prefix in ("/v1", AZURE_PREFIX + "/v1"):
         app.router.add_post(f"{prefix}/realtime/calls", create_call)
         app.router.add_post(f"{prefix}/realtime/calls/{{call_id}}/hangup", hangup)
@@ -90,6 +89,7 @@ def build_app(emulator: Emulator) -> web.Application:
     app.router.add_post("/_emulator/calls/{key}/speech", control_speech)
     app.router.add_post("/_emulator/calls/{key}/faults", control_session_faults)
     app.router.add_post("/_emulator/faults", control_default_faults)
+    add_live_routes(app)
     return app
 
 
@@ -119,17 +119,16 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return web.json_response(error.body(), status=500)
 
 
-def _emulator(request: web.Request) -> Emulator:
-    return request.app[_EMULATOR_KEY]
+def _emulator(request: web.Request) -> Registry:
+    return registry_of(request)
 
 
 def _authenticate(request: web.Request, *, allow_ephemeral: bool) -> Credential:
     """The caller's key: ``Authorization: Bearer``, or on an Azure route the ``api-key``
     header (first) or a subprotocol key (a browser's WebSocket)."""
-    authorization = request.headers.get("Authorization") or _subprotocol_key(request)
     api_key = request.headers.get("api-key") if _is_azure(request) else None
     return _emulator(request).keys.authenticate(
-        authorization, allow_ephemeral=allow_ephemeral, api_key=api_key
+        authorization_of(request), allow_ephemeral=allow_ephemeral, api_key=api_key
     )
 
 
@@ -253,7 +252,7 @@ async def hangup(request: web.Request) -> web.Response:
     credential = _authenticate(request, allow_ephemeral=False)
     call_id = request.match_info["call_id"]
     peer = emulator.peer(call_id)
-    if peer is None or peer.session.closed:
+    if peer is None or peer.session.closed or not isinstance(peer.session, Session):
         raise _call_not_found(call_id)
     peer.session.record_auth("hangup", credential.scheme, credential.shown)
     await peer.close_soon(grace=0)
@@ -302,7 +301,7 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
     if call_id:
         credential = _authenticate(request, allow_ephemeral=False)
         peer = emulator.peer(call_id)
-        if peer is None or peer.session.closed:
+        if peer is None or peer.session.closed or not isinstance(peer.session, Session):
             raise _call_not_found(call_id)
         session = peer.session
         session.record_auth("sideband", credential.scheme, credential.shown)
@@ -317,7 +316,7 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
         session = emulator.open_session(config, media="websocket")
         session.record_auth("realtime", credential.scheme, credential.shown)
 
-    ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=_WS_MAX_MESSAGE)
+    ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=WS_MAX_MESSAGE)
     await ws.prepare(request)
     link = WebSocketLink(ws)
     emulator.register_websocket(link)
@@ -358,49 +357,6 @@ def _call_not_found(call_id: str) -> ApiError:
     return ApiError(404, f"Call '{call_id}' not found.", code="call_id_not_found", param="call_id")
 
 
-def _subprotocol_key(request: web.Request) -> str | None:
-    """Browsers pass the key as a subprotocol: ``openai-insecure-api-key.<key>``."""
-    for protocol in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
-        protocol = protocol.strip()
-        if protocol.startswith(_SUBPROTOCOL_KEY_PREFIX):
-            return "Bearer " + protocol[len(_SUBPROTOCOL_KEY_PREFIX) :]
-    return None
-
-
-class WebSocketLink:
-    """A WebSocket as a session :class:`~.session.Channel`: ordered, flushed on close."""
-
-    kind = "websocket"
-
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self._ws = ws
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self._writer = asyncio.get_running_loop().create_task(
-            self._write(), name="emulator-ws-writer"
-        )
-
-    def send_text(self, text: str) -> None:
-        self._queue.put_nowait(text)
-
-    def close(self) -> None:
-        self._queue.put_nowait(None)
-
-    async def closed(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(self._writer)
-
-    async def _write(self) -> None:
-        try:
-            while (text := await self._queue.get()) is not None:
-                if self._ws.closed:
-                    continue
-                await self._ws.send_str(text)
-        except (ConnectionError, RuntimeError) as exc:
-            logger.debug("emulator: websocket send failed: {}", exc)
-        finally:
-            await self._ws.close()
-
-
 # --------------------------------------------------------------- control routes
 async def control_stats(request: web.Request) -> web.Response:
     return web.json_response(_emulator(request).stats())
@@ -431,21 +387,9 @@ async def control_session(request: web.Request) -> web.Response:
     )
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_type")
-    return body
-
-
 async def control_speech(request: web.Request) -> web.Response:
     session = _control_session(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     if session.closed:
         raise ApiError(409, f"Session '{session.id}' is closed.", code="session_closed")
     result = await session.speech(
@@ -454,20 +398,13 @@ async def control_speech(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
-def _faults_from(current: Faults, body: dict[str, Any]) -> Faults:
-    try:
-        return Faults.from_json({**current.to_json(), **body})
-    except (TypeError, ValueError) as exc:
-        raise ApiError(400, str(exc), code="invalid_value") from None
-
-
 async def control_session_faults(request: web.Request) -> web.Response:
     session = _control_session(request)
-    session.faults = _faults_from(session.faults, await _json_body(request))
+    session.faults = faults_from(session.faults, await json_body(request))
     return web.json_response({"faults": session.faults.to_json()})
 
 
 async def control_default_faults(request: web.Request) -> web.Response:
     emulator = _emulator(request)
-    emulator.faults = _faults_from(emulator.faults, await _json_body(request))
+    emulator.faults = faults_from(emulator.faults, await json_body(request))
     return web.json_response({"faults": emulator.faults.to_json()})

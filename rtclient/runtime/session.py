@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 from rtclient._secret import Secret
 from rtclient.core.lifecycle import Lifecycle, State
-from rtclient.effects import Dispatch, Effect, Later, Lost, Send, Settle, Start
+from rtclient.effects import Dispatch, Effect, Later, Lost, Send, Settle, Start, Warn
 from rtclient.errors import (
     ClosedError,
     ConnectTimeoutError,
@@ -55,7 +55,7 @@ from rtclient.runtime.bridge import Bridge
 from rtclient.runtime.dispatcher import Catalog, Dispatcher, EventStream
 from rtclient.runtime.loop import LoopThread
 from rtclient.runtime.waiters import Waiters
-from rtclient.transports.base import Transport
+from rtclient.transports.base import Transport, Written, when_written
 
 SEND_TIMEOUT = 10.0
 
@@ -99,10 +99,11 @@ class SessionShell:
         bridge_size: int,
         on_audio: Callable[[Any], object] | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        if not key:
+        # Secret() strips whitespace around the key and refuses a key no API issues
+        # (InvalidAPIKeyError, at construction); an all-whitespace key is no key.
+        self._key = Secret(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", ""))
+        if not self._key:
             raise RealtimeError("no API key: pass api_key= or set OPENAI_API_KEY")
-        self._key = Secret(key)
         self.base_url = base_url.rstrip("/")
         self._own_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
@@ -381,6 +382,8 @@ class SessionShell:
                 self._later(fx)
             elif isinstance(fx, Lost):
                 self._on_connection_lost(fx.error)
+            elif isinstance(fx, Warn):
+                fx.issue()  # last of its batch: a warning filtered to "error" raises here
 
     def _put(self, send: Send) -> None:
         """Hand ``send`` to the bridge without waiting; its outcome goes to the core."""
@@ -396,6 +399,8 @@ class SessionShell:
             if send.report:
                 self._apply(self._core.sent(send, exc))
             return
+        if send.written:
+            future = when_written(future)  # the write itself, not the hand-off
         if send.report:
             future.add_done_callback(partial(self._sent, send))
 
@@ -422,15 +427,18 @@ class SessionShell:
     def _fire_timer(self, later: Later) -> None:
         self._apply(self._core.timer(later))
 
-    def _write(self, event: dict[str, Any]) -> None:
+    def _write(self, event: dict[str, Any]) -> Written | None:
         """The bridge's handler: runs on the loop thread, the only thread touching the
-        connection. On return the event is on the wire; nothing that can raise may
-        follow the write (the outcome is what the core counts and rolls back on)."""
+        connection. On return the connection has taken the event, in order (a WebSocket
+        returns the future of the write itself: ``Send.written`` waits for it); nothing
+        that can raise may follow (the outcome is what the core counts and rolls back
+        on)."""
         transport = self._transport
         if transport is None:
             raise ClosedError("not connected")
-        transport.send(event)
+        written: Written | None = transport.send(event)
         self._core.written(event)  # counters only: cannot raise
+        return written
 
     def _send(self, event: dict[str, Any], timeout: float = SEND_TIMEOUT) -> None:
         """Put an event on the bridge and wait for the outcome of the actual send."""

@@ -44,11 +44,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
-from rtclient.effects import Later, Start
+from rtclient._bounded import TEXT, clip
+from rtclient.effects import Later, Start, Warn
 from rtclient.errors import BridgeFullError, MessageTooLargeError
 from rtclient.logs import logger
+from rtclient.tools.failures import warn_raised
 from rtclient.tools.schema import ToolSpec, build_spec, error_output
 
 _SEND_RETRIES = 20  # a full bridge is retried this many times, _SEND_RETRY_DELAY apart
@@ -143,7 +146,7 @@ class RoundFailed:
     error: BaseException
 
 
-Step = Start | Later | OutputReady | RoundComplete | RoundFailed
+Step = Start | Later | Warn | OutputReady | RoundComplete | RoundFailed
 
 
 class ToolRunner:
@@ -268,7 +271,11 @@ class ToolRunner:
             return self._finish(call, None, f"{call.name} was cancelled")
         exc = future.exception()
         if exc is not None:
-            return self._finish(call, None, f"{call.name} raised {type(exc).__name__}: {exc}")
+            steps = self._finish(call, None, f"{call.name} raised {type(exc).__name__}: {exc}")
+            if steps:  # after its error output is on its way
+                spec = self.specs.get(call.name)
+                steps.append(Warn(partial(warn_raised, spec, call.name, call.call_id, exc)))
+            return steps
         try:
             output = _result_output(future.result())
         except Exception as ser:  # not JSON-serialisable even with default=str
@@ -310,7 +317,7 @@ class ToolRunner:
                     )
                 return []
             call.claimed = True
-            call.output, call.error = output, error
+            call.output, call.error = output, error if error is None else clip(error, TEXT)
             if error is not None:
                 self.stats.tool_errors += 1
                 if timed_out:

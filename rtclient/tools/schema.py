@@ -7,7 +7,9 @@ titles dropped), is what the model is told, with each parameter's description fr
 Google, NumPy or reST docstring (``docstring_parser``). The model's arguments are
 validated and coerced by that same model, on the runner's thread, before anything is
 submitted: a wrong type, a missing argument or an argument the function does not take
-becomes an error output naming the field, and the function is not called.
+becomes an error output naming the field, and the function is not called. Every name
+and value quoted back is bounded (``rtclient._bounded``): the model may invent a
+megabyte-long argument name, and the error output stays a few hundred bytes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, ParamSpec, TypeVar, overload
 import docstring_parser
 import pydantic
 import pydantic.json_schema
+
+from rtclient._bounded import TEXT, clip, clip_repr
 
 _TOOL_ATTR = "__rtclient_tool__"
 
@@ -140,7 +144,8 @@ class ToolArguments:
         if extra and not self.var_keyword:
             takes = ", ".join(self.names) if self.names else "no arguments"
             problems.extend(
-                f"{k}: unexpected argument ({self.tool_name} takes {takes})" for k in extra
+                f"{clip(k)}: unexpected argument ({clip(self.tool_name)} takes {clip(takes)})"
+                for k in extra
             )
         if problems:
             if len(problems) > _MAX_ERRORS:
@@ -166,11 +171,11 @@ def _describe(exc: pydantic.ValidationError) -> list[str]:
     problems: list[str] = []
     for error in exc.errors(include_url=False):
         loc = error["loc"]
-        where = _location(loc)
+        where = clip(_location(loc))
         if error["type"] == "missing":
             problems.append(f"{where}: missing required {'argument' if len(loc) == 1 else 'field'}")
         else:
-            problems.append(f"{where}: {error['msg']} (got {_quote(error.get('input'))})")
+            problems.append(f"{where}: {clip(error['msg'])} (got {_quote(error.get('input'))})")
     return problems
 
 
@@ -293,8 +298,9 @@ def _signature(
                 annotation = eval(annotation, namespace, dict(localns or {}))
             except Exception as exc:
                 raise TypeError(
-                    f"tool {tool_name!r}: the annotation {param.annotation!r} of parameter "
-                    f"{param.name!r} cannot be resolved ({exc}); the types it names must "
+                    f"tool {clip_repr(tool_name)}: the annotation {clip_repr(param.annotation)} "
+                    f"of parameter {clip_repr(param.name)} cannot be resolved "
+                    f"({clip(str(exc), TEXT)}); the types it names must "
                     "be importable from the function's module or defined where @tool is "
                     "applied"
                 ) from exc
@@ -324,10 +330,10 @@ def _unsupported(
             pydantic.TypeAdapter(annotation).json_schema()
         except Exception as one:
             return (
-                f"tool {tool_name!r}: parameter {param.name!r} ({annotation!r}) cannot be "
-                f"validated from JSON: {one}"
+                f"tool {clip_repr(tool_name)}: parameter {clip_repr(param.name)} "
+                f"({clip_repr(annotation)}) cannot be validated from JSON: {clip(str(one), TEXT)}"
             )
-    return f"tool {tool_name!r}: no JSON schema for its parameters: {exc}"
+    return f"tool {clip_repr(tool_name)}: no JSON schema for its parameters: {clip(str(exc), TEXT)}"
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -338,8 +344,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 
 def _quote(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=repr)
-    return text if len(text) <= _MAX_INPUT else text[: _MAX_INPUT - 3] + "..."
+    return clip(json.dumps(value, ensure_ascii=False, default=repr), _MAX_INPUT)
 
 
 _SCHEMA_MAPS = frozenset({"properties", "patternProperties", "dependentSchemas"})
@@ -451,5 +456,6 @@ def _parameters(schema: Mapping[str, Any], *, closed: bool) -> dict[str, Any]:
 
 
 def error_output(message: str) -> str:
-    """The output the model sees when a tool could not run: it can say so, not crash."""
-    return json.dumps({"error": message})
+    """The output the model sees when a tool could not run: it can say so, not crash.
+    Bounded, whatever the message quotes (a tool's exception text, an invented name)."""
+    return json.dumps({"error": clip(message, TEXT)})

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Literal
 
 from rtclient._secret import Secret
-from rtclient.transports.base import AudioFrameCallback, AudioIn, Transport
+from rtclient.transports.base import AudioFrameCallback, AudioIn, Transport, Written, when_written
 from rtclient.transports.endpoint import Endpoint
 from rtclient.transports.webrtc import WebRTCTransport
 from rtclient.transports.websocket import WebSocketTransport
@@ -36,7 +36,9 @@ __all__ = [
     "Transport",
     "WebRTCTransport",
     "WebSocketTransport",
+    "Written",
     "choose",
+    "when_written",
 ]
 
 

@@ -22,6 +22,16 @@ HTTP, and hang-up. Facts measured on aiortc that shape it:
   :class:`MessageTooLargeError` before anything is queued.
 * A dead peer is only noticed by ICE consent after ~30 s and sends "succeed"
   meanwhile; the gate's confirm watchdog and typed errors for waiters cover that.
+* "Sent" here (``send`` returns ``None``: already sent) means accepted by the SCTP
+  association: ``RTCDataChannel.send`` hands the message to aiortc's SCTP transport
+  and never waits; it queues the message (in order, one message's chunks in flight at
+  a time), sends it as the congestion window allows and retransmits it until the peer
+  acknowledges it. No queue of ours is left to strand, and aiortc reports no
+  per-message acknowledgement to wait for (``bufferedAmount`` only drops when a
+  message is cut into chunks, not when the peer has it). A message the association
+  holds when it dies is lost with it - which ``on_closed`` reports, failing every
+  waiter; so a tool output counted sent, then lost, fails its round's follow-up with
+  the connection's error rather than being counted undelivered.
 """
 
 from __future__ import annotations
@@ -249,7 +259,8 @@ class WebRTCTransport:
     # -- traffic -------------------------------------------------------------------
 
     def send(self, event: Mapping[str, Any]) -> None:
-        """Send one event (loop thread only). Raises if it cannot go on the wire."""
+        """Send one event (loop thread only): in the SCTP association when this returns
+        (see the module's notes on "sent"). Raises if it cannot go on the wire."""
         text = ev.encode(event)
         channel = self._channel
         if channel is None or channel.readyState != "open" or self._closing:

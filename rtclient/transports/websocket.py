@@ -24,9 +24,16 @@ Two uses, one class; everything here runs on the loop thread.
 The handshake's refusal is read from its body (aiohttp keeps only the status): an
 unknown or ended call is a :class:`CallNotFoundError` with the API's
 ``call_id_not_found``. ``send`` hands events, in order, to one writer task: aiohttp's
-send is a coroutine, and the socket's order must be the order of ``send`` calls. A
-socket that ends without ``close()`` - the call hung up, the server gone - is
-reported once to ``on_closed``.
+send is a coroutine, and the socket's order must be the order of ``send`` calls. So
+``send`` returns the future of the write, resolved when ``send_str`` has returned on a
+socket still open, failed with :class:`ConnectionLostError` if the socket dies or the
+transport closes before that (the writer fails everything still queued): a tool output
+stuck behind a dead socket is reported undelivered, never sent. It is a
+``concurrent.futures.Future``, so whatever waits on it runs right after the write, in
+the writer's step - before any server event that arrives later is handled. A socket that ends
+without ``close()`` - the call hung up, the server gone - is reported once to
+``on_closed``, before the writes it strands are failed (so the client's gate is
+already closed when their rollbacks arrive).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -52,7 +60,13 @@ from rtclient.errors import (
 )
 from rtclient.logs import logger, short_id
 from rtclient.transports import pcm, signaling
-from rtclient.transports.base import AudioFrameCallback, AudioIn, ClosedHandler, MessageHandler
+from rtclient.transports.base import (
+    AudioFrameCallback,
+    AudioIn,
+    ClosedHandler,
+    MessageHandler,
+    Written,
+)
 from rtclient.transports.endpoint import Endpoint
 
 # The API's documented limit for one client event (an ``input_audio_buffer.append``).
@@ -99,7 +113,9 @@ class WebSocketTransport:
             _check_audio_formats(session)
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        # (text, the future of its write or None when nobody waits for it); None ends
+        self._outbox: asyncio.Queue[tuple[str, Written | None] | None] = asyncio.Queue()
+        self._lost = False  # the socket failed: nothing more can be written
         self._tasks: set[asyncio.Task[None]] = set()
         self._writer: asyncio.Task[None] | None = None
         self._playback = pcm.Playback()
@@ -189,16 +205,16 @@ class WebSocketTransport:
 
     # -- traffic -------------------------------------------------------------------
 
-    def send(self, event: Mapping[str, Any]) -> None:
-        """Send one event (loop thread only). Raises if the socket cannot take it."""
+    def send(self, event: Mapping[str, Any]) -> Written | None:
+        """Queue one event for the writer (loop thread only); returns the future of its
+        write. Raises, queueing nothing, if the socket cannot take it."""
         if event.get("type") == _CLEAR and self._call_id is None:
-            self._barge_in()
-            return
-        self._send_text(ev.encode(event), event.get("type"))
+            return self._barge_in()
+        return self._send_text(ev.encode(event), event.get("type"))
 
-    def _send_text(self, text: str, kind: Any) -> None:
+    def _send_text(self, text: str, kind: Any, *, tracked: bool = True) -> Written | None:
         ws = self._ws
-        if ws is None or ws.closed or self._closing:
+        if ws is None or ws.closed or self._closing or self._lost:
             raise ConnectionLostError("the WebSocket is not open")
         size = len(text.encode("utf-8"))
         limit = self.max_message_size
@@ -208,10 +224,14 @@ class WebSocketTransport:
                 size=size,
                 limit=limit,
             )
-        self._outbox.put_nowait(text)
+        written: Written | None = concurrent.futures.Future() if tracked else None
+        self._outbox.put_nowait((text, written))
+        return written
 
-    def _barge_in(self) -> None:
-        """No server-side output buffer here: stop our playback, truncate what was cut."""
+    def _barge_in(self) -> Written | None:
+        """No server-side output buffer here: stop our playback, truncate what was cut.
+        The last truncate's write stands for all of them (they are written in order)."""
+        written = None
         for cut in self._playback.stop():
             truncate = {
                 "type": "conversation.item.truncate",
@@ -219,15 +239,39 @@ class WebSocketTransport:
                 "content_index": cut.content_index,
                 "audio_end_ms": cut.audio_end_ms,
             }
-            self._send_text(ev.encode(ev.with_event_id(truncate)), truncate["type"])
+            written = self._send_text(ev.encode(ev.with_event_id(truncate)), truncate["type"])
             logger.info("[INTERRUPT] {} truncated at {} ms", cut.item_id, cut.audio_end_ms)
+        return written
 
     async def _write(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
+        """The one writer: each event's future is resolved once ``send_str`` returned on
+        a socket still open. aiohttp's drain also returns (without an error) when the
+        connection closes cleanly under a paused writer, so the socket is looked at
+        after each write, not only the exception."""
+        item: tuple[str, Written | None] | None = None
         try:
-            while (text := await self._outbox.get()) is not None:
+            while (item := await self._outbox.get()) is not None:
+                text, written = item
                 await ws.send_str(text)
+                if ws.closed or ws.get_extra_info("socket") is None:
+                    raise ConnectionResetError("the socket closed during the write")
+                if written is not None and not written.done():
+                    written.set_result(None)
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            self._lost = True
             self._report_closed(f"the WebSocket send failed: {type(exc).__name__}")
+        finally:
+            self._fail_unwritten(item, "the WebSocket closed before this event was written")
+
+    def _fail_unwritten(self, current: Any, why: str) -> None:
+        """Fail the write in progress (if any) and everything still queued behind it."""
+        pending = [current] if current is not None else []
+        while not self._outbox.empty():
+            pending.append(self._outbox.get_nowait())
+        for item in pending:
+            written = item[1] if item is not None else None
+            if written is not None and not written.done():
+                written.set_exception(ConnectionLostError(why))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
         try:
@@ -239,6 +283,7 @@ class WebSocketTransport:
                 elif message.type == aiohttp.WSMsgType.ERROR:
                     break
         finally:
+            self._lost = True
             code = ws.close_code
             self._report_closed(f"the WebSocket closed (code {code})")
 
@@ -285,7 +330,7 @@ class WebSocketTransport:
                 continue
             append = {"type": "input_audio_buffer.append", "audio": base64.b64encode(data).decode()}
             try:
-                self._send_text(ev.encode(append), append["type"])
+                self._send_text(ev.encode(append), append["type"], tracked=False)
             except (ConnectionLostError, MessageTooLargeError):
                 return
 
@@ -318,6 +363,7 @@ class WebSocketTransport:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=_CLOSE_TIMEOUT)
+        self._fail_unwritten(None, "the WebSocket closed before this event was written")
         await self._stop_media()
         if self._http is not None:
             await self._http.close()
