@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from loguru import logger
 
-from rtclient import AuthenticationError, RealtimeClient
+from rtclient import AuthenticationError, InvalidAPIKeyError, RealtimeClient
 from rtclient._secret import Secret, TokenProvider
 from rtclient.emulator import Emulator, Pace
 from rtclient.emulator.auth import redact
@@ -201,6 +201,9 @@ def test_a_refused_or_failing_token_provider_is_a_typed_error_without_the_token(
 
         with pytest.raises(AuthenticationError, match="no token"):
             azure_client(emu, transport, api_key=lambda: "").connect()
+        with pytest.raises(InvalidAPIKeyError) as malformed:  # checked as a key is
+            azure_client(emu, transport, api_key=lambda: "eyJhbGci\nsecond-line").connect()
+        assert "eyJhbGci" not in str(malformed.value) and "second" not in str(malformed.value)
         assert emu.stats()["sessions"] == 0  # nothing got through
 
 
