@@ -19,8 +19,6 @@ from rtclient.core.live import (
     DelegationTask,
     LiveCore,
     Notices,
-    ToolOutcome,
-    run_tool,
     session_config,
 )
 from rtclient.core.live_text import (
@@ -39,7 +37,7 @@ from rtclient.errors import (
     SessionClosedError,
     UnknownDelegationError,
 )
-from rtclient.tools import ToolSpec, build_spec
+from rtclient.tools import ToolOutcome, ToolSpec, build_spec, call_tool
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -863,6 +861,6 @@ def test_session_config_puts_tool_schemas_in_responses_delegation() -> None:
 
 def test_run_tool_never_raises() -> None:
     spec = build_spec(lookup)
-    assert run_tool(spec, '{"city": "Oslo"}') == ToolOutcome("sunny in Oslo")
-    assert run_tool(spec, "[1]").error is not None
-    assert run_tool(spec, "not json").error is not None
+    assert call_tool(spec, '{"city": "Oslo"}') == ToolOutcome("sunny in Oslo")
+    assert call_tool(spec, "[1]").error is not None
+    assert call_tool(spec, "not json").error is not None

@@ -112,7 +112,8 @@ from rtclient.errors import (
     SessionClosedError,
     UnknownDelegationError,
 )
-from rtclient.tools.schema import ToolSpec, build_spec, error_output
+from rtclient.tools.call import ToolOutcome, call_tool, failed, specs_by_name
+from rtclient.tools.schema import ToolSpec, error_output
 
 ConnectionKind = Literal["websocket", "webrtc", "sideband"]
 """``websocket``: a primary WebSocket (sends ``session.start``); ``webrtc``: a session
@@ -306,14 +307,6 @@ class _Batch:
     closed: bool = False  # its follow-up was requested (or it needs none)
 
 
-@dataclasses.dataclass(frozen=True)
-class ToolOutcome:
-    """What a tool run on the executor produced (never raises: errors are outcomes)."""
-
-    output: str
-    error: str | None = None
-
-
 @dataclasses.dataclass(eq=False)
 class _Command:
     """A sent command waiting for its answer."""
@@ -323,31 +316,6 @@ class _Command:
     answer: str
     delegation_id: str | None = None
     final: bool = False
-
-
-def run_tool(spec: ToolSpec, arguments: str) -> ToolOutcome:
-    """Validate the model's arguments and call the tool (on the executor, never under
-    the shell's lock: a model's own validator and the tool are user code)."""
-    try:
-        raw = json.loads(arguments) if arguments.strip() else {}
-        if not isinstance(raw, dict):
-            raise ValueError("arguments must be a JSON object")
-        args, kwargs = spec.validate(raw)
-    except Exception as exc:
-        why = str(exc) if isinstance(exc, ValueError | TypeError) else repr(exc)
-        message = f"bad arguments for {spec.name}: {why}"
-        return ToolOutcome(error_output(message), message)
-    try:
-        result = spec.fn(*args, **kwargs)
-    except Exception as exc:
-        message = f"{spec.name} raised {type(exc).__name__}: {exc}"
-        return ToolOutcome(error_output(message), message)
-    try:
-        text = result if isinstance(result, str) else json.dumps(result, default=str)
-    except Exception as exc:
-        message = f"{spec.name} returned an unserialisable result: {exc}"
-        return ToolOutcome(error_output(message), message)
-    return ToolOutcome(text)
 
 
 def session_config(
@@ -405,12 +373,7 @@ class LiveCore:
             raise ValueError("delegation_timeout must be > 0")
         self.kind: ConnectionKind = kind
         self.config = dict(config or {})
-        self.specs: dict[str, ToolSpec] = {}
-        for t in tools:
-            spec = t if isinstance(t, ToolSpec) else build_spec(t)
-            if spec.name in self.specs:
-                raise ValueError(f"two tools are named {spec.name!r}")
-            self.specs[spec.name] = spec
+        self.specs = specs_by_name(tools)
         self.handler = delegation
         self._sink = progress
         self.delegation_timeout = delegation_timeout
@@ -735,11 +698,8 @@ class LiveCore:
             return self._handler_finished(effect.work, result, error)
         if isinstance(effect.work, CallWork):
             call = effect.work
-            if error is not None:  # run_tool never raises; the executor may (cancelled)
-                result = ToolOutcome(
-                    error_output(f"{call.name} did not run: {_brief(error)}"),
-                    f"did not run: {_brief(error)}",
-                )
+            if error is not None:  # call_tool never raises; the executor may (cancelled)
+                result = failed(f"{call.name} did not run: {_brief(error)}")
             assert isinstance(result, ToolOutcome)
             return self._call_outcome(call, result, timed_out=False)
         return []
@@ -761,9 +721,7 @@ class LiveCore:
             spec = self.specs.get(call.name)
             timeout = spec.timeout if spec is not None else None
             message = f"{call.name} timed out after {timeout}s"
-            return self._call_outcome(
-                call, ToolOutcome(error_output(message), message), timed_out=True
-            )
+            return self._call_outcome(call, failed(message), timed_out=True)
         if effect.kind == _WATCHDOG:
             return self._gate_fx(self.gate.tick(self._clock()))
         return []
@@ -1056,11 +1014,8 @@ class LiveCore:
         self.counters["tool_calls"] += 1
         spec = self.specs.get(name)
         if spec is None:
-            message = f"unknown tool {name!r}"
-            return self._call_outcome(
-                call, ToolOutcome(error_output(message), message), timed_out=False
-            )
-        fx: list[Effect] = [Start(call, run_tool, (spec, text))]
+            return self._call_outcome(call, failed(f"unknown tool {name!r}"), timed_out=False)
+        fx: list[Effect] = [Start(call, call_tool, (spec, text))]
         if spec.timeout is not None:
             fx.append(Later(spec.timeout, "tool", call))
         return fx
