@@ -396,7 +396,8 @@ class LiveCore:
         self._batches: dict[str, _Batch] = {}
         self._current: dict[str | None, str] = {}  # delegation id (None: app) -> response
         self._finished_calls: OrderedDict[str, None] = OrderedDict()
-        self._output_events: dict[str, CallWork] = {}  # response.item.create id -> call
+        # response.item.create event id -> its call, for an error naming it (bounded)
+        self._output_events: OrderedDict[str, CallWork] = OrderedDict()
         self._requests = 0
         self._notes: list[Note] = []
         self.counters: dict[str, int] = dict.fromkeys(
@@ -482,11 +483,11 @@ class LiveCore:
         if self.kind == "sideband":
             self.state = "started"
             return [Settle(("session", "started"), None, keep=True)]
+        if self.kind == "websocket" and "model" not in self.config:
+            raise ValueError("session.start needs the session's model")
         self.state = "starting"
         if self.kind == "webrtc":
             return []
-        if "model" not in self.config:
-            raise ValueError("session.start needs the session's model")
         event = ev.with_event_id({"type": "session.start", "session": self.config})
         self._start_id = event["event_id"]
         return [Send(event, kind="start")]
@@ -1051,6 +1052,8 @@ class LiveCore:
             }
         )
         self._output_events[event["event_id"]] = call
+        while len(self._output_events) > _KEPT:
+            self._output_events.popitem(last=False)
         return [Send(event, kind="output", ref=call)]
 
     def _discard(self, call: CallWork, text: str) -> list[Effect]:
