@@ -7,20 +7,15 @@ one. The clock is a number the test moves; "the executor" is the test calling
 
 from __future__ import annotations
 
+import concurrent.futures
 import typing
 from typing import Any
 
 import pytest
 
 from rtclient.core.effects import Dispatch, Effect, Later, Lost, Send, Settle, Start
-from rtclient.core.live import (
-    CLIENT_EVENT_TYPES,
-    SERVER_EVENT_TYPES,
-    DelegationTask,
-    LiveCore,
-    Notices,
-    session_config,
-)
+from rtclient.core.live import CLIENT_EVENT_TYPES, SERVER_EVENT_TYPES, LiveCore
+from rtclient.core.live_protocol import DelegationTask, Notices, session_config
 from rtclient.core.live_text import (
     Transcript,
     estimate_tokens,
@@ -82,6 +77,25 @@ def laters(fx: list[Effect]) -> list[Later]:
     return [e for e in fx if isinstance(e, Later)]
 
 
+def feed(core: LiveCore, event: dict[str, Any]) -> list[Effect]:
+    """One server event as the shell carries it: ``receive`` on the loop thread, then
+    ``step`` on the dispatcher (where work is started)."""
+    fx = core.on_event(event)
+    return fx + (core.step(event) if core.step_wants(event.get("type", "")) else [])
+
+
+def finish(
+    core: LiveCore, start: Start, result: Any, error: BaseException | None = None
+) -> list[Effect]:
+    """The executor ran ``start``: its future, done, reported to the core."""
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+    return core.finished(start, future, None)
+
+
 def sent_ok(core: LiveCore, fx: list[Effect]) -> list[Effect]:
     """Every Send in ``fx`` reached the wire; the core's answers to those outcomes."""
     out: list[Effect] = []
@@ -99,7 +113,7 @@ def started(core: LiveCore, session: dict[str, Any] | None = None) -> list[Effec
     event = {"type": "session.started", "event_id": "s1", "session": snapshot}
     if start_id is not None:
         event["client_event_id"] = start_id
-    return core.on_event(event)
+    return feed(core, event)
 
 
 def delegation_created(
@@ -215,19 +229,20 @@ def test_primary_sends_start_first_and_holds_everything_until_started() -> None:
     mute_id, held = core.command({"type": "session.input_audio.mute"})
     append_ids, held2 = core.append("thinking", "the user likes tea")
     assert held == [] and held2 == []  # nothing before session.started
-    fx = core.on_event(
+    fx = feed(
+        core,
         {
             "type": "session.started",
             "event_id": "s1",
             "client_event_id": start_id,
             "session": {"id": "live_1", **CONFIG},
-        }
+        },
     )
     assert settles(fx)[("session", "started")]["type"] == "session.started"
     assert [e["type"] for e in sends(fx)] == ["session.input_audio.mute", "session.thinking.append"]
     assert [e["event_id"] for e in sends(fx)] == [mute_id, *append_ids]
     assert core.session_id == "live_1" and core.state == "started"
-    repeat = core.on_event({"type": "session.started", "event_id": "s2", "session": {}})
+    repeat = feed(core, {"type": "session.started", "event_id": "s2", "session": {}})
     assert not sends(repeat) and not settles(repeat)  # a repeat starts nothing again
 
 
@@ -240,7 +255,8 @@ def test_refused_start_ends_the_session_with_the_servers_typed_error() -> None:
     core = LiveCore(kind="websocket", config={**CONFIG, "temperature": 0.5})
     start_id = sends(core.connected())[0]["event_id"]
     held_id, _ = core.command({"type": "session.input_audio.mute"})
-    fx = core.on_event(
+    fx = feed(
+        core,
         {
             "type": "error",
             "event_id": "e1",
@@ -251,7 +267,7 @@ def test_refused_start_ends_the_session_with_the_servers_typed_error() -> None:
                 "param": "session.temperature",
                 "client_event_id": start_id,
             },
-        }
+        },
     )
     outcome = settles(fx)[("session", "started")]
     assert isinstance(outcome, ServerError)
@@ -284,7 +300,7 @@ def test_sideband_is_ready_at_once_and_refuses_start_and_audio() -> None:
     event_id, fx = core.command({"type": "session.update", "session": {}})
     assert sends(fx)[0]["event_id"] == event_id  # not held: the session is running
     # a snapshot at attach is kept, not treated as a start
-    fx = core.on_event({"type": "session.started", "event_id": "x", "session": {"id": "live_9"}})
+    fx = feed(core, {"type": "session.started", "event_id": "x", "session": {"id": "live_9"}})
     assert core.session_id == "live_9" and not settles(fx)
 
 
@@ -295,7 +311,7 @@ def test_webrtc_waits_for_started_and_never_sends_start() -> None:
         core.command({"type": "session.start", "session": CONFIG})
     _, held = core.command({"type": "session.update", "session": {}})
     assert held == []
-    fx = core.on_event({"type": "session.started", "event_id": "s", "session": {"id": "live_2"}})
+    fx = feed(core, {"type": "session.started", "event_id": "s", "session": {"id": "live_2"}})
     assert [e["type"] for e in sends(fx)] == ["session.update"]
 
 
@@ -323,11 +339,12 @@ def test_answers_and_errors_settle_by_client_event_id() -> None:
     update_id, _ = core.command({"type": "session.update", "session": {}})
     mute_id, _ = core.command({"type": "session.input_audio.mute"})
     # another command's id, or an answer of the wrong type, settles nothing
-    assert not settles(core.on_event({"type": "session.updated", "client_event_id": "other"}))
-    assert not settles(core.on_event({"type": "session.updated", "client_event_id": mute_id}))
-    fx = core.on_event({"type": "session.updated", "client_event_id": update_id, "session": {}})
+    assert not settles(feed(core, {"type": "session.updated", "client_event_id": "other"}))
+    assert not settles(feed(core, {"type": "session.updated", "client_event_id": mute_id}))
+    fx = feed(core, {"type": "session.updated", "client_event_id": update_id, "session": {}})
     assert settles(fx)[("answer", update_id)]["type"] == "session.updated"
-    fx = core.on_event(
+    fx = feed(
+        core,
         {
             "type": "error",
             "event_id": "e",
@@ -337,12 +354,12 @@ def test_answers_and_errors_settle_by_client_event_id() -> None:
                 "message": "no",
                 "client_event_id": mute_id,
             },
-        }
+        },
     )
     error = settles(fx)[("answer", mute_id)]
     assert isinstance(error, ServerError) and error.event_id == mute_id
     # answered once: a repeat settles nothing
-    assert not settles(core.on_event({"type": "session.updated", "client_event_id": update_id}))
+    assert not settles(feed(core, {"type": "session.updated", "client_event_id": update_id}))
 
 
 def test_a_failed_send_settles_its_waiter_with_the_error() -> None:
@@ -356,9 +373,9 @@ def test_a_failed_send_settles_its_waiter_with_the_error() -> None:
 def test_malformed_and_unknown_events_are_counted() -> None:
     core = LiveCore(kind="sideband")
     core.connected()
-    assert core.on_event({"no": "type"}) == []
-    core.on_event({"type": "session.brand_new"})
-    core.on_event({"type": "response.event", "event": "not an object"})
+    assert feed(core, {"no": "type"}) == []
+    feed(core, {"type": "session.brand_new"})
+    feed(core, {"type": "response.event", "event": "not an object"})
     assert core.counters["malformed_events"] == 2 and core.counters["unknown_events"] == 1
 
 
@@ -382,11 +399,11 @@ def delegating_core(
 
 def test_delegation_starts_the_handler_with_the_transcript_up_to_its_offset() -> None:
     core, progress = delegating_core()
-    core.on_event(transcript("user", "Check the ", 0, 400))
-    core.on_event(transcript("assistant", "Sure.", 500, 800))
-    core.on_event(transcript("user", "staging status", 400, 900))
-    core.on_event(transcript("user", " please", 1600, 1900))  # after the offset
-    fx = core.on_event(delegation_created("del_1", offset_ms=1500))
+    feed(core, transcript("user", "Check the ", 0, 400))
+    feed(core, transcript("assistant", "Sure.", 500, 800))
+    feed(core, transcript("user", "staging status", 400, 900))
+    feed(core, transcript("user", " please", 1600, 1900))  # after the offset
+    fx = feed(core, delegation_created("del_1", offset_ms=1500))
     (start,) = starts(fx)
     task = start.args[0]
     assert isinstance(task, DelegationTask) and task.id == "del_1" and task.since_ms == 0
@@ -394,18 +411,18 @@ def test_delegation_starts_the_handler_with_the_transcript_up_to_its_offset() ->
     assert task.text == "user: Check the staging status\nassistant: Sure."
     assert task.request == "Check the staging status"
     (timeout,) = laters(fx)
-    assert timeout.kind == "delegation" and timeout.delay == core.delegation_timeout
+    assert timeout.kind == "delegation" and timeout.delay == core.delegations.timeout
     task.say("Looking now")
     task.think("cluster: staging")
     assert progress == [("del_1", "Looking now", True), ("del_1", "cluster: staging", False)]
     # the next delegation's since_ms is this one's offset
-    task2 = starts(core.on_event(delegation_created("del_2", offset_ms=3000)))[0].args[0]
+    task2 = starts(feed(core, delegation_created("del_2", offset_ms=3000)))[0].args[0]
     assert task2.since_ms == 1500
 
 
 def test_a_result_is_sent_exactly_once() -> None:
     core, _ = delegating_core()
-    start = starts(core.on_event(delegation_created("del_1")))[0]
+    start = starts(feed(core, delegation_created("del_1")))[0]
     fx = core.progress("del_1", "Still looking", True)
     assert sends(fx)[0] == {
         "type": "session.commentary.append",
@@ -413,7 +430,7 @@ def test_a_result_is_sent_exactly_once() -> None:
         "delegation_id": "del_1",
         "event_id": sends(fx)[0]["event_id"],
     }
-    fx = core.finished(start, "Staging is healthy.", None)
+    fx = finish(core, start, "Staging is healthy.", None)
     (result,) = sends(fx)
     assert (
         result["type"] == "session.commentary.append" and result["content"] == "Staging is healthy."
@@ -421,7 +438,7 @@ def test_a_result_is_sent_exactly_once() -> None:
     assert settles(fx)[("delegation", "del_1")] == {"delegation_id": "del_1", "outcome": "answered"}
     # the same result again (a second worker), progress after it, an app answer: dropped
     for again in (
-        core.finished(start, "Staging is healthy.", None),
+        finish(core, start, "Staging is healthy.", None),
         core.progress("del_1", "one more thing", True),
         core.answer("del_1", "again"),
     ):
@@ -433,23 +450,24 @@ def test_a_result_is_sent_exactly_once() -> None:
 
 def test_the_placement_ack_settles_the_results_append() -> None:
     core, _ = delegating_core()
-    start = starts(core.on_event(delegation_created("del_1")))[0]
-    result_id = sends(core.finished(start, "Done.", None))[0]["event_id"]
-    fx = core.on_event(
+    start = starts(feed(core, delegation_created("del_1")))[0]
+    result_id = sends(finish(core, start, "Done.", None))[0]["event_id"]
+    fx = feed(
+        core,
         {
             "type": "session.commentary.appended",
             "client_event_id": result_id,
             "start_ms": 10,
             "end_ms": 10,
-        }
+        },
     )
     assert settles(fx)[("answer", result_id)]["type"] == "session.commentary.appended"
 
 
 def test_a_failing_handler_gets_the_spoken_failure_notice() -> None:
     core, _ = delegating_core(notices=Notices(failure="That did not work."))
-    start = starts(core.on_event(delegation_created("del_1")))[0]
-    fx = core.finished(start, None, RuntimeError("db down"))
+    start = starts(feed(core, delegation_created("del_1")))[0]
+    fx = finish(core, start, None, RuntimeError("db down"))
     assert [(e["type"], e["content"], e["delegation_id"]) for e in sends(fx)] == [
         ("session.commentary.append", "That did not work.", "del_1")
     ]
@@ -461,7 +479,7 @@ def test_a_failing_handler_gets_the_spoken_failure_notice() -> None:
 
 def test_the_clients_timeout_speaks_and_the_late_result_is_dropped() -> None:
     core, _ = delegating_core(delegation_timeout=30.0)
-    fx = core.on_event(delegation_created("del_1"))
+    fx = feed(core, delegation_created("del_1"))
     start, timeout = starts(fx)[0], laters(fx)[0]
     fx = core.timer(timeout)
     assert [e["content"] for e in sends(fx)] == [Notices().timeout]
@@ -470,7 +488,7 @@ def test_the_clients_timeout_speaks_and_the_late_result_is_dropped() -> None:
         "delegation_id": "del_1",
         "timeout_s": 30.0,
     }
-    late = core.finished(start, "Here it is, finally.", None)
+    late = finish(core, start, "Here it is, finally.", None)
     assert not sends(late)
     assert reports(late)[0]["reason"] == "timed_out" and reports(late)[0]["result"] is True
     assert core.counters["delegation_timeouts"] == 1 and core.counters["late_results"] == 1
@@ -479,21 +497,22 @@ def test_the_clients_timeout_speaks_and_the_late_result_is_dropped() -> None:
 
 def test_a_result_after_the_session_closed_is_reported_never_sent() -> None:
     core, _ = delegating_core()
-    start = starts(core.on_event(delegation_created("del_1")))[0]
-    fx = core.on_event(
+    start = starts(feed(core, delegation_created("del_1")))[0]
+    fx = feed(
+        core,
         {
             "type": "session.closed",
             "event_id": "c",
             "reason": "expired",
             "session": {},
             "usage": {"seconds": 3},
-        }
+        },
     )
     lost = [e for e in fx if isinstance(e, Lost)]
     assert len(lost) == 1 and isinstance(lost[0].error, SessionClosedError)
     assert lost[0].error.reason == "expired"
     assert isinstance(settles(fx)[("delegation", "del_1")], SessionClosedError)
-    for late in (core.finished(start, "too late", None), core.progress("del_1", "x", True)):
+    for late in (finish(core, start, "too late", None), core.progress("del_1", "x", True)):
         assert not sends(late)
         assert reports(late)[0]["reason"] == "session_closed"
     assert core.counters["results_after_close"] == 2
@@ -501,28 +520,28 @@ def test_a_result_after_the_session_closed_is_reported_never_sent() -> None:
 
 def test_a_lost_connection_makes_the_delegation_dead() -> None:
     core, _ = delegating_core()
-    start = starts(core.on_event(delegation_created("del_1")))[0]
-    fx = core.lost(ConnectionLostError("socket closed"))
-    assert any(isinstance(e, Lost) for e in fx) and core.lost(ConnectionLostError("x")) == []
-    assert not sends(core.finished(start, "result", None))
+    start = starts(feed(core, delegation_created("del_1")))[0]
+    core.close(ConnectionLostError("socket closed"))
+    assert core.state == "closed" and core.delegation("del_1").state == "dead"
+    assert not sends(finish(core, start, "result", None))
     assert core.counters["results_after_close"] == 1
 
 
 def test_a_result_over_the_limit_is_split_and_one_far_over_is_refused() -> None:
     core, _ = delegating_core(token_budget=20, max_parts=3)
-    start = starts(core.on_event(delegation_created("del_1")))[0]
+    start = starts(feed(core, delegation_created("del_1")))[0]
     long = "The build passed. " * 6  # ~36 tokens per two sentences: three parts
-    fx = core.finished(start, long, None)
+    fx = finish(core, start, long, None)
     parts = sends(fx)
     assert 1 < len(parts) <= 3 and all(p["delegation_id"] == "del_1" for p in parts)
     assert all(estimate_tokens(p["content"]) <= 20 for p in parts)
     assert " ".join(p["content"] for p in parts) == long.strip()
     assert core.counters["appends_split"] == 1
-    start2 = starts(core.on_event(delegation_created("del_2")))[0]
-    fx = core.finished(start2, "x" * 1000, None)
+    start2 = starts(feed(core, delegation_created("del_2")))[0]
+    fx = finish(core, start2, "x" * 1000, None)
     assert [e["content"] for e in sends(fx)] == [Notices().failure]
     assert reports(fx)[0]["reason"] == "too_long" and core.counters["results_too_long"] == 1
-    starts(core.on_event(delegation_created("del_3")))
+    starts(feed(core, delegation_created("del_3")))
     with pytest.raises(ContentTooLongError):
         core.progress("del_3", "y" * 1000, True)  # the caller hears it: a typed error
     assert core.delegation("del_3").state == "open"  # and the delegation goes on
@@ -530,19 +549,19 @@ def test_a_result_over_the_limit_is_split_and_one_far_over_is_refused() -> None:
 
 def test_none_result_says_something_only_if_nothing_was_said() -> None:
     core, _ = delegating_core()
-    start1 = starts(core.on_event(delegation_created("del_1")))[0]
-    assert [e["content"] for e in sends(core.finished(start1, None, None))] == [Notices().no_answer]
-    start2 = starts(core.on_event(delegation_created("del_2")))[0]
+    start1 = starts(feed(core, delegation_created("del_1")))[0]
+    assert [e["content"] for e in sends(finish(core, start1, None, None))] == [Notices().no_answer]
+    start2 = starts(feed(core, delegation_created("del_2")))[0]
     core.progress("del_2", "It is 9 degrees.", True)
-    fx = core.finished(start2, None, None)
+    fx = finish(core, start2, None, None)
     assert not sends(fx) and settles(fx)[("delegation", "del_2")]["outcome"] == "answered"
     assert core.counters["delegations_empty"] == 1
 
 
 def test_duplicate_and_unknown_delegation_ids_are_typed_and_counted() -> None:
     core, _ = delegating_core()
-    assert starts(core.on_event(delegation_created("del_1")))
-    fx = core.on_event(delegation_created("del_1"))
+    assert starts(feed(core, delegation_created("del_1")))
+    fx = feed(core, delegation_created("del_1"))
     assert not starts(fx) and not laters(fx)
     assert reports(fx) == [{"type": "rtclient.delegation.duplicate", "delegation_id": "del_1"}]
     with pytest.raises(UnknownDelegationError):
@@ -557,13 +576,13 @@ def test_duplicate_and_unknown_delegation_ids_are_typed_and_counted() -> None:
 def test_without_a_handler_the_app_answers_and_the_timeout_still_holds() -> None:
     core = LiveCore(kind="sideband")
     core.connected()
-    fx = core.on_event(delegation_created("del_1"))
+    fx = feed(core, delegation_created("del_1"))
     assert not starts(fx) and laters(fx)
     fx = core.answer("del_1", "quiet fact", spoken=False)
     assert [(e["type"], e["delegation_id"]) for e in sends(fx)] == [
         ("session.thinking.append", "del_1")
     ]
-    assert core.timer(laters(core.on_event(delegation_created("del_2")))[0])  # del_2 times out
+    assert core.timer(laters(feed(core, delegation_created("del_2")))[0])  # del_2 times out
     assert (
         core.delegation("del_1").state == "answered"
         and core.delegation("del_2").state == "timed_out"
@@ -572,8 +591,8 @@ def test_without_a_handler_the_app_answers_and_the_timeout_still_holds() -> None
 
 def test_an_undelivered_result_is_reported() -> None:
     core, _ = delegating_core()
-    start = starts(core.on_event(delegation_created("del_1")))[0]
-    (send,) = send_effects(core.finished(start, "result", None))
+    start = starts(feed(core, delegation_created("del_1")))[0]
+    (send,) = send_effects(finish(core, start, "result", None))
     fx = core.sent(send, ConnectionLostError("gone"))
     assert reports(fx)[0]["reason"] == "not_sent" and core.counters["undelivered_results"] == 1
 
@@ -585,8 +604,8 @@ def responses_core(tools: Any = (lookup,), **kwargs: Any) -> tuple[LiveCore, Clo
     clock = Clock()
     core = LiveCore(kind="sideband", config=RESPONSES, tools=tools, clock=clock, **kwargs)
     core.connected()
-    core.on_event(
-        {"type": "session.started", "event_id": "s", "session": {"id": "live_1", **RESPONSES}}
+    feed(
+        core, {"type": "session.started", "event_id": "s", "session": {"id": "live_1", **RESPONSES}}
     )
     return core, clock
 
@@ -599,17 +618,13 @@ def run(start: Start) -> ToolOutcome:
 
 def test_calls_run_and_one_create_follows_the_last_output_on_the_wire() -> None:
     core, _ = responses_core()
-    core.on_event(delegation_created("del_r", target="responses", response_id="resp_1"))
-    core.on_event(created("resp_1", "del_r"))
-    call_a = starts(core.on_event(function_call("call_a", "lookup", '{"city": "Oslo"}', "del_r")))[
-        0
-    ]
-    call_b = starts(core.on_event(function_call("call_b", "lookup", '{"city": "Rome"}', "del_r")))[
-        0
-    ]
-    assert not starts(core.on_event(function_call("call_a", "lookup", "{}", "del_r")))  # repeat
-    assert not sends(core.on_event(completed("resp_1", "del_r")))  # calls still open
-    out_b = core.finished(call_b, run(call_b), None)  # out of order
+    feed(core, delegation_created("del_r", target="responses", response_id="resp_1"))
+    feed(core, created("resp_1", "del_r"))
+    call_a = starts(feed(core, function_call("call_a", "lookup", '{"city": "Oslo"}', "del_r")))[0]
+    call_b = starts(feed(core, function_call("call_b", "lookup", '{"city": "Rome"}', "del_r")))[0]
+    assert not starts(feed(core, function_call("call_a", "lookup", "{}", "del_r")))  # repeat
+    assert not sends(feed(core, completed("resp_1", "del_r")))  # calls still open
+    out_b = finish(core, call_b, run(call_b), None)  # out of order
     (item_b,) = sends(out_b)
     assert item_b["type"] == "response.item.create"
     assert item_b["item"] == {
@@ -617,7 +632,7 @@ def test_calls_run_and_one_create_follows_the_last_output_on_the_wire() -> None:
         "call_id": "call_b",
         "output": "sunny in Rome",
     }
-    out_a = core.finished(call_a, run(call_a), None)
+    out_a = finish(core, call_a, run(call_a), None)
     assert not sends(sent_ok(core, out_b))  # b on the wire, a only handed over: no create
     fx = sent_ok(core, out_a)
     creates = [e for e in sends(fx) if e["type"] == "response.create"]
@@ -627,9 +642,9 @@ def test_calls_run_and_one_create_follows_the_last_output_on_the_wire() -> None:
     # the server confirms our create (its echo) and the continuation completes
     core.sent(send_effects(fx)[0], None)
     assert core.gate.in_flight is not None
-    core.on_event(created("resp_2", "del_r", client_event_id=ticket_id))
+    feed(core, created("resp_2", "del_r", client_event_id=ticket_id))
     assert core.gate.in_flight is None and core.gate.active == "resp_2"
-    fx = core.on_event(completed("resp_2", "del_r", cid=ticket_id))
+    fx = feed(core, completed("resp_2", "del_r", cid=ticket_id))
     done = [k for k in settles(fx) if k[0] == "response"]
     assert done == [("response", "tool_calls:resp_1")]
     assert core.gate.free and core.stats()["lost"] == 0
@@ -637,21 +652,22 @@ def test_calls_run_and_one_create_follows_the_last_output_on_the_wire() -> None:
 
 def test_a_browsers_response_makes_ours_wait_and_nothing_goes_twice() -> None:
     core, _ = responses_core()
-    core.on_event(delegation_created("del_r", target="responses", response_id="resp_1"))
-    core.on_event(created("resp_1", "del_r"))
-    call = starts(core.on_event(function_call("call_a", "lookup", '{"city": "Oslo"}', "del_r")))[0]
-    core.on_event(completed("resp_1", "del_r"))
+    feed(core, delegation_created("del_r", target="responses", response_id="resp_1"))
+    feed(core, created("resp_1", "del_r"))
+    call = starts(feed(core, function_call("call_a", "lookup", '{"city": "Oslo"}', "del_r")))[0]
+    feed(core, completed("resp_1", "del_r"))
     # the browser starts a backend response of its own (its event id, not ours)
-    core.on_event(created("resp_browser", None, client_event_id="browser_evt_1"))
-    fx = sent_ok(core, core.finished(call, run(call), None))
+    feed(core, created("resp_browser", None, client_event_id="browser_evt_1"))
+    fx = sent_ok(core, finish(core, call, run(call), None))
     assert not [e for e in sends(fx) if e["type"] == "response.create"]  # queued: one runs
-    fx = core.on_event(completed("resp_browser", None, cid="browser_evt_1"))
+    fx = feed(core, completed("resp_browser", None, cid="browser_evt_1"))
     creates = [e for e in sends(fx) if e["type"] == "response.create"]
     assert len(creates) == 1
     # the browser's create crosses ours: the server rejects ours as busy; it is re-armed
     core.sent(send_effects(fx)[0], None)
-    core.on_event(created("resp_browser2", None, client_event_id="browser_evt_2"))
-    fx = core.on_event(
+    feed(core, created("resp_browser2", None, client_event_id="browser_evt_2"))
+    fx = feed(
+        core,
         {
             "type": "error",
             "event_id": "e",
@@ -661,10 +677,10 @@ def test_a_browsers_response_makes_ours_wait_and_nothing_goes_twice() -> None:
                 "message": "busy with resp_browser2",
                 "client_event_id": creates[0]["event_id"],
             },
-        }
+        },
     )
     assert not sends(fx) and core.stats()["rearmed"] == 1
-    fx = core.on_event(completed("resp_browser2", None))
+    fx = feed(core, completed("resp_browser2", None))
     again = [e for e in sends(fx) if e["type"] == "response.create"]
     assert len(again) == 1 and again[0]["event_id"] != creates[0]["event_id"]
     assert core.stats()["lost"] == 0
@@ -685,10 +701,10 @@ def test_a_failed_create_send_rolls_back_and_fires_again() -> None:
 
 def test_calls_of_a_failed_response_go_to_the_model_as_thinking() -> None:
     core, _ = responses_core()
-    core.on_event(created("resp_1", None))
-    call = starts(core.on_event(function_call("call_a", "lookup", '{"city": "Oslo"}', None)))[0]
-    core.on_event(completed("resp_1", None, status="failed"))
-    fx = core.finished(call, run(call), None)
+    feed(core, created("resp_1", None))
+    call = starts(feed(core, function_call("call_a", "lookup", '{"city": "Oslo"}', None)))[0]
+    feed(core, completed("resp_1", None, status="failed"))
+    fx = finish(core, call, run(call), None)
     assert [e["type"] for e in sends(fx)] == ["session.thinking.append"]
     assert sends(fx)[0]["delegation_id"] is None and "sunny in Oslo" in sends(fx)[0]["content"]
     assert core.counters["discarded_calls"] == 1 and core.stats()["creates"] == 0
@@ -712,23 +728,23 @@ def test_tool_errors_timeouts_and_unknown_tools_still_answer_the_call() -> None:
         timeout=5.0,
     )
     core, _ = responses_core(tools=[boom, timed])
-    core.on_event(created("resp_1", None))
-    boom_start = starts(core.on_event(function_call("c1", "boom", '{"city": "x"}', None)))[0]
-    fx = core.on_event(function_call("c2", "slow", '{"city": "x"}', None))
+    feed(core, created("resp_1", None))
+    boom_start = starts(feed(core, function_call("c1", "boom", '{"city": "x"}', None)))[0]
+    fx = feed(core, function_call("c2", "slow", '{"city": "x"}', None))
     slow_start, (slow_timer,) = starts(fx)[0], laters(fx)
-    unknown = core.on_event(function_call("c3", "nope", "{}", None))
-    bad = core.on_event(function_call("c4", "boom", '{"town": 1}', None))
+    unknown = feed(core, function_call("c3", "nope", "{}", None))
+    bad = feed(core, function_call("c4", "boom", '{"town": 1}', None))
     assert not starts(unknown) and "unknown tool" in sends(unknown)[0]["item"]["output"]
     bad_out = run(starts(bad)[0])
     assert "bad arguments" in bad_out.output
     outputs = [
-        *sends(core.finished(boom_start, run(boom_start), None)),
+        *sends(finish(core, boom_start, run(boom_start), None)),
         *sends(core.timer(slow_timer)),
     ]
     assert (
         "no weather" in outputs[0]["item"]["output"] and "timed out" in outputs[1]["item"]["output"]
     )
-    assert not sends(core.finished(slow_start, run(slow_start), None))  # late: dropped
+    assert not sends(finish(core, slow_start, run(slow_start), None))  # late: dropped
     assert core.counters["tool_late_results"] == 1 and core.counters["tool_timeouts"] == 1
 
 
@@ -736,10 +752,10 @@ def test_an_oversized_output_becomes_an_error_output_and_an_unsent_one_blocks_th
     None
 ):
     core, _ = responses_core()
-    core.on_event(created("resp_1", None))
-    call = starts(core.on_event(function_call("c1", "lookup", '{"city": "x"}', None)))[0]
-    core.on_event(completed("resp_1", None))
-    (send,) = send_effects(core.finished(call, run(call), None))
+    feed(core, created("resp_1", None))
+    call = starts(feed(core, function_call("c1", "lookup", '{"city": "x"}', None)))[0]
+    feed(core, completed("resp_1", None))
+    (send,) = send_effects(finish(core, call, run(call), None))
     fx = core.sent(send, MessageTooLargeError("big", size=10, limit=5))
     (retry,) = sends(fx)
     assert "more than the 5 bytes" in retry["item"]["output"]
@@ -750,22 +766,22 @@ def test_an_oversized_output_becomes_an_error_output_and_an_unsent_one_blocks_th
 
 def test_two_backend_responses_get_one_create_after_both() -> None:
     core, _ = responses_core()
-    core.on_event(created("resp_1", "d1"))
-    core.on_event(created("resp_2", "d2"))
-    c1 = starts(core.on_event(function_call("c1", "lookup", '{"city": "a"}', "d1")))[0]
-    c2 = starts(core.on_event(function_call("c2", "lookup", '{"city": "b"}', "d2")))[0]
-    core.on_event(completed("resp_1", "d1"))
-    assert not [e for e in sends(sent_ok(core, core.finished(c1, run(c1), None)))]
-    core.on_event(completed("resp_2", "d2"))
-    fx = sent_ok(core, core.finished(c2, run(c2), None))
+    feed(core, created("resp_1", "d1"))
+    feed(core, created("resp_2", "d2"))
+    c1 = starts(feed(core, function_call("c1", "lookup", '{"city": "a"}', "d1")))[0]
+    c2 = starts(feed(core, function_call("c2", "lookup", '{"city": "b"}', "d2")))[0]
+    feed(core, completed("resp_1", "d1"))
+    assert not [e for e in sends(sent_ok(core, finish(core, c1, run(c1), None)))]
+    feed(core, completed("resp_2", "d2"))
+    fx = sent_ok(core, finish(core, c2, run(c2), None))
     assert [e["type"] for e in sends(fx)] == ["response.create"]
     assert core.counters["followups_requested"] == 1
 
 
 def test_without_tools_the_calls_are_the_apps() -> None:
     core, _ = responses_core(tools=[])
-    core.on_event(created("resp_1", None))
-    fx = core.on_event(function_call("c1", "lookup", "{}", None))
+    feed(core, created("resp_1", None))
+    fx = feed(core, function_call("c1", "lookup", "{}", None))
     assert not starts(fx) and not sends(fx) and any(isinstance(e, Dispatch) for e in fx)
 
 
@@ -774,8 +790,8 @@ def test_request_response_is_held_before_start_and_refused_under_client_delegati
     core.connected()
     _, fx = core.request_response()
     assert fx == []
-    fx = core.on_event(
-        {"type": "session.started", "event_id": "s", "session": {"id": "l", **RESPONSES}}
+    fx = feed(
+        core, {"type": "session.started", "event_id": "s", "session": {"id": "l", **RESPONSES}}
     )
     assert [e["type"] for e in sends(fx)] == ["response.create"]
     client = LiveCore(kind="websocket", config=CONFIG)
@@ -796,7 +812,8 @@ def test_close_waits_for_session_closed_which_fails_the_rest() -> None:
     close_id, fx = core.close_session()
     assert close_id is not None and sends(fx)[0]["type"] == "session.close"
     assert core.state == "closing" and core.close_session() == (None, [])
-    fx = core.on_event(
+    fx = feed(
+        core,
         {
             "type": "session.closed",
             "event_id": "c",
@@ -804,7 +821,7 @@ def test_close_waits_for_session_closed_which_fails_the_rest() -> None:
             "reason": "close_requested",
             "session": {},
             "usage": {"seconds": 1},
-        }
+        },
     )
     assert settles(fx)[("answer", close_id)]["type"] == "session.closed"
     assert isinstance(fx[-1], Lost)
@@ -864,3 +881,23 @@ def test_run_tool_never_raises() -> None:
     assert call_tool(spec, '{"city": "Oslo"}') == ToolOutcome("sunny in Oslo")
     assert call_tool(spec, "[1]").error is not None
     assert call_tool(spec, "not json").error is not None
+
+
+def test_work_starts_one_step_later_and_only_once() -> None:
+    core, _ = delegating_core()
+    event = delegation_created("del_1")
+    assert not starts(core.on_event(event))  # the loop thread records it only
+    assert core.delegation("del_1") is not None
+    assert core.step_wants("session.delegation.created") and not core.step_wants("info")
+    assert len(starts(core.step(event))) == 1  # the dispatcher starts it
+    assert core.step(event) == []  # a repeated step starts nothing twice
+
+
+def test_receive_decodes_and_counts() -> None:
+    core = LiveCore(kind="sideband")
+    core.connected()
+    assert core.receive("not json") == [] and core.counters["malformed_events"] == 1
+    fx = core.receive(b'{"type": "info", "event_id": "i", "code": "x", "message": "m"}')
+    assert [type(e) for e in fx] == [Dispatch] and core.counters["events_received"] == 1
+    core.written({"type": "response.create", "event_id": "x"})
+    assert core.stats()["creates_sent"] == 1 and core.stats()["lost"] == 0
