@@ -304,6 +304,13 @@ def test_sideband_is_ready_at_once_and_refuses_start_and_audio() -> None:
     assert core.session_id == "live_9" and not settles(fx)
 
 
+def test_webrtc_started_before_the_shell_reports_the_connection_open() -> None:
+    core = LiveCore(kind="webrtc", config=CONFIG)
+    fx = feed(core, {"type": "session.started", "event_id": "s", "session": {"id": "live_3"}})
+    assert settles(fx)[("session", "started")]["session"]["id"] == "live_3"
+    assert core.connected() == [] and core.state == "started"
+
+
 def test_webrtc_waits_for_started_and_never_sends_start() -> None:
     core = LiveCore(kind="webrtc", config=CONFIG)
     assert core.connected() == []

@@ -533,8 +533,10 @@ class LiveCore:
 
     def _on_started(self, event: dict[str, Any]) -> list[Effect]:
         self._on_snapshot(event)
-        if self.state != "starting":
+        if self.state not in ("new", "starting") or self.kind == "sideband":
             return []  # a sideband's snapshot at attach, or a repeat
+        # "new": WebRTC's session.started may come as the data channel opens, before
+        # the shell reports the connection open
         self.state = "started"
         held, self._held = self._held, []
         return [Settle(("session", "started"), event, keep=True), *held]
