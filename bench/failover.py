@@ -57,6 +57,7 @@ from _common import (  # noqa: E402
 from cluster import (  # noqa: E402
     API_KEY,
     EXAMPLES,
+    SECRET_KEY,
     App,
     Browser,
     EmulatorServer,
@@ -201,6 +202,7 @@ def main() -> int:
         "REDIS_URL": redis.url,
         "OPENAI_BASE_URL": emulator.url,
         "OPENAI_API_KEY": API_KEY,
+        "FLASK_SECRET_KEY": SECRET_KEY,
         "RT_LEASE_TTL": str(args.ttl),
         "SHOP_CARRIER_SECONDS": str(args.carrier_seconds),
     }
@@ -228,7 +230,7 @@ def main() -> int:
         record = emulator.call(browser.call_id)
         creates = check_creates(record)
         rejections = int(record["counters"].get("rejections", 0))
-        status, _, _ = app.hangup(browser.call_id)
+        status, _, _ = app.hangup(browser)
         browser.wait_ended()
         ended_ok = status == 200 and emulator.call(browser.call_id)["closed"]
     finally:

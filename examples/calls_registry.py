@@ -17,7 +17,9 @@ ours to implement; Redis has it built in.
 Keys (``rt`` is the ``prefix``)::
 
     rt:calls                  SET   the live call ids
-    rt:call:<id>              HASH  created_by, created_at, owner, owner_pid, epoch,
+    rt:call:<id>              HASH  caller (the browser session that created it: an
+                                    opaque id, never the session cookie), created_by,
+                                    created_at, owner, owner_pid, epoch,
                                     claimed_at, attached_at, seen_at (the holder's last
                                     sign of life: its claim, attach or latest renewal,
                                     or its detach if it released the lease),
@@ -30,8 +32,18 @@ Keys (``rt`` is the ``prefix``)::
                                     arguments, state: added|arguments|answered,
                                     started_at, answered_at, by, recovered}
     rt:call:<id>:rounds       HASH  response_id -> JSON {calls, done, followed, by}
+    rt:caller:<caller>        ZSET  that session's calls (score +inf) and calls being
+                                    created (score: when the reservation lapses)
     rt:workers                HASH  worker id -> JSON {pid, started_at, seen_at, held}
     rt:reports                LIST  JSON reports (newest first, the last 1000)
+
+Whose call it is. A call belongs to the browser session that created it: the app
+passes that session's ``caller`` id to ``start_call``, the registry stores it with the
+call, and every per-call route asks ``caller_of(call_id)`` - the same answer in every
+worker. ``start_call`` refuses (returns None) once a caller has
+``max_calls_per_caller`` live calls: the count and the reservation of a place are one
+Lua script, so two requests at once cannot both take the last place, and a call that
+ended (whoever ended it) frees its place.
 
 Who does what. Every worker runs one ``<name>-registry`` thread that, every ``tick``
 (``lease_ttl / 4``): renews the leases it holds (compare-and-``PEXPIRE``, so a worker
@@ -107,6 +119,7 @@ from rtclient import (
     create_call,
     hangup_call,
 )
+from rtclient.logs import short_id
 from rtclient.tools import build_spec
 
 log = logging.getLogger(__name__)
@@ -116,6 +129,7 @@ _ENDED_KEPT_S = 600  # an ended call's keys stay this long, for whoever looks af
 _CALL_KEYS_TTL_S = 2 * 3600  # longer than any session (the API's limit is 60 min)
 _RETRIEVE_TIMEOUT_S = 5.0
 _RERUN_TIMEOUT_S = 30.0  # a re-run tool with no timeout of its own
+_RESERVATION_S = 120  # a place held for a call being created (create_call + attach)
 
 # KEYS: owner lease, call hash, calls set. ARGV: token, ttl ms, worker, now, pid, call id.
 # Returns {epoch, previous owner, its last sign of life, the newest item it saw, who
@@ -130,6 +144,19 @@ redis.call('hset', KEYS[2], 'owner', ARGV[3], 'owner_pid', ARGV[5], 'claimed_at'
            'previous_owner', previous[1] or '', 'seen_at', ARGV[4])
 redis.call('hdel', KEYS[2], 'released_at', 'released_by')
 return {epoch, previous[1] or '', previous[2] or '', previous[3] or '', previous[4] or ''}
+"""
+# KEYS: the caller's calls, the live calls. ARGV: limit, now, a reservation, when it
+# lapses, the key's TTL s. Forgets the caller's ended calls and lapsed reservations;
+# then reserves a place for a call being created: 1, or 0 if the caller has `limit`.
+_RESERVE = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[2])
+for _, id in ipairs(redis.call('zrangebyscore', KEYS[1], '+inf', '+inf')) do
+  if redis.call('sismember', KEYS[2], id) == 0 then redis.call('zrem', KEYS[1], id) end
+end
+if redis.call('zcard', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('zadd', KEYS[1], ARGV[4], ARGV[3])
+redis.call('expire', KEYS[1], ARGV[5])
+return 1
 """
 # KEYS: owner lease, call hash. ARGV: token, ttl ms, now. 1 if renewed, 0 if lost.
 _RENEW = """
@@ -254,6 +281,7 @@ class CallRegistry:
         name: str = "calls",
         on_report: Callable[[Report], None] | None = None,
         drain_timeout: float = 10.0,
+        max_calls_per_caller: int = 2,
     ) -> None:
         self.api_key = api_key
         self.base_url = base_url
@@ -266,6 +294,7 @@ class CallRegistry:
         self.prefix = prefix
         self.on_report = on_report
         self.drain_timeout = drain_timeout
+        self.max_calls_per_caller = max_calls_per_caller
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.redis = redis.Redis.from_url(
             redis_url, decode_responses=True, socket_timeout=1.0, socket_connect_timeout=1.0
@@ -273,6 +302,7 @@ class CallRegistry:
         self._claim = self.redis.register_script(_CLAIM)
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
+        self._reserve = self.redis.register_script(_RESERVE)
         self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix=f"{name}-tool")
         self._attacher = ThreadPoolExecutor(2, thread_name_prefix=f"{name}-attach")
         self.loop_thread = LoopThread(f"{name}-loop")
@@ -320,7 +350,7 @@ class CallRegistry:
         deadline = time.monotonic() + (self.drain_timeout if drain is None else drain)
         for recorder in draining:
             if not recorder.wait_settled(max(0.0, deadline - time.monotonic())):
-                log.warning("registry: %s still busy; handing it over", recorder.call_id)
+                log.warning("registry: %s still busy; handing it over", short_id(recorder.call_id))
         with self._lock:
             held, self._held = dict(self._held), {}
         self._stop.set()
@@ -340,30 +370,60 @@ class CallRegistry:
         atexit.unregister(self.close)
 
     # -- what the views call -------------------------------------------------------
-    def start_call(self, offer_sdp: str) -> tuple[str, str]:
-        """Create the browser's call, register it, attach: ``(call_id, answer_sdp)``."""
+    def start_call(self, offer_sdp: str, *, caller: str) -> tuple[str, str] | None:
+        """Create the browser's call, register it as ``caller``'s, attach:
+        ``(call_id, answer_sdp)``; None, creating nothing, if ``caller`` (a browser
+        session's opaque id) already has ``max_calls_per_caller`` live calls."""
         self.start()
-        call = create_call(
-            offer_sdp,
-            session=self.session,
-            tools=self.tools,
-            api_key=self.api_key,
-            base_url=self.base_url,
-            loop_thread=self.loop_thread,
-        )
+        place = f"creating:{uuid.uuid4().hex}"
+        if not self._reserve_place(caller, place):
+            return None
         try:
-            claim, token = self._register(call.call_id)
+            call = create_call(
+                offer_sdp,
+                session=self.session,
+                tools=self.tools,
+                api_key=self.api_key,
+                base_url=self.base_url,
+                loop_thread=self.loop_thread,
+            )
+        except BaseException:
+            with contextlib.suppress(redis.RedisError):
+                self.redis.zrem(self.key("caller", caller), place)
+            raise
+        try:
+            claim, token = self._register(call.call_id, caller, place)
             if not self._attach(call.call_id, token, claim, recover=False):
-                raise RealtimeError(f"the sideband of {call.call_id} did not attach")
+                raise RealtimeError(f"the sideband of {short_id(call.call_id)} did not attach")
         except (redis.RedisError, RealtimeError):
             # A call without its tools (or that no worker could take over) is no use to
-            # the user: end it, report the failure.
+            # the user: end it, report the failure. Its place is free once it has ended.
             with contextlib.suppress(RealtimeError):
                 hangup_call(call.call_id, api_key=self.api_key, base_url=self.base_url)
             with contextlib.suppress(redis.RedisError):
                 self._end(call.call_id)
+                self.redis.zrem(self.key("caller", caller), place)
             raise
         return call.call_id, call.sdp
+
+    def caller_of(self, call_id: str) -> str | None:
+        """Who created ``call_id`` (the ``caller`` given to ``start_call``), if it is
+        live; ``""`` for a live call registered without one. Any worker answers."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(self.key("calls"), call_id)
+        pipe.hget(self.key("call", call_id), "caller")
+        live, caller = pipe.execute()
+        return str(caller or "") if live else None
+
+    def _reserve_place(self, caller: str, place: str) -> bool:
+        """Hold a place among ``caller``'s calls for one being created (atomic: the
+        count and the reservation are one script); False if there is none left."""
+        now = time.time()
+        reserved = self._reserve(
+            keys=[self.key("caller", caller), self.key("calls")],
+            args=[self.max_calls_per_caller, now, place, now + _RESERVATION_S, _CALL_KEYS_TTL_S],
+        )
+        return bool(reserved)
 
     def hangup(self, call_id: str) -> bool:
         """End ``call_id`` for everyone, from any worker; False if it is not live."""
@@ -437,7 +497,7 @@ class CallRegistry:
             if not renewed:
                 # Paused past the TTL, and maybe claimed by another worker already: two
                 # sidebands must never run one call's tools. Detach; the scan decides.
-                log.warning("registry: lost the lease of %s; detaching", call_id)
+                log.warning("registry: lost the lease of %s; detaching", short_id(call_id))
                 self._drop(call_id, token)
 
     def _reap(self) -> None:
@@ -473,7 +533,7 @@ class CallRegistry:
             if claim is not None:
                 log.warning(
                     "registry: claimed orphaned call %s (epoch %d, was %s)",
-                    call_id,
+                    short_id(call_id),
                     claim.epoch,
                     claim.previous_owner or "nobody",
                 )
@@ -500,9 +560,10 @@ class CallRegistry:
             self.redis.hdel(workers, *stale)
 
     # -- claiming and attaching ----------------------------------------------------
-    def _register(self, call_id: str) -> tuple[_Claim, str]:
-        """A new call: live, with this worker's lease, in one transaction (a scan in
-        another worker never sees it live without a holder)."""
+    def _register(self, call_id: str, caller: str, place: str) -> tuple[_Claim, str]:
+        """A new call: live, with this worker's lease, ``caller``'s (in the place
+        reserved for it), in one transaction (a scan in another worker never sees it
+        live without a holder, nor a caller's count without it)."""
         token = f"{self.worker}#{uuid.uuid4().hex[:12]}"
         now = time.time()
         with self._lock:
@@ -510,6 +571,7 @@ class CallRegistry:
                 raise RealtimeError("the registry is closing")
             self._held[call_id] = _Held(token, 1)
         record: dict[Any, Any] = {
+            "caller": caller,
             "created_by": self.worker,
             "created_at": now,
             "seen_at": now,
@@ -526,6 +588,9 @@ class CallRegistry:
             for k in self._call_keys(call_id)[1:]:
                 pipe.expire(k, _CALL_KEYS_TTL_S)
             pipe.sadd(self.key("calls"), call_id)
+            pipe.zrem(self.key("caller", caller), place)
+            pipe.zadd(self.key("caller", caller), {call_id: float("inf")})
+            pipe.expire(self.key("caller", caller), _CALL_KEYS_TTL_S)
             pipe.execute()
         except BaseException:
             with self._lock:
@@ -563,7 +628,7 @@ class CallRegistry:
         try:
             self._attach(call_id, token, claim, recover=True)
         except Exception:
-            log.exception("registry: attaching to %s failed", call_id)
+            log.exception("registry: attaching to %s failed", short_id(call_id))
             self._drop(call_id, token)
 
     def _attach(self, call_id: str, token: str, claim: _Claim, *, recover: bool) -> bool:
@@ -587,7 +652,7 @@ class CallRegistry:
             self._drop(call_id, token)
             return False
         except RealtimeError as exc:
-            log.warning("registry: could not attach to %s: %s", call_id, exc)
+            log.warning("registry: could not attach to %s: %s", short_id(call_id), exc)
             self._drop(call_id, token)  # released: the next scan (any worker) tries again
             return False
         attached_at = time.time()
@@ -738,7 +803,7 @@ class CallRegistry:
     def report(self, report: Report) -> None:
         """Log, store (``rt:reports``) and hand on a typed report: never silent."""
         body = report.to_json()
-        log.warning("[FAILOVER] %s", json.dumps(body))
+        log.warning("[FAILOVER] %s", json.dumps({**body, "call_id": short_id(report.call_id)}))
         with contextlib.suppress(redis.RedisError):
             pipe = self.redis.pipeline()
             pipe.lpush(self.key("reports"), json.dumps({**body, "at": time.time()}))

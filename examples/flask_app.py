@@ -15,14 +15,23 @@ How it fits together:
   sideband of this process lives on one shared ``LoopThread``: one thread, all calls.
 * ``POST /calls/<call_id>/hangup`` ends the call for everyone and forgets it. A call
   that ends otherwise (the tab closed, the session expired) closes its sideband; the
-  registry forgets it the next time it is used. Only its browser knows a call id (no
-  route lists them), so only that browser can hang it up.
+  registry forgets it the next time it is used.
+* **A call belongs to the browser that made it.** ``POST /calls`` puts a random
+  *caller* id in Flask's session (a cookie signed with the app's secret key; SameSite
+  Lax, so another site's form posts arrive without it) and the registry stores it
+  with the call. Every per-call route (``/calls/<call_id>/...``) answers 403 to any
+  other session, 404 for a call that is not live. A session may hold
+  ``RT_MAX_CALLS_PER_SESSION`` live calls (default 2: a second tab); ``POST /calls``
+  beyond that is 429, until one of them ends. Warnings name a call by its first
+  characters (``rtc_1a2b3c4d…``): a full call id is for its browser only.
 * Several worker processes (gunicorn ``-w 3``): set ``REDIS_URL`` and the calls live in
   a registry shared by every worker (``calls_registry.py``): any worker can hang a
   call up, and when the worker holding a call's sideband dies, another one re-attaches
   within about the lease TTL (``RT_LEASE_TTL``, default 5 s) and answers the tool
   calls the dead one left unanswered. Each response names the worker that served it
-  (``X-Served-By``).
+  (``X-Served-By``). Every worker must read the others' session cookies: set
+  ``FLASK_SECRET_KEY`` to one secret for all of them (without it, a single process
+  makes its own at start-up; with ``REDIS_URL`` the app refuses to start).
 
 Run it::
 
@@ -30,7 +39,7 @@ Run it::
     python examples/flask_app.py --emulator              # offline, embedded emulator
 
     # three workers, one shared registry (from examples/; see the README)
-    REDIS_URL=redis://127.0.0.1:6379/0 OPENAI_API_KEY=sk-... \
+    REDIS_URL=redis://127.0.0.1:6379/0 OPENAI_API_KEY=sk-... FLASK_SECRET_KEY=... \
         gunicorn -w 3 --threads 4 -b 127.0.0.1:5000 'flask_app:create_app()'
 
 then open http://127.0.0.1:5000/ and press "Start call". Offline, type
@@ -46,14 +55,16 @@ import argparse
 import contextlib
 import logging
 import os
+import secrets
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, request, session
 from werkzeug.exceptions import HTTPException
 
 from rtclient import (
@@ -67,6 +78,7 @@ from rtclient import (
     tool,
 )
 from rtclient.client import DEFAULT_BASE_URL
+from rtclient.logs import short_id
 
 log = logging.getLogger(__name__)
 
@@ -114,34 +126,70 @@ def track_parcel(order_id: int) -> dict[str, Any]:
     return {"order_id": order_id, "carrier": order.get("carrier"), "parcel": where}
 
 
+CALLER = "rt_caller"
+"""The session key holding this browser's caller id (random; the calls it created)."""
+MAX_CALLS_PER_SESSION = 2
+"""Live calls one browser session may hold (``RT_MAX_CALLS_PER_SESSION``); beyond: 429."""
+
 TOOLS = [lookup_order, track_parcel]
 IDEMPOTENT = {"lookup_order", "track_parcel"}
 """Tools that only read: a worker that takes over a call may run them again."""
 
 
 class Calls:
-    """The live calls of this process: call id -> the sideband client attached to it.
+    """The live calls of this process: call id -> the sideband client attached to it,
+    and the caller (browser session) that created it.
 
     Thread-safe. The loop thread and the tool pool are shared by every call; the loop
     thread starts with the first call. ``close()`` hangs every call up (at shutdown).
     """
 
-    def __init__(self, *, api_key: str, base_url: str, max_workers: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        max_workers: int = 8,
+        max_calls_per_caller: int = MAX_CALLS_PER_SESSION,
+    ) -> None:
         self.api_key = api_key
         self.base_url = base_url
+        self.max_calls_per_caller = max_calls_per_caller
         self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix="flask-tool")
         self.loop_thread = LoopThread("flask-calls")
         self._started = False
         self._lock = threading.Lock()
         self._live: dict[str, RealtimeClient] = {}
+        self._callers: dict[str, str] = {}  # call id -> the caller that created it
+        self._creating: Counter[str] = Counter()  # caller -> its calls being created
 
-    def start_call(self, offer_sdp: str) -> tuple[str, str]:
-        """Create a call for this browser offer and attach to it: ``(call_id, answer_sdp)``."""
+    def start_call(self, offer_sdp: str, *, caller: str) -> tuple[str, str] | None:
+        """Create a call for this browser offer as ``caller``'s and attach to it:
+        ``(call_id, answer_sdp)``; None, creating nothing, if ``caller`` already has
+        ``max_calls_per_caller`` live calls (those being created count)."""
         with self._lock:
             if not self._started:
                 self.loop_thread.start()
                 self._started = True
         self._forget_ended()
+        with self._lock:
+            held = sum(c == caller for c in self._callers.values()) + self._creating[caller]
+            if held >= self.max_calls_per_caller:
+                return None
+            self._creating[caller] += 1
+        try:
+            call_id, answer, client = self._create(offer_sdp)
+        except BaseException:
+            with self._lock:
+                self._creating -= Counter([caller])
+            raise
+        with self._lock:  # one section: the caller's count never dips meanwhile
+            self._creating -= Counter([caller])
+            self._live[call_id] = client
+            self._callers[call_id] = caller
+        return call_id, answer
+
+    def _create(self, offer_sdp: str) -> tuple[str, str, RealtimeClient]:
         call = create_call(
             offer_sdp,
             session=SESSION,  # the instructions and tools: decided here, not by the browser
@@ -165,14 +213,19 @@ class Calls:
             with contextlib.suppress(RealtimeError):
                 hangup_call(call.call_id, api_key=self.api_key, base_url=self.base_url)
             raise
+        return call.call_id, call.sdp, client
+
+    def caller_of(self, call_id: str) -> str | None:
+        """Who created ``call_id`` (the ``caller`` given to ``start_call``), if it is live."""
+        self._forget_ended()
         with self._lock:
-            self._live[call.call_id] = client
-        return call.call_id, call.sdp
+            return self._callers.get(call_id)
 
     def hangup(self, call_id: str) -> bool:
         """End ``call_id`` for everyone; False if it is not one of ours."""
         with self._lock:
             client = self._live.pop(call_id, None)
+            self._callers.pop(call_id, None)
         if client is None:
             return False
         try:
@@ -199,12 +252,13 @@ class Calls:
             ended = {cid: c for cid, c in self._live.items() if c.closed}
             for call_id in ended:
                 del self._live[call_id]
+                self._callers.pop(call_id, None)
         for client in ended.values():
             client.close()  # releases what the lost connection left behind
 
     def close(self) -> None:
         with self._lock:
-            clients, self._live = list(self._live.values()), {}
+            clients, self._live, self._callers = list(self._live.values()), {}, {}
         for client in clients:
             with contextlib.suppress(RealtimeError):
                 client.hangup()
@@ -218,22 +272,40 @@ def create_app(
     base_url: str | None = None,
     max_workers: int = 8,
     redis_url: str | None = None,
+    secret_key: str | None = None,
+    max_calls_per_session: int | None = None,
 ) -> Flask:
-    """The app; ``api_key``/``base_url``/``redis_url`` default to ``OPENAI_API_KEY``/
-    ``OPENAI_BASE_URL``/``REDIS_URL``.
+    """The app; ``api_key``/``base_url``/``redis_url``/``secret_key``/
+    ``max_calls_per_session`` default to ``OPENAI_API_KEY``/``OPENAI_BASE_URL``/
+    ``REDIS_URL``/``FLASK_SECRET_KEY``/``RT_MAX_CALLS_PER_SESSION``.
 
     The registry is ``app.extensions["calls"]``: this process's calls (``Calls``), or,
     with a Redis URL, every worker's (``calls_registry.CallRegistry``, started here: under
     gunicorn each worker builds its own app after the fork, so do not ``--preload``).
-    ``.close()`` it at shutdown.
+    ``.close()`` it at shutdown. The secret key signs the session cookie that says
+    which calls are this browser's: several workers must share one, so with a Redis URL
+    it is required (``RuntimeError`` otherwise); one process makes its own.
     """
     app = Flask(__name__)
     key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
     url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
     redis_url = redis_url or os.environ.get("REDIS_URL")
+    secret_key = secret_key or os.environ.get("FLASK_SECRET_KEY")
+    if not secret_key and redis_url:
+        raise RuntimeError(
+            "set FLASK_SECRET_KEY: the workers sharing REDIS_URL must all read the session "
+            "cookie that says which calls are a browser's"
+        )
+    app.secret_key = secret_key or secrets.token_hex(32)
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"  # not sent with another site's posts
+    limit = max_calls_per_session or int(
+        os.environ.get("RT_MAX_CALLS_PER_SESSION") or MAX_CALLS_PER_SESSION
+    )
     calls: Any
     if redis_url:
-        calls = shared_calls(redis_url, api_key=key, base_url=url, max_workers=max_workers)
+        calls = shared_calls(
+            redis_url, api_key=key, base_url=url, max_workers=max_workers, max_calls=limit
+        )
         worker = calls.worker
 
         @app.after_request
@@ -242,8 +314,21 @@ def create_app(
             return response
 
     else:
-        calls = Calls(api_key=key, base_url=url, max_workers=max_workers)
+        calls = Calls(
+            api_key=key, base_url=url, max_workers=max_workers, max_calls_per_caller=limit
+        )
     app.extensions["calls"] = calls
+
+    def refused(call_id: str) -> Any:
+        """The error for a per-call route, or None if ``call_id`` is live and this
+        browser session created it."""
+        caller, mine = calls.caller_of(call_id), session.get(CALLER)
+        if caller is None:
+            return _error(404, f"no live call {call_id}")
+        if not mine or not secrets.compare_digest(caller, mine):
+            log.warning("refused another session's request for call %s", short_id(call_id))
+            return _error(403, "this call belongs to another browser session")
+        return None
 
     @app.get("/")
     def page() -> Any:
@@ -256,17 +341,24 @@ def create_app(
             return _error(400, "post the browser's SDP offer as application/sdp")
         if not calls.api_key:
             return _error(503, "the server has no API key configured")
+        caller = session.setdefault(CALLER, secrets.token_urlsafe(16))
         try:
-            call_id, answer = calls.start_call(offer)
+            started = calls.start_call(offer, caller=caller)
         except RealtimeError as exc:
             log.warning("call not started: %s", exc)  # rtclient's errors never carry the key
             return _error(502, f"the Realtime API failed: {type(exc).__name__}")
+        if started is None:
+            limit = calls.max_calls_per_caller
+            return _error(429, f"this browser already has {limit} live calls: end one first")
+        call_id, answer = started
         return jsonify(call_id=call_id, sdp=answer), 201
 
     @app.post("/calls/<call_id>/hangup")
     def hangup(call_id: str) -> Any:
+        if (refusal := refused(call_id)) is not None:
+            return refusal
         if not calls.hangup(call_id):
-            return _error(404, f"no live call {call_id}")
+            return _error(404, f"no live call {call_id}")  # it ended a moment ago
         return jsonify(call_id=call_id, ended=True)
 
     @app.errorhandler(HTTPException)
@@ -276,7 +368,14 @@ def create_app(
     return app
 
 
-def shared_calls(redis_url: str, *, api_key: str, base_url: str, max_workers: int = 8) -> Any:
+def shared_calls(
+    redis_url: str,
+    *,
+    api_key: str,
+    base_url: str,
+    max_workers: int = 8,
+    max_calls: int = MAX_CALLS_PER_SESSION,
+) -> Any:
     """The registry every worker shares (``calls_registry.py``, next to this file),
     started: it renews this worker's leases and takes over calls whose holder died."""
     here = str(Path(__file__).resolve().parent)
@@ -293,6 +392,7 @@ def shared_calls(redis_url: str, *, api_key: str, base_url: str, max_workers: in
         idempotent=IDEMPOTENT,
         lease_ttl=float(os.environ.get("RT_LEASE_TTL", "5")),
         max_workers=max_workers,
+        max_calls_per_caller=max_calls,
         name="flask-calls",
     ).start()
 
@@ -301,22 +401,37 @@ def _error(status: int, message: str) -> Any:
     return jsonify(error={"message": message, "status": status}), status
 
 
+NO_KEY = (
+    "flask_app.py: OPENAI_API_KEY is not set - export it to use the Realtime API, "
+    "or run with --emulator to try the app offline"
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--emulator", action="store_true", help="use the embedded emulator")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--redis", default=None, help="a shared registry, e.g. redis://...")
     args = parser.parse_args()
+    if not args.emulator and not os.environ.get("OPENAI_API_KEY"):
+        sys.exit(NO_KEY)  # before anything starts: one line on stderr, exit status 1
     logging.basicConfig(level=logging.INFO)
+    # one process: its own secret key will do (gunicorn's workers need FLASK_SECRET_KEY)
+    secret_key = os.environ.get("FLASK_SECRET_KEY") or secrets.token_hex(32)
     emulator = None
     if args.emulator:
         from rtclient.emulator import Emulator
 
         emulator = Emulator(turn_detection=None).start()
-        app = create_app(base_url=emulator.url, api_key="sk-emulator", redis_url=args.redis)
+        app = create_app(
+            base_url=emulator.url,
+            api_key="sk-emulator",
+            redis_url=args.redis,
+            secret_key=secret_key,
+        )
         print(f"emulator on {emulator.url}")
     else:
-        app = create_app(redis_url=args.redis)
+        app = create_app(redis_url=args.redis, secret_key=secret_key)
     try:
         app.run(host="127.0.0.1", port=args.port, threaded=True)
     finally:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 _NAME = "rtclient"
 _BACKLOG = 10_000
+_ID_KIND_MAX = 5  # the longest type prefix of an id: "sess", "event", "live"
 _STOP = object()
 
 
@@ -210,6 +211,24 @@ class SafeLogger:
 
 
 logger = SafeLogger()
+
+
+def short_id(call_id: str | None, keep: int = 8) -> str:
+    """A call id as warnings and errors name it: its type prefix and the next ``keep``
+    characters, then an ellipsis (``rtc_1a2b3c4d…``).
+
+    A call id is a capability: with it, anyone holding the key can attach to the call
+    or end it, and an app that trusts the id alone (a hang-up route) ends it for them.
+    Warnings travel further than the app (aggregators, tickets, screenshots), so they
+    carry this prefix - enough to tell calls apart and find the full id in the app's
+    own records, too little to act on. An id no longer than the prefix is shown whole;
+    no id at all (a call not created yet) is ``-``.
+    """
+    if call_id is None:
+        return "-"
+    kind, sep, _ = call_id.partition("_")
+    cut = (len(kind) + 1 if sep and len(kind) <= _ID_KIND_MAX else 0) + keep  # rtc_, sess_
+    return call_id if len(call_id) <= cut else f"{call_id[:cut]}\N{HORIZONTAL ELLIPSIS}"
 
 
 def enable() -> None:

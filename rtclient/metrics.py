@@ -45,7 +45,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rtclient.core.gate import TICKET_METADATA_KEY, GateStats, Ticket, Trigger
 from rtclient.logs import logger
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
     from opentelemetry.util.types import AttributeValue
 
-    from rtclient.client import RealtimeClient
 
 METER_NAME = "rtclient"
 FOLLOWUP_DELAY = "rtclient.tools.followup.delay"
@@ -100,6 +99,15 @@ _TOOL_KEYS = frozenset(f.name for f in dataclasses.fields(ToolStats))
 AttrKey = tuple[tuple[str, Any], ...]
 
 
+class Observable(Protocol):
+    """What this module needs of a client (``RealtimeClient`` is one): its counters and
+    the public observer hook. Metrics never import the client."""
+
+    def stats(self) -> dict[str, int]: ...
+    def add_observer(self, observer: Any) -> None: ...
+    def remove_observer(self, observer: Any) -> None: ...
+
+
 def instrument_name(key: str) -> str:
     """The instrument that publishes ``stats()[key]``."""
     group = "gate" if key in _GATE_KEYS else "tools" if key in _TOOL_KEYS else "connection"
@@ -107,7 +115,7 @@ def instrument_name(key: str) -> str:
 
 
 def instrument(
-    client: RealtimeClient,
+    client: Observable,
     *,
     meter_provider: MeterProvider | None = None,
     attributes: Mapping[str, AttributeValue] | None = None,
@@ -125,13 +133,14 @@ def instrument(
             "rtclient.metrics needs opentelemetry-api: pip install 'rtclient[otel]'"
         ) from exc
 
-    if getattr(client, "_metrics", None) is not None:
+    if client in _INSTRUMENTED:
         raise ValueError(f"{client!r} is already instrumented")
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
     registry = _registry(provider)
     hook = ClientMetrics(registry, client, dict(attributes or {}))
     registry.add(hook, client)
-    client._metrics = hook
+    client.add_observer(hook)
+    _INSTRUMENTED[client] = hook
     return hook
 
 
@@ -143,9 +152,7 @@ class ClientMetrics:
     each is a few dict operations under a lock and never raises.
     """
 
-    def __init__(
-        self, registry: _Registry, client: RealtimeClient, attributes: dict[str, Any]
-    ) -> None:
+    def __init__(self, registry: _Registry, client: Observable, attributes: dict[str, Any]) -> None:
         self._registry = registry
         self._client = weakref.ref(client)
         self.attributes = attributes
@@ -201,8 +208,9 @@ class ClientMetrics:
     def detach(self) -> None:
         """Stop publishing this client; its counts so far stay in the totals."""
         client = self._client()
-        if client is not None and getattr(client, "_metrics", None) is self:
-            client._metrics = None
+        if client is not None and _INSTRUMENTED.get(client) is self:
+            client.remove_observer(self)
+            del _INSTRUMENTED[client]
         self._detached = True
         self._registry.remove(self)
 
@@ -243,7 +251,7 @@ class _Registry:
         except TypeError:  # an opentelemetry-api before the advisory (1.30)
             return self.meter.create_histogram(name, unit="s", description=description)
 
-    def add(self, hook: ClientMetrics, client: RealtimeClient) -> None:
+    def add(self, hook: ClientMetrics, client: Observable) -> None:
         stats = client.stats()
         with self._lock:
             self._clients[id(hook)] = (hook, {})
@@ -311,6 +319,8 @@ class _Registry:
         return [Observation(value, dict(attributes[k])) for k, value in sums.items()]
 
 
+# Each client's hook, so a client is instrumented once (weak: a gone client's entry goes).
+_INSTRUMENTED: weakref.WeakKeyDictionary[Any, ClientMetrics] = weakref.WeakKeyDictionary()
 _registries: dict[int, tuple[MeterProvider, _Registry]] = {}  # by id(provider), held
 _registries_lock = threading.Lock()
 

@@ -1,33 +1,48 @@
-"""A real Chromium makes a voice call through the Flask example, against the emulator.
+"""A real Chromium makes voice calls through the Flask or Django example, against the
+emulator.
 
 Run by ``tests/test_browser.py`` inside a private network namespace that has only
 ``lo`` (``unshare -n``): it refuses to run anywhere else, so no packet of the app, the
 emulator or the browser can leave 127.0.0.1. Prints one JSON object (the last line of
-stdout) with what it saw; the test asserts on it. Usage::
+stdout) with what it saw; the test asserts on it. Scenarios:
 
-    python tests/browser_run.py --out DIR [--chromium /usr/bin/chromium]
+* ``call``: one user starts a call, asks a question that needs a tool, hangs up;
+* ``two-sessions``: two browser contexts (two cookie jars: two users) each start a
+  call; B tries to end A's call by its id, A's call goes on, each hangs up its own;
+* ``no-loopback-flag``: Chromium without ``--allow-loopback-in-peer-connection``, so
+  ICE on this loopback-only machine gathers nothing: what the page tells the user.
+
+Usage::
+
+    python tests/browser_run.py --out DIR [--app flask|django] [--scenario call]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import os
 import socket
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 KEY = "sk-browser-test-0123456789-SECRET"
-QUESTION = 'Where is my order? lookup_order({"order_id": 7})'
+QUESTIONS = {
+    "flask": 'Where is my order? lookup_order({"order_id": 7})',
+    "django": 'Where is my order? order_status({"order_id": 1})',
+}
 WAIT_MS = 20_000
+LOOPBACK_FLAG = "--allow-loopback-in-peer-connection"  # else no candidate on this machine
 CHROMIUM_FLAGS = [
-    "--allow-loopback-in-peer-connection",  # else no candidate, and gathering never ends
     "--use-fake-device-for-media-stream",  # a synthetic microphone
     "--use-fake-ui-for-media-stream",  # grant it without a prompt
     "--no-sandbox",
@@ -38,6 +53,13 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# What the page does for a POST (voice.html's postHeaders): run in a browser context.
+FETCH_HANGUP = """async ([callId, withToken]) => {
+    const reply = await fetch(`calls/${encodeURIComponent(callId)}/hangup`, {
+        method: "POST", headers: withToken ? postHeaders() : {},
+    });
+    return { status: reply.status, body: await reply.json() };
+}"""
 
 
 def candidates(sdp: str) -> list[str]:
@@ -53,108 +75,229 @@ def load_flask_example() -> Any:
     return module
 
 
-def run(out: Path, chromium: str) -> dict[str, Any]:
-    from playwright.sync_api import sync_playwright
+@contextlib.contextmanager
+def serve(
+    app_name: str, emulator_url: str, out: Path
+) -> Iterator[tuple[str, Callable[[], list[str]]]]:
+    """The example app on 127.0.0.1: ``(its URL, a function listing its live calls)``."""
     from werkzeug.serving import make_server
+
+    if app_name == "flask":
+        app = load_flask_example().create_app(base_url=emulator_url, api_key=KEY)
+        calls = app.extensions["calls"]
+        live, close = calls.live, calls.close
+    else:
+        os.environ.update(
+            DJANGO_SETTINGS_MODULE="shop.settings",
+            RTSHOP_DB=str(out / "shop.sqlite3"),
+            OPENAI_BASE_URL=emulator_url,
+            OPENAI_API_KEY=KEY,
+        )
+        sys.path.insert(0, str(EXAMPLES / "django_app"))
+        import django
+        from django.core.management import call_command
+        from django.core.wsgi import get_wsgi_application
+
+        django.setup()
+        call_command("migrate", verbosity=0)
+        from orders import realtime
+        from orders.models import Order
+
+        Order(customer="Ada", status="shipped").save()
+        app = get_wsgi_application()
+
+        def live() -> list[str]:
+            return list(realtime.live_calls())
+
+        close = realtime.close
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    serving = threading.Thread(target=server.serve_forever, name="app-server")
+    serving.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/", live
+    finally:
+        server.shutdown()
+        serving.join(10)
+        close()
+
+
+def run(out: Path, chromium: str, app_name: str, scenario: str) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
 
     from rtclient.emulator import Emulator
 
     result: dict[str, Any] = {"interfaces": [name for _, name in socket.if_nameindex()]}
     started = time.monotonic()
-    with Emulator(turn_detection=None) as emulator:
-        app = load_flask_example().create_app(base_url=emulator.url, api_key=KEY)
-        calls = app.extensions["calls"]
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        serving = threading.Thread(target=server.serve_forever, name="flask-server")
-        serving.start()
-        try:
-            with sync_playwright() as playwright:
-                context = playwright.chromium.launch_persistent_context(
-                    str(out / "chromium-profile"),  # a fresh user-data-dir
-                    executable_path=chromium,
-                    headless=True,
-                    args=CHROMIUM_FLAGS,
-                )
-                try:
-                    result |= drive(context, f"http://127.0.0.1:{server.server_port}/", out)
-                    call_id = result["call_id"]
-                    session = emulator.session(call_id)
+    flags = CHROMIUM_FLAGS if scenario == "no-loopback-flag" else [LOOPBACK_FLAG, *CHROMIUM_FLAGS]
+    with (
+        Emulator(turn_detection=None) as emulator,
+        serve(app_name, emulator.url, out) as (
+            url,
+            live,
+        ),
+    ):
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=chromium, headless=True, args=flags
+            )
+            try:
+                if scenario == "call":
+                    result |= one_call(browser, url, out, QUESTIONS[app_name])
+                    session = emulator.session(result["call_id"])
                     result["session_closed"] = emulator.wait_for(lambda: session.closed, 10)
                     result["audio_frames_in"] = session.counters["audio_frames_in"]
-                    result["emulator"] = {
-                        k: v for k, v in emulator.stats().items() if k != "by_session"
-                    }
-                    result["live_calls_after"] = calls.live()
-                finally:
-                    context.close()
-        finally:
-            server.shutdown()
-            serving.join(10)
-            calls.close()
+                elif scenario == "two-sessions":
+                    result |= two_sessions(browser, url, emulator, QUESTIONS[app_name])
+                else:
+                    result |= no_candidates(browser, url)
+                result["emulator"] = {
+                    k: v for k, v in emulator.stats().items() if k != "by_session"
+                }
+                result["live_calls_after"] = live()
+            finally:
+                browser.close()
     result["wall_s"] = round(time.monotonic() - started, 2)
     return result
 
 
-def drive(context: Any, url: str, out: Path) -> dict[str, Any]:
+class Watched:
+    """A page whose requests, responses and console errors are recorded."""
+
+    def __init__(self, context: Any) -> None:
+        self.page = context.new_page()
+        self.hosts: set[str] = set()
+        self.responses: list[Any] = []
+        self.posts: list[tuple[str, str]] = []
+        self.console_errors: list[str] = []
+        page = self.page
+        page.on("request", lambda r: self.hosts.add(urlsplit(r.url).hostname or r.url))
+        page.on(
+            "request",
+            lambda r: self.posts.append((r.url, r.post_data or "")) if r.method == "POST" else None,
+        )
+        page.on("response", lambda r: self.responses.append(r))  # (not a bound method)
+        page.on(
+            "console",
+            lambda m: self.console_errors.append(m.text) if m.type == "error" else None,
+        )
+
+    def start_call(self, url: str) -> str:
+        self.page.goto(url)
+        self.page.click("#start")
+        self.page.wait_for_selector("body[data-state=connected]", timeout=WAIT_MS)
+        return str(self.page.evaluate("callId"))
+
+    def ask(self, question: str) -> None:
+        self.page.fill("#question", question)
+        self.page.click("#ask button")
+        self.page.wait_for_selector("#log li.assistant:has-text('Tool results')", timeout=WAIT_MS)
+
+    def hang_up(self) -> str:
+        self.page.click("#hangup")
+        self.page.wait_for_selector("body[data-state=ended]", timeout=WAIT_MS)
+        return str(self.page.inner_text("#status"))
+
+    def bodies(self, url: str) -> list[str]:
+        """The app's replies (not the emulator's)."""
+        return [r.text() for r in self.responses if r.url.startswith(url)]
+
+
+def one_call(browser: Any, url: str, out: Path, question: str) -> dict[str, Any]:
     """Load the page, start a call, ask a question that needs a tool, hang up."""
-    page = context.pages[0] if context.pages else context.new_page()
-    hosts: set[str] = set()
-    responses: list[Any] = []
-    offers: list[str] = []
-    console_errors: list[str] = []
-    page.on("request", lambda r: hosts.add(urlsplit(r.url).hostname or r.url))
-    page.on("request", lambda r: offers.append(r.post_data or "") if r.method == "POST" else None)
-    page.on("response", lambda r: responses.append(r))  # (a bound method cannot be a handler)
-    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    user = Watched(browser.new_context())
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-
-    page.goto(url)
-    page.click("#start")
-    page.wait_for_selector("body[data-state=connected]", timeout=WAIT_MS)
+    call_id = user.start_call(url)
     timings["load_to_connected_s"] = time.monotonic() - t0
-
     t1 = time.monotonic()
-    page.fill("#question", QUESTION)
-    page.click("#ask button")
-    page.wait_for_selector("#log li.assistant:has-text('Tool results')", timeout=WAIT_MS)
+    user.ask(question)
     timings["question_to_answer_s"] = time.monotonic() - t1
-    log_lines = page.locator("#log li").all_inner_texts()
-    call_id = page.evaluate("callId")
-
-    page.click("#hangup")
-    page.wait_for_selector("body[data-state=ended]", timeout=WAIT_MS)
-    page.screenshot(path=str(out / "call-ended.png"), full_page=True)
+    log_lines = user.page.locator("#log li").all_inner_texts()
+    status = user.hang_up()
+    user.page.screenshot(path=str(out / "call-ended.png"), full_page=True)
     timings["total_s"] = time.monotonic() - t0
 
-    bodies = [r.text() for r in responses if r.url.startswith(url)]  # the app's replies
+    bodies = user.bodies(url)
     start_reply = next((json.loads(b) for b in bodies if '"sdp"' in b), {})
+    offer = next((body for _, body in user.posts if body.startswith("v=0")), "")
     return {
         "call_id": call_id,
         "log": log_lines,
-        "status": page.inner_text("#status"),
-        "request_hosts": sorted(hosts),
-        "offer_candidates": candidates(next((o for o in offers if o.startswith("v=0")), "")),
+        "status": status,
+        "request_hosts": sorted(user.hosts),
+        "offer_candidates": candidates(offer),
         "answer_candidates": candidates(start_reply.get("sdp", "")),
         "key_in_any_response": any(KEY in body for body in bodies),
         "responses_seen": len(bodies),
-        "console_errors": console_errors,
+        "console_errors": user.console_errors,
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "screenshot": str(out / "call-ended.png"),
     }
 
 
+def two_sessions(browser: Any, url: str, emulator: Any, question: str) -> dict[str, Any]:
+    """A and B call; B, who knows A's call id, tries to end it; A's call goes on."""
+    a, b = Watched(browser.new_context()), Watched(browser.new_context())
+    call_a, call_b = a.start_call(url), b.start_call(url)
+    b_on_a = b.page.evaluate(FETCH_HANGUP, [call_a, True])  # as the page posts: token and all
+    b_on_a_bare = b.page.evaluate(FETCH_HANGUP, [call_a, False])  # no CSRF header
+    a_still_up = not emulator.session(call_a).closed
+    a.ask(question)  # A's call still works, tools and all, after B's attempts
+    a_log = a.page.locator("#log li").all_inner_texts()
+    cookies = {
+        who: sorted(c["name"] for c in page.page.context.cookies())
+        for who, page in (("a", a), ("b", b))
+    }
+    status_b, status_a = b.hang_up(), a.hang_up()
+    closed = {
+        who: emulator.wait_for(lambda cid=cid: emulator.session(cid).closed, 10)
+        for who, cid in (("a", call_a), ("b", call_b))
+    }
+    return {
+        "calls": [call_a, call_b],
+        "b_hangs_up_a": b_on_a,
+        "b_hangs_up_a_without_token": b_on_a_bare,
+        "a_up_after_b_tried": a_still_up,
+        "a_log": a_log,
+        "cookies": cookies,
+        "statuses": {"a": status_a, "b": status_b},
+        "sessions_closed": closed,
+        "console_errors": a.console_errors + b.console_errors,
+        "key_in_any_response": any(KEY in body for body in a.bodies(url) + b.bodies(url)),
+    }
+
+
+def no_candidates(browser: Any, url: str) -> dict[str, Any]:
+    """Chromium without the loopback flag, on a machine with only loopback."""
+    user = Watched(browser.new_context())
+    user.page.goto(url)
+    user.page.click("#start")
+    user.page.wait_for_selector("body[data-state=failed]", timeout=WAIT_MS)
+    return {
+        "status": user.page.inner_text("#status"),
+        "log": user.page.locator("#log li").all_inner_texts(),
+        "posts": [post_url for post_url, _ in user.posts],
+        "console_errors": user.console_errors,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="screenshots and profile go here")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="screenshots (and the Django database) go here"
+    )
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--app", choices=["flask", "django"], default="flask")
+    parser.add_argument(
+        "--scenario", choices=["call", "two-sessions", "no-loopback-flag"], default="call"
+    )
     args = parser.parse_args()
     interfaces = [name for _, name in socket.if_nameindex()]
     if interfaces != ["lo"]:
         print(json.dumps({"error": f"not in a loopback-only namespace: {interfaces}"}))
         return 2
     try:
-        result = run(args.out, args.chromium)
+        result = run(args.out, args.chromium, args.app, args.scenario)
     except Exception as exc:
         traceback.print_exc()
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))

@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +39,7 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 API_KEY = "sk-test-cluster-0123456789"
+SECRET_KEY = "cluster-test-session-secret"  # FLASK_SECRET_KEY: one for every worker
 _POLL_S = 0.02
 # Straight to 127.0.0.1: an http_proxy in the environment must never see these requests.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -63,13 +65,19 @@ def wait_until(check: Callable[[], T | None], timeout: float, what: str) -> T:
 
 
 def http(
-    method: str, url: str, body: bytes | None = None, content_type: str | None = None
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    content_type: str | None = None,
+    *,
+    opener: urllib.request.OpenerDirector = _HTTP,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, data=body, method=method)
+    request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
     if content_type:
         request.add_header("Content-Type", content_type)
     try:
-        with _HTTP.open(request, timeout=30) as response:
+        with opener.open(request, timeout=30) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
@@ -351,30 +359,56 @@ class App:
 
         return wait_until(ready, timeout, f"{self.server.workers} workers ready")
 
-    def hangup(self, call_id: str) -> tuple[int, dict[str, str], dict[str, Any]]:
-        status, headers, body = http("POST", f"{self.url}/calls/{call_id}/hangup")
-        return status, headers, json.loads(body)
+    def hangup(
+        self, by: Browser, call_id: str | None = None
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """``by``'s browser session asks to end ``call_id`` (by default, its own call)."""
+        return by.post(f"/calls/{call_id or by.call_id}/hangup")
 
 
 # ----------------------------------------------------------------------- the browser
 class Browser:
-    """What voice.html does, with aiortc on ``lt``, against the app over HTTP."""
+    """What voice.html does, with aiortc on ``lt``, against the app over HTTP: one
+    call, in a browser session (a cookie jar) of its own or ``tab_of``'s (another tab)."""
 
-    def __init__(self, lt: LoopThread, app_url: str) -> None:
+    def __init__(self, lt: LoopThread, app_url: str, tab_of: Browser | None = None) -> None:
         self._lt = lt
         self.app_url = app_url
+        self.cookies = tab_of.cookies if tab_of is not None else CookieJar()
+        self._http = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(self.cookies)
+        )
         self.pc, self.channel, self.offer = lt.call(make_offer(), timeout=10)
         self.call_id = ""
         self.created_by = ""
         self.inbox: RawClient | None = None
 
+    def post(
+        self, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """POST as the page does: this session's cookies, and Django's CSRF token as
+        ``X-CSRFToken`` once the page has set it (the Flask app sets none)."""
+        token = {c.name: c.value for c in self.cookies}.get("csrftoken")
+        headers = {"X-CSRFToken": token} if token else {}
+        status, got, raw = http(
+            "POST", self.app_url + path, body, content_type, opener=self._http, headers=headers
+        )
+        return status, got, json.loads(raw)
+
+    def open_page(self) -> None:
+        """GET the page, as a browser does first (Django sets its CSRF cookie then)."""
+        status, _, _ = http("GET", self.app_url + "/", opener=self._http)
+        assert status == 200
+
+    def post_offer(self) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """Load the page, then POST the offer."""
+        self.open_page()
+        return self.post("/calls", self.offer.encode(), "application/sdp")
+
     def start_call(self) -> str:
         """POST the offer to the app; apply its answer; returns once the channel is open."""
-        status, headers, body = http(
-            "POST", self.app_url + "/calls", self.offer.encode(), "application/sdp"
-        )
-        assert status == 201, body
-        answer = json.loads(body)
+        status, headers, answer = self.post_offer()
+        assert status == 201, answer
         assert set(answer) == {"call_id", "sdp"}
         self.call_id, self.created_by = answer["call_id"], headers.get("X-Served-By", "")
         self.inbox = self._lt.call(

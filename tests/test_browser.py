@@ -1,10 +1,13 @@
-"""A real browser: headless Chromium calls through the Flask example, on loopback only.
+"""A real browser: headless Chromium calls through the Flask and Django examples, on
+loopback only.
 
 Chromium gathers an ICE candidate on every interface it sees, so the app, Playwright
 and Chromium run in a private network namespace whose only interface is ``lo``
 (``unshare -n``, as root): nothing can leave 127.0.0.1, whatever any of them tries.
-The run happens in ``tests/browser_run.py``; this test starts it in the namespace with
-a bounded timeout and asserts on its JSON. Where the namespace or Chromium is not
+The runs happen in ``tests/browser_run.py``; each test starts one in the namespace with
+a bounded timeout and asserts on its JSON: a call with a tool round; two browser
+contexts (two users) where B cannot end A's call; Chromium without the loopback flag,
+and what the page tells the user then. Where the namespace or Chromium is not
 available the test is skipped with the reason - it never falls back to a network
 that is not loopback.
 
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,14 +57,13 @@ def loopback_namespace_or_skip() -> None:
     assert links == ["lo"], f"the namespace is not loopback-only: {links}"
 
 
-@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
-def test_chromium_completes_a_call_with_a_tool_round_through_the_flask_app(
-    tmp_path: Path,
-) -> None:
+def browser_run(tmp_path: Path, app: str, scenario: str) -> dict[str, Any]:
+    """``browser_run.py`` in a loopback-only namespace: its JSON result."""
     loopback_namespace_or_skip()
     started = time.monotonic()
+    argv = [sys.executable, str(RUNNER), "--out", str(tmp_path), "--app", app]
     proc = subprocess.Popen(
-        [*IN_LOOPBACK_NAMESPACE, sys.executable, str(RUNNER), "--out", str(tmp_path)],
+        [*IN_LOOPBACK_NAMESPACE, *argv, "--scenario", scenario],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -79,6 +82,16 @@ def test_chromium_completes_a_call_with_a_tool_round_through_the_flask_app(
     result = json.loads(lines[-1])
     assert "error" not in result, f"{result['error']}\n{stderr[-4000:]}"
     assert proc.returncode == 0
+    assert result["interfaces"] == ["lo"]
+    result["wall_s"] = round(wall, 1)
+    return dict(result)
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_chromium_completes_a_call_with_a_tool_round_through_the_flask_app(
+    tmp_path: Path,
+) -> None:
+    result = browser_run(tmp_path, "flask", "call")
 
     # Nothing but loopback: the namespace, every request, every ICE candidate.
     assert result["interfaces"] == ["lo"]
@@ -108,4 +121,52 @@ def test_chromium_completes_a_call_with_a_tool_round_through_the_flask_app(
     ARTIFACTS.mkdir(exist_ok=True)
     kept = ARTIFACTS / "browser-call.png"
     shutil.copyfile(result["screenshot"], kept)
-    print(f"\nscreenshot: {kept}\ntimings: {result['timings']}; run wall time {wall:.1f}s")
+    print(f"\nscreenshot: {kept}\ntimings: {result['timings']}; wall {result['wall_s']}s")
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+@pytest.mark.parametrize("app", ["flask", "django"])
+def test_another_browser_cannot_end_a_users_call(tmp_path: Path, app: str) -> None:
+    """Two browser contexts, two cookie jars: B learns A's call id and posts its
+    hang-up as the page would (Django: with B's own CSRF token); 403, and A's call is
+    still up on the emulator and still answers with its tool."""
+    result = browser_run(tmp_path, app, "two-sessions")
+    call_a, call_b = result["calls"]
+    assert call_a != call_b
+    refused = result["b_hangs_up_a"]
+    assert refused["status"] == 403, refused
+    assert refused["body"]["error"]["message"] == "this call belongs to another browser session"
+    bare = result["b_hangs_up_a_without_token"]
+    assert bare["status"] == 403, bare
+    if app == "django":  # no X-CSRFToken: Django's CSRF check refuses it first
+        assert bare["body"]["error"]["message"].startswith("CSRF check failed")
+    assert result["a_up_after_b_tried"] is True
+    assert any(line.startswith("assistant: Tool results") for line in result["a_log"])
+    session_cookie = {"flask": "session", "django": "sessionid"}[app]
+    assert session_cookie in result["cookies"]["a"] and session_cookie in result["cookies"]["b"]
+    if app == "django":
+        assert "csrftoken" in result["cookies"]["a"]
+    # each ended its own call, for the API too; the app forgot both
+    assert result["statuses"] == {"a": "ended - you hung up", "b": "ended - you hung up"}
+    assert result["sessions_closed"] == {"a": True, "b": True}
+    assert result["live_calls_after"] == []
+    emulator = result["emulator"]
+    assert emulator["calls"] == 2 and emulator["rejections"] == 0
+    assert result["key_in_any_response"] is False
+    refusals = "failed to load resource: the server responded with a status of 403 (forbidden)"
+    assert [e.lower() for e in result["console_errors"]] == [refusals] * 2  # B's two posts
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_without_the_loopback_flag_the_page_says_why_and_what_to_do(tmp_path: Path) -> None:
+    """Chromium started without --allow-loopback-in-peer-connection on a machine with
+    only loopback gathers no ICE candidate: the page names the flag (and the other
+    way out), instead of a bare "ICE gathering did not complete"; no call is created."""
+    result = browser_run(tmp_path, "flask", "no-loopback-flag")
+    status = result["status"]
+    assert status.startswith("failed - No network address to offer for the call"), status
+    assert "--allow-loopback-in-peer-connection" in status
+    assert "network interface the API can reach" in status
+    assert result["log"] == [f"error: {status.removeprefix('failed - ')}"]
+    assert result["posts"] == []  # the offer was never posted
+    assert result["emulator"]["calls"] == 0 and result["live_calls_after"] == []

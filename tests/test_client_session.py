@@ -76,7 +76,7 @@ def test_concurrent_updates_each_get_an_answer(rt_connect: Connect) -> None:
     client = rt_connect()
     sessions = run_at_once(8, lambda i: client.update_session(instructions=f"v{i}"), 30)
     assert len(sessions) == 8 and all(s.type == "realtime" for s in sessions)
-    assert client._requests == {} and client._request_keys == {}
+    assert len(client._waiters) == 0 and client._core._expected == {}
 
 
 def test_client_turns_survive_a_turn_detection_update(rt_connect: Connect) -> None:
@@ -255,7 +255,7 @@ def test_a_timeout_says_what_was_waited_for(rt_emulator: Emulator, rt_connect: C
     session.set_faults(ignore_event_type="session.update")
     with pytest.raises(WaitTimeoutError, match=r"session\.updated answering update_session\(\)"):
         client.update_session(instructions="lost", timeout=0.2)
-    assert client._requests == {}  # a timed-out wait leaves nothing behind
+    assert len(client._waiters) == 0  # a timed-out wait leaves nothing behind
     session.set_faults(ignore_event_type=None)
     assert client.update_session(instructions="heard").instructions == "heard"
 

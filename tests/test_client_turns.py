@@ -88,3 +88,58 @@ def test_speech_racing_a_tool_round_is_never_rejected(vad_emulator: Emulator) ->
     finally:
         release.set()
         client.close()
+
+
+def test_an_update_that_turns_server_responses_back_on_is_reasserted(
+    vad_emulator: Emulator,
+) -> None:
+    """A raw session.update (as the browser or another sideband could send) turns the
+    server's own responses back on; the client re-asserts its turn settings, so the
+    next 5 turns get 5 responses and 0 rejections, and says so (WARNING, counter)."""
+    client = _connect(vad_emulator, client_turns=True)
+    try:
+        session = vad_emulator.sessions[-1]
+        reasserted = threading.Event()
+        updates: list[dict[str, Any]] = []
+
+        def on_updated(event: dict[str, Any]) -> None:
+            updates.append(event)
+            detection = event["session"]["audio"]["input"]["turn_detection"]
+            if len(updates) >= 2 and detection["create_response"] is False:
+                reasserted.set()
+
+        client.on("session.updated", on_updated, raw=True)
+        on = {"type": "server_vad", "create_response": True, "interrupt_response": True}
+        client.send_event(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "audio": {"input": {"turn_detection": on}}},
+            }
+        )
+        assert reasserted.wait(10)  # ours came back: create_response is off again
+        assert session.config["audio"]["input"]["turn_detection"]["create_response"] is False
+        assert client.stats()["client_turns_reasserted"] == 1
+        done = threading.Semaphore(0)
+        client.on("response.done", lambda event: done.release(), raw=True)
+        for turn in range(5):
+            session.simulate_speech(f"turn {turn}")
+            assert done.acquire(timeout=10)
+        assert not done.acquire(timeout=0.3)  # no sixth response (a bounded look, not a sync)
+        stats = client.stats()
+        assert stats["rejections"] == 0 and stats["server_started_responses"] == 0
+        assert vad_emulator.stats()["rejections"] == 0
+    finally:
+        client.close()
+
+
+def test_a_server_started_response_in_client_turns_mode_is_counted() -> None:
+    """With the update left in place (the client cannot see it in time), the server's
+    own reply is counted and logged, and the gate keeps the client's create from
+    colliding with it."""
+    from rtclient.core.gate import ResponseGate
+    from rtclient.core.realtime import RealtimeProtocol
+    from rtclient.tools import ToolRunner
+
+    core = RealtimeProtocol(ResponseGate(), ToolRunner(()), client_turns=True)
+    core.receive('{"type": "response.created", "response": {"id": "resp_1", "metadata": {}}}')
+    assert core.counters["server_started_responses"] == 1

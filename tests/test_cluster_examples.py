@@ -12,6 +12,7 @@ reported with a typed event. The measured distribution: ``bench/failover.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import pytest
 from cluster import (
     API_KEY,
     EXAMPLES,
+    SECRET_KEY,
     App,
     Browser,
     EmulatorServer,
@@ -108,6 +110,7 @@ def flask_cluster(
         db=0,
         log=log,
         SHOP_CARRIER_GATE=str(CARRIER_OPEN),
+        FLASK_SECRET_KEY=SECRET_KEY,
     )
     try:
         app.wait_ready()
@@ -122,8 +125,9 @@ def flask_cluster(
 def browsers(lt: LoopThread) -> Iterator[Any]:
     made: list[Browser] = []
 
-    def make(app: App, count: int) -> list[Browser]:
-        new = [Browser(lt, app.url) for _ in range(count)]
+    def make(app: App, count: int, tab_of: Browser | None = None) -> list[Browser]:
+        """``count`` browsers, each its own session (or tabs of ``tab_of``'s)."""
+        new = [Browser(lt, app.url, tab_of) for _ in range(count)]
         made.extend(new)
         return new
 
@@ -210,7 +214,7 @@ def hangup_from_another_worker(app: App, browser: Browser) -> dict[str, str]:
     os.kill(holder, signal.SIGSTOP)
     try:
         wait_until(lambda: process_state(holder) == "T", 10, f"worker {holder} stopped")
-        status, headers, body = app.hangup(browser.call_id)
+        status, headers, body = app.hangup(browser)
         assert status == 200 and body == {"call_id": browser.call_id, "ended": True}, body
         assert not headers["X-Served-By"].endswith(f":{holder}")
         browser.wait_ended()  # the API ended the call for everyone
@@ -301,7 +305,7 @@ def test_flask_a_killed_workers_call_is_taken_over_and_its_tool_call_answered(
     for user in (a, b):
         wait_until(lambda u=user: reg.lease(u.call_id) is None, 10, "the lease released")
         assert "ended_at" in reg.call(user.call_id)
-    assert app.hangup(a.call_id)[0] == 404
+    assert app.hangup(a)[0] == 404
     assert emulator.stats()["rejections"] == 0
     app.wait_ready()  # gunicorn replaced the killed worker
 
@@ -353,7 +357,7 @@ def test_flask_a_tool_call_made_while_no_sideband_was_attached_is_reported(
     record = emulator.call(user.call_id)
     assert outputs_for(record, gap_call["call_id"]) == []  # reported, not silently answered
     assert assert_no_replayed_create(record, before_kill, holder) == 1
-    status, _, _ = app.hangup(user.call_id)
+    status, _, _ = app.hangup(user)
     assert status == 200
     user.wait_ended()
     app.wait_ready()
@@ -378,9 +382,70 @@ def test_flask_a_worker_that_shuts_down_hands_its_calls_over_without_waiting_for
     assert report["gap_seconds"] < LEASE_TTL  # from its detach to the new sideband
     assert user.connected()
     assert user.ask('lookup_order({"order_id": 8})').startswith("Tool results: lookup_order")
-    assert app.hangup(user.call_id)[0] == 200
+    assert app.hangup(user)[0] == 200
     user.wait_ended()
     assert emulator.call(user.call_id)["closed"]
+    app.wait_ready()
+
+
+def frozen(pid: int) -> Any:
+    """SIGSTOP ``pid`` until the block ends (another worker must serve meanwhile)."""
+
+    @contextlib.contextmanager
+    def freeze() -> Iterator[None]:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: process_state(pid) == "T", 10, f"worker {pid} stopped")
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    return freeze()
+
+
+def pid_of(worker: str) -> int:
+    """The pid in a worker's name, ``host:pid`` (``X-Served-By``)."""
+    return int(worker.rsplit(":", 1)[1])
+
+
+@needs_redis
+@pytest.mark.timeout(90)
+def test_flask_a_call_belongs_to_its_browser_session_in_every_worker(
+    flask_cluster: App, services: tuple[RedisServer, EmulatorServer], browsers: Any
+) -> None:
+    """The session cookie (one FLASK_SECRET_KEY) and the caller stored with the call in
+    Redis: a worker that neither created nor holds a call refuses another session's
+    hang-up (403), accepts its own session's, and counts the session's live calls
+    across workers (429 at the third)."""
+    app, (_, emulator), reg = flask_cluster, services, flask_cluster.registry
+    owner, stranger = browsers(app, 2)
+    owner.start_call()
+    creator = pid_of(owner.created_by)
+    assert reg.call(owner.call_id)["caller"]  # stored with the call, for every worker
+    with frozen(creator):  # the creator (and holder) of the owner's call serves nothing
+        stranger.start_call()
+        status, headers, body = app.hangup(stranger, owner.call_id)
+        assert status == 403, body
+        assert body["error"]["message"] == "this call belongs to another browser session"
+        assert pid_of(headers["X-Served-By"]) != creator
+        assert not emulator.call(owner.call_id)["closed"]
+        # the owner's second tab: a second call, created by another worker
+        (tab,) = browsers(app, 1, tab_of=owner)
+        tab.start_call()
+        assert pid_of(tab.created_by) != creator
+    (third,) = browsers(app, 1, tab_of=owner)
+    status, headers, body = third.post_offer()  # whichever worker: the count is shared
+    assert status == 429, body
+    assert body["error"]["message"] == "this browser already has 2 live calls: end one first"
+    calls_before = emulator.stats()["calls"]
+    assert owner.ask('lookup_order({"order_id": 7})').startswith("Tool results")
+
+    hangup_from_another_worker(app, tab)  # the owner's session ends its second call
+    third.start_call()  # a place is free again
+    assert emulator.stats()["calls"] == calls_before + 1
+    for user in (owner, third, stranger):
+        assert app.hangup(user)[0] == 200
+        user.wait_ended()
     app.wait_ready()
 
 
@@ -424,10 +489,15 @@ def test_django_under_gunicorn_fails_over_and_hangs_up_from_another_worker(
     emulator = services[1]
     try:
         app.wait_ready()
-        (user,) = browsers(app, 1)
+        user, stranger = browsers(app, 2)
         user.start_call()
         expected = '"customer": "Ada", "status": "shipped"'
         assert expected in user.ask('order_status({"order_id": 1})')
+        stranger.open_page()  # its own session and CSRF token: refused as not the owner
+        for _ in range(app.server.workers):  # (whichever worker serves it)
+            status, _, body = app.hangup(stranger, user.call_id)
+            assert status == 403, body
+            assert body["error"]["message"] == "this call belongs to another browser session"
         reg.wait_settled(user.call_id)
         holder = reg.holder_pid(user.call_id)
         epoch = int(reg.call(user.call_id)["epoch"])

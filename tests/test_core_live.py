@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from rtclient.core.effects import Dispatch, Effect, Later, Lost, Send, Settle, Start
 from rtclient.core.live import CLIENT_EVENT_TYPES, SERVER_EVENT_TYPES, LiveCore
 from rtclient.core.live_protocol import DelegationTask, Notices, session_config
 from rtclient.core.live_text import (
@@ -22,6 +21,7 @@ from rtclient.core.live_text import (
     render,
     split_content,
 )
+from rtclient.effects import Dispatch, Effect, Later, Lost, Send, Settle, Start
 from rtclient.errors import (
     ClosedError,
     CommandRefusedError,

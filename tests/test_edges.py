@@ -372,9 +372,9 @@ def test_hundreds_of_tool_rounds_keep_the_client_flat(rt_connect: Connect) -> No
             sizes.append(
                 (
                     _count(ToolCall),
-                    len(client._done_events),
-                    len(client._settled_followups) + len(client._followups),
-                    len(client._done_waiters) + len(client._oob_waiters),
+                    len(client._waiters._kept.get("done", ())),
+                    len(client._waiters._kept.get("followup", ())),
+                    len(client._waiters),
                     len(client.gate.machine._serving) + len(client.gate.machine._finished),
                 )
             )

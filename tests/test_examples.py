@@ -11,12 +11,16 @@ counter must stay 0 while the browser and the sideband both start responses.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ from threads import run_at_once
 
 from rtclient import LoopThread
 from rtclient.emulator import Emulator
+from rtclient.logs import short_id
 from rtclient.transports._loopback import loopback_only
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -59,6 +64,7 @@ class Browser:
         self.pc, self.channel, self.offer = lt.call(make_offer(), timeout=10)
         self.call_id: str | None = None
         self.inbox: RawClient | None = None
+        self.http: Any = None  # the app's test client: this browser's cookies
 
     def accept(self, call_id: str, answer_sdp: str) -> None:
         """Apply the app's answer; returns once the data channel is open."""
@@ -129,6 +135,8 @@ def post_offer(http: Any, browser: Browser, **extra: Any) -> Any:
 
 
 def start_call(http: Any, browser: Browser) -> str:
+    """``browser`` posts its offer through ``http`` (its own cookies from now on)."""
+    browser.http = http
     reply = post_offer(http, browser)
     raw = reply.content if hasattr(reply, "content") else reply.data  # Django or Flask
     assert reply.status_code == 201, raw
@@ -136,6 +144,11 @@ def start_call(http: Any, browser: Browser) -> str:
     assert set(body) == {"call_id", "sdp"}
     browser.accept(body["call_id"], body["sdp"])
     return str(body["call_id"])
+
+
+def body_of(reply: Any) -> dict[str, Any]:
+    raw = reply.content if hasattr(reply, "content") else reply.data  # Django or Flask
+    return dict(json.loads(raw))
 
 
 # ---------------------------------------------------------------------------- Flask
@@ -179,15 +192,14 @@ def test_flask_two_users_get_their_own_calls_tools_and_answers(
     loops = [t for t in threading.enumerate() if t.name == "flask-calls"]
     assert len(loops) == 1, "both sidebands live on one shared loop thread"
 
-    http = flask_app.test_client()
     for browser in users:
-        reply = http.post(f"/calls/{browser.call_id}/hangup")
+        reply = browser.http.post(f"/calls/{browser.call_id}/hangup")
         assert reply.status_code == 200
         assert reply.get_json() == {"call_id": browser.call_id, "ended": True}
         browser.wait_ended()  # the call ended for the browser too
         assert rt_emulator.session(str(browser.call_id)).closed
     assert calls.live() == []
-    assert http.post(f"/calls/{call_a}/hangup").status_code == 404
+    assert users[0].http.post(f"/calls/{call_a}/hangup").status_code == 404
 
 
 @pytest.mark.timeout(60)
@@ -390,11 +402,11 @@ def test_django_two_users_each_get_a_call_whose_tool_reads_the_orm(
     assert rt_emulator.stats()["rejections"] == 0
     # rtclient's gate diagnostics arrive through standard logging (orders/apps.py).
     gate = [r for r in records.records if r.getMessage().startswith("[RESPONSE_CREATE] ")]
-    assert gate and {r.name for r in gate} <= {"rtclient.core.gate", "rtclient.client"}
+    assert gate and {r.name for r in gate} <= {"rtclient.core.gate", "rtclient.core.realtime"}
     assert all(r.levelno == logging.INFO for r in gate)
 
     for user in users:
-        reply = django_client().post(f"/calls/{user.call_id}/hangup")
+        reply = user.http.post(f"/calls/{user.call_id}/hangup")
         assert reply.status_code == 200 and reply.json()["ended"] is True
         user.wait_ended()
         assert rt_emulator.session(str(user.call_id)).closed
@@ -423,3 +435,156 @@ def test_django_page_and_errors_carry_no_key(shop: Any, browsers: Any) -> None:
     for reply in [page, started, ended] + [reply for reply, _ in cases]:
         assert SECRET not in reply.content.decode()
     assert shop.live_calls() == {}
+
+
+# ------------------------------------------------- whose call it is (both apps)
+
+
+@dataclasses.dataclass
+class Site:
+    """One example app under test: a new browser session is ``client()``."""
+
+    name: str
+    client: Callable[[], Any]
+    question: str  # typed in the page: makes the emulator's model call the app's tool
+
+    def twin(self, http: Any) -> Any:
+        """A second client that carries ``http``'s session cookie (another tab)."""
+        other = self.client()
+        if self.name == "flask":
+            other.set_cookie("session", http.get_cookie("session").value)
+        else:
+            other.cookies.load({k: m.value for k, m in http.cookies.items()})
+        return other
+
+
+@pytest.fixture(params=["flask", "django"])
+def site(request: pytest.FixtureRequest, rt_emulator: Emulator) -> Site:
+    if request.param == "flask":
+        app = request.getfixturevalue("flask_app")
+        return Site("flask", app.test_client, 'lookup_order({"order_id": 7})')
+    request.getfixturevalue("shop")
+    return Site("django", django_client, 'order_status({"order_id": 1})')
+
+
+def loud_lines(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+@pytest.mark.timeout(90)
+def test_another_session_cannot_end_a_call(
+    site: Site, rt_emulator: Emulator, browsers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = browsers(2)
+    call_a = start_call(site.client(), a)
+    call_b = start_call(site.client(), b)
+    with caplog.at_level(logging.WARNING):
+        # B has a session and a call of its own; the third has no session at all
+        for stranger in (b.http, site.client()):
+            refused = stranger.post(f"/calls/{call_a}/hangup")
+            assert refused.status_code == 403
+            assert body_of(refused)["error"] == {
+                "message": "this call belongs to another browser session",
+                "status": 403,
+            }
+    assert not rt_emulator.session(call_a).closed
+    assert a.ask(site.question).startswith("Tool results")  # A's call goes on, tools and all
+    # the refusals are logged with the call's short id only
+    assert f"another session's request for call {short_id(call_a)}" in loud_lines(caplog)
+    assert call_a not in loud_lines(caplog)
+
+    for user, call_id in ((a, call_a), (b, call_b)):  # each ends its own
+        assert user.http.post(f"/calls/{call_id}/hangup").status_code == 200
+        user.wait_ended()
+        assert rt_emulator.session(call_id).closed
+    assert b.http.post(f"/calls/{call_a}/hangup").status_code == 404  # ended: no longer live
+
+
+@pytest.mark.timeout(90)
+def test_a_session_holds_two_live_calls_and_gets_429_beyond(
+    site: Site, rt_emulator: Emulator, browsers: Any
+) -> None:
+    users = browsers(4)
+    http = site.client()
+    start_call(http, users[0])
+    start_call(http, users[1])
+    refused = post_offer(http, users[2])
+    assert refused.status_code == 429
+    assert body_of(refused)["error"] == {
+        "message": "this browser already has 2 live calls: end one first",
+        "status": 429,
+    }
+    assert rt_emulator.stats()["calls"] == 2  # no call was created for the refused offer
+    start_call(site.client(), users[3])  # another session is not limited by this one
+    # a call that ends frees its place
+    assert http.post(f"/calls/{users[0].call_id}/hangup").status_code == 200
+    users[0].wait_ended()
+    start_call(http, users[2])
+    assert rt_emulator.stats()["calls"] == 4
+
+
+@pytest.mark.timeout(90)
+def test_two_posts_at_once_from_one_session_take_its_last_place_once(
+    site: Site, rt_emulator: Emulator, browsers: Any
+) -> None:
+    first, *racing = browsers(3)
+    http = site.client()
+    start_call(http, first)  # one place left of 2
+    tabs = [http, site.twin(http)]  # two tabs of one session, posting together
+
+    replies = run_at_once(2, lambda i: post_offer(tabs[i], racing[i]))
+
+    assert sorted(r.status_code for r in replies) == [201, 429]
+    assert rt_emulator.stats()["calls"] == 2
+
+
+@pytest.mark.timeout(60)
+def test_django_posts_need_the_csrf_token(shop: Any, rt_emulator: Emulator, browsers: Any) -> None:
+    from django.test import Client
+
+    (user,) = browsers(1)
+    http = Client(enforce_csrf_checks=True)  # as a browser: Django's CSRF check is on
+    refused = post_offer(http, user)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"].startswith("CSRF check failed")
+    assert rt_emulator.stats()["calls"] == 0
+
+    page = http.get("/")  # the page brings the token, as a cookie
+    token = page.cookies["csrftoken"].value
+    assert token
+    user.http = http
+    started = post_offer(http, user, HTTP_X_CSRFTOKEN=token)  # what voice.html sends
+    assert started.status_code == 201, started.content
+    user.accept(started.json()["call_id"], started.json()["sdp"])
+    call_id = str(user.call_id)
+    unsigned = http.post(f"/calls/{call_id}/hangup")  # the call's own session, no token
+    assert unsigned.status_code == 403 and "CSRF" in unsigned.json()["error"]["message"]
+    assert not rt_emulator.session(call_id).closed
+    ended = http.post(f"/calls/{call_id}/hangup", HTTP_X_CSRFTOKEN=token)
+    assert ended.status_code == 200 and ended.json() == {"call_id": call_id, "ended": True}
+    user.wait_ended()
+
+
+def test_flask_with_a_shared_registry_needs_a_shared_secret_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers that share calls must read each other's session cookies."""
+    monkeypatch.delenv("FLASK_SECRET_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="set FLASK_SECRET_KEY"):
+        flask_example.create_app(api_key="sk-test", redis_url="redis://127.0.0.1:9/0")
+
+
+@pytest.mark.timeout(60)
+def test_flask_example_without_a_key_or_emulator_says_so_and_exits() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "flask_app.py"), "--port", "9"],  # never bound
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=50,
+    )
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [flask_example.NO_KEY]
+    assert "OPENAI_API_KEY is not set" in proc.stderr and "--emulator" in proc.stderr

@@ -109,4 +109,42 @@ def test_illegal_moves_raise_and_change_nothing() -> None:
     with pytest.raises(ClosedError):
         life.move(State.OPEN)
     life.move(State.CLOSED)
-    assert life.closed.is_set() and life.ending
+    assert life.torn_down.is_set() and life.ending
+
+
+def test_close_that_gives_up_on_a_slow_loop_start_leaves_nothing_running(
+    rt_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close(timeout=0.2) returns while connect() is still starting its loop thread
+    (held here until close() has returned); connect() then releases what it built
+    itself: no loop thread, no log thread, nothing left running."""
+    import rtclient.runtime.session as session
+
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowStart(session.LoopThread):
+        def start(self, timeout: float = 10.0) -> session.LoopThread:
+            entered.set()
+            assert release.wait(10)  # held until close() gave up waiting for connect()
+            return super().start(timeout)
+
+    monkeypatch.setattr(session, "LoopThread", SlowStart)
+    client = RealtimeClient(api_key="sk-test", base_url=rt_emulator.url, loopback_only=True)
+    errors: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            client.connect(timeout=10)
+        except BaseException as exc:
+            errors.append(exc)
+
+    connecting = threading.Thread(target=connect)
+    connecting.start()
+    assert entered.wait(10)
+    client.close(timeout=0.2)  # gives up on connect() after 0.2 s: the state is closed
+    assert client._life.state is State.CLOSED and not client._life.connect_finished.is_set()
+    release.set()
+    connecting.join(30)
+    assert not connecting.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], ClosedError), errors
+    assert _rtclient_threads() == [], _rtclient_threads()

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from rtclient._secret import Secret
-from rtclient.core.effects import Send
 from rtclient.core.live import LiveCore
+from rtclient.effects import Send
 from rtclient.emulator import Emulator, Pace
 from rtclient.errors import NotFoundError, SignalingError
 from rtclient.runtime.loop import LoopThread

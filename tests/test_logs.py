@@ -75,3 +75,55 @@ def test_to_logging_prints_each_record_once() -> None:
     output = proc.stdout + proc.stderr
     assert output.count("[RESPONSE_CREATE]") == 1
     assert "INFO:rtclient.core.gate:[RESPONSE_CREATE]" in proc.stdout
+
+
+def test_short_id_keeps_the_type_and_eight_characters() -> None:
+    assert (
+        logs.short_id("rtc_0123456789abcdef0123456789abcdef")
+        == "rtc_01234567\N{HORIZONTAL ELLIPSIS}"
+    )
+    assert logs.short_id("sess_0123456789abcdef") == "sess_01234567\N{HORIZONTAL ELLIPSIS}"
+    assert logs.short_id("0123456789abcdef") == "01234567\N{HORIZONTAL ELLIPSIS}"  # no type prefix
+    assert logs.short_id("rtc_nobody") == "rtc_nobody"  # nothing to hide beyond the prefix
+    assert logs.short_id(None) == "-"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("transport", ["webrtc", "sideband"])
+def test_a_lost_call_is_named_by_its_short_id_in_warnings(transport: str) -> None:
+    """The emulator ends the call under the client: the WARNING that reports the lost
+    connection names the call by its prefix, never in full."""
+    from rtclient import RealtimeClient
+    from rtclient.emulator import Emulator
+
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(
+        lambda m: lines.append((m.record["level"].name, m.record["message"])),
+        level="DEBUG",
+        format="{message}",
+    )
+    logs.enable()
+    try:
+        with Emulator(turn_detection=None) as emulator:
+            owner = RealtimeClient(base_url=emulator.url, api_key="sk-test", loopback_only=True)
+            with owner:
+                call_id = emulator.wait_for_sessions(1)[0].call_id
+                assert call_id
+                client = owner
+                if transport == "sideband":
+                    client = RealtimeClient(
+                        call_id=call_id, base_url=emulator.url, api_key="sk-test"
+                    ).connect()
+                events = client.events(timeout=20)  # ends when the connection is lost
+                emulator.hangup(call_id)
+                for _ in events:
+                    pass
+                assert client.closed
+                client.close()
+    finally:
+        logs.disable()
+        logger.remove(sink)
+    lost = [msg for level, msg in lines if level == "WARNING" and " lost: " in msg]
+    assert lost and all(logs.short_id(call_id) in msg for msg in lost), lines
+    loud = [msg for level, msg in lines if level in ("WARNING", "ERROR", "CRITICAL")]
+    assert not [msg for msg in loud if call_id in msg], loud

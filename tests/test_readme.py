@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +60,38 @@ def test_python_block_runs(index: int, capsys: pytest.CaptureFixture[str]) -> No
 def test_the_plugin_block_passes_as_a_users_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_readme_plugin=blocks("python")[4])
     pytester.runpytest_subprocess("-q").assert_outcomes(passed=1)
+
+
+def dask_blocks() -> tuple[str, str]:
+    """The "Tools on a cluster" recipe: ``tools.py`` and ``app.py``, as printed."""
+    found = {body.split("\n", 1)[0].split()[1]: body for body in blocks("py")}
+    return found["tools.py"], found["app.py"]
+
+
+@pytest.mark.timeout(180)
+def test_the_dask_recipe_runs_offline_as_written(tmp_path: Path) -> None:
+    """Saved as two files and run as a script: a real two-worker LocalCluster on
+    127.0.0.1 runs the 16 calls; the script prints which processes ran them."""
+    pytest.importorskip("distributed")
+    tools, app = dask_blocks()
+    (tmp_path / "tools.py").write_text(tools)
+    (tmp_path / "app.py").write_text(app)
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the Dask workers included
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"app.py did not finish in 150 s:\n{stderr[-4000:]}")
+    assert proc.returncode == 0, stderr[-4000:]
+    found = re.fullmatch(r"16 calls ran in worker processes \[([\d, ]+)\]\n", stdout)
+    assert found, stdout
+    pids = {int(pid) for pid in found[1].split(", ")}
+    assert pids and proc.pid not in pids  # run by the Dask workers, not by the app

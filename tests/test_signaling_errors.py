@@ -158,6 +158,32 @@ def test_an_unknown_call_is_not_found(emulator: Emulator, attempt: str) -> None:
         ATTEMPTS[attempt](emulator.url, "sk-the-right-one")
     assert isinstance(info.value, NotFoundError)
     assert (info.value.status, info.value.code) == (404, "call_id_not_found")
+    assert "does not end in /v1" not in str(info.value)  # the route was right
+
+
+@pytest.mark.parametrize("attempt", ATTEMPTS, ids=list(ATTEMPTS))
+def test_a_base_url_without_v1_gets_a_404_that_names_the_fix(
+    emulator: Emulator, attempt: str
+) -> None:
+    """The newcomer's ``OPENAI_BASE_URL=http://127.0.0.1:8765``: every route is one
+    level too high, and the emulator answers a plain 404 - the message says why."""
+    root = emulator.url.removesuffix("/v1")
+    with pytest.raises(NotFoundError) as info:
+        ATTEMPTS[attempt](root, "sk-the-right-one")
+    error = info.value
+    assert type(error) is NotFoundError and error.status == 404  # not about a call
+    assert f"the base_url '{root}' does not end in /v1" in str(error)
+    assert f"did you mean '{root}/v1'?" in str(error)
+    assert "sk-the-right-one" not in str(error)
+
+
+@pytest.mark.parametrize("attempt", ["sideband handshake", "create_call", "hangup_call"])
+def test_a_404_from_a_base_url_ending_in_v1_has_no_hint(emulator: Emulator, attempt: str) -> None:
+    wrong_prefix = emulator.url.replace("/v1", "/api/v1")  # ends in /v1, still not found
+    with pytest.raises(NotFoundError) as info:
+        ATTEMPTS[attempt](wrong_prefix, "sk-the-right-one")
+    assert info.value.status == 404 and "Invalid URL" in str(info.value)
+    assert "does not end in /v1" not in str(info.value)
 
 
 @pytest.mark.parametrize("attempt", ATTEMPTS, ids=list(ATTEMPTS))

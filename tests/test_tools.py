@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -24,7 +24,17 @@ import pydantic
 import pytest
 from typing_extensions import TypedDict  # typing's is refused by pydantic before 3.12
 
-from rtclient.tools import ToolCall, ToolRunner, ToolSpec, build_spec, tool
+from rtclient.effects import Later, Start
+from rtclient.tools import (
+    OutputReady,
+    RoundComplete,
+    RoundFailed,
+    ToolCall,
+    ToolRunner,
+    ToolSpec,
+    build_spec,
+    tool,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -71,8 +81,23 @@ def test_tool_options() -> None:
     assert (spec.name, spec.timeout, spec.start_response) == ("slow", 0.5, False)
 
 
+class _Runner(ToolRunner):
+    """``on_event`` hands its steps to the harness, as the session's dispatcher does."""
+
+    def __init__(self, harness: Harness, tools: list[Any]) -> None:
+        super().__init__(tools)
+        self._harness = harness
+
+    def on_event(self, event: Any) -> list[Any]:  # type: ignore[override]
+        steps = super().on_event(event)
+        self._harness.apply(steps)
+        return []
+
+
 class Harness:
-    """A ToolRunner wired to lists instead of a connection; the executor is real."""
+    """A ToolRunner whose steps are carried out by this harness instead of a session:
+    outputs go to a list (and count as on the wire), timers are real threading timers,
+    the executor is real."""
 
     def __init__(self, tools: list[Any], executor: Any) -> None:
         self.outputs: list[tuple[str, str]] = []
@@ -80,39 +105,35 @@ class Harness:
         self.followup_event = threading.Event()
         self.timers: list[threading.Timer] = []
         self.lock = threading.Lock()
-        self.runner = ToolRunner(
-            tools,
-            executor,
-            send_output=self.send_output,
-            request_followup=self.request_followup,
-            fail_followup=self.fail_followup,
-            schedule=self.schedule,
-        )
+        self.executor = executor
+        self.runner = _Runner(self, tools)
         self.failed: list[tuple[str, BaseException]] = []
 
-    def send_output(self, call_id: str, output: str) -> Future[Any]:
-        with self.lock:
-            self.outputs.append((call_id, output))
-        sent: Future[Any] = Future()
-        sent.set_result(None)  # on the wire
-        return sent
-
-    def fail_followup(self, rid: str, error: BaseException) -> None:
-        with self.lock:
-            self.failed.append((rid, error))
-
-    def request_followup(self, rid: str, calls: list[ToolCall]) -> None:
-        with self.lock:
-            # the rule: every output is out before the follow-up is requested
-            sent = {c for c, _ in self.outputs}
-            assert all(c.call_id in sent for c in calls)
-            self.followups.append((rid, calls))
-        self.followup_event.set()
-
-    def schedule(self, delay: float, fn: Any) -> None:
-        timer = threading.Timer(delay, fn)
-        self.timers.append(timer)
-        timer.start()
+    def apply(self, steps: list[Any]) -> None:
+        for step in steps:
+            if isinstance(step, Start):
+                future = self.executor.submit(step.fn, *step.args, **step.kwargs)
+                future.add_done_callback(
+                    lambda f, s=step: self.apply(self.runner.finished(s.work, f, None))
+                )
+            elif isinstance(step, Later):
+                timer = threading.Timer(step.delay, lambda s=step: self.apply(self.runner.timer(s)))
+                self.timers.append(timer)
+                timer.start()
+            elif isinstance(step, OutputReady):
+                with self.lock:
+                    self.outputs.append((step.call.call_id, step.text))
+                self.apply(self.runner.delivered(step, None))  # on the wire
+            elif isinstance(step, RoundComplete):
+                with self.lock:
+                    # the rule: every output is out before the follow-up is requested
+                    sent = {c for c, _ in self.outputs}
+                    assert all(c.call_id in sent for c in step.calls)
+                    self.followups.append((step.response_id, step.calls))
+                self.followup_event.set()
+            elif isinstance(step, RoundFailed):
+                with self.lock:
+                    self.failed.append((step.response_id, step.error))
 
     def call(self, rid: str, call_id: str, name: str, args: Any) -> None:
         self.runner.on_event(

@@ -631,6 +631,12 @@ def _blocking_response(message: str) -> str | None:
     return match.group(0) if match else None
 
 
+def is_out_of_band(response: Mapping[str, Any]) -> bool:
+    """A response outside the conversation (``conversation: "none"``): the server says
+    so with an explicit ``conversation_id: null``."""
+    return "conversation_id" in response and response["conversation_id"] is None
+
+
 class ResponseGate:
     """The thread-safe gate: :class:`GateMachine` behind one ``threading.Lock``.
 
@@ -697,7 +703,7 @@ class ResponseGate:
             if not isinstance(response_id, str):
                 return Effects()  # not a response we could attribute: nothing to decide
             assert isinstance(response, dict)
-            out_of_band = "conversation_id" in response and response["conversation_id"] is None
+            out_of_band = is_out_of_band(response)
             metadata = response.get("metadata")
             ticket_id = metadata.get(TICKET_METADATA_KEY) if isinstance(metadata, dict) else None
             if not isinstance(ticket_id, str):

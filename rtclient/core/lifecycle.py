@@ -21,6 +21,13 @@ open                  closing (``close()``)
 closing               closed (teardown finished)
 closed                -
 ====================  ==============================================================
+
+"Closed" for callers is one more fact, kept here too: :attr:`Lifecycle.error`, the error
+that ended the session (``close()``, a lost connection, an expired session). It is set
+once, possibly while the state is still ``open`` (the connection was lost and nobody
+has called ``close()`` yet): from then on every call fails with it and every waiter is
+failed with it. The state says what has been *torn down*; the error says why callers
+can no longer use the session.
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ _MOVES: dict[State, frozenset[State]] = {
 
 
 class Lifecycle:
-    """The state, its legal moves, and two events that threads wait on.
+    """The state, its legal moves, the error that ended it, and two events that threads
+    wait on.
 
     ``lock`` is the owner's lock (the one waiters register under); every method that
     moves the state must be called with it held.
@@ -58,11 +66,22 @@ class Lifecycle:
     def __init__(self, lock: threading.Lock) -> None:
         self.lock = lock
         self.state = State.NEW
+        self.error: BaseException | None = None  # why callers can no longer use it
         self.connect_finished = threading.Event()  # connect() stopped building
-        self.closed = threading.Event()  # teardown finished
+        self.torn_down = threading.Event()  # teardown finished: nothing is left running
 
     def __repr__(self) -> str:
+        if self.error is not None and self.state is State.OPEN:
+            return "lost"
         return self.state.value
+
+    def end(self, error: BaseException) -> bool:
+        """Record why the session ended for callers (lock held); the first error wins.
+        Returns whether this call recorded it."""
+        if self.error is not None:
+            return False
+        self.error = error
+        return True
 
     def move(self, to: State) -> None:
         """Move to ``to`` (lock held); an illegal move raises and changes nothing."""
@@ -72,7 +91,7 @@ class Lifecycle:
             raise RealtimeError(f"cannot go from {self.state.value} to {to.value}")
         self.state = to
         if to is State.CLOSED:
-            self.closed.set()
+            self.torn_down.set()
 
     @property
     def ending(self) -> bool:

@@ -4,7 +4,7 @@ GPT-Live (``gpt-live-1``) is not the Realtime API: the model decides its own tur
 hands work to a backend ("delegation") while it keeps talking. What a client must
 still get right is decided here; the shell (:class:`rtclient.live.LiveClient` on the
 shared session shell) carries events, applies the returned effects
-(:mod:`rtclient.core.effects`) outside every lock and reports their outcomes back.
+(:mod:`rtclient.effects`) outside every lock and reports their outcomes back.
 
 **Start.** On a primary WebSocket the first message is ``session.start`` and nothing
 else goes out before ``session.started``: commands given earlier are held, in order,
@@ -53,7 +53,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from rtclient.core import events as ev
-from rtclient.core.effects import Dispatch, Effect, Later, Lost, Send, Settle, Start
 from rtclient.core.gate import GateMachine, Note, Trigger
 from rtclient.core.live_calls import TERMINAL, BackendCalls
 from rtclient.core.live_delegations import Delegations
@@ -81,6 +80,7 @@ from rtclient.core.live_text import (
     Transcript,
     split_content,
 )
+from rtclient.effects import Dispatch, Effect, Later, Lost, Send, Settle, Start
 from rtclient.errors import ClosedError, CommandRefusedError, SessionClosedError
 from rtclient.logs import logger
 from rtclient.tools.call import ToolOutcome, failed, specs_by_name

@@ -36,10 +36,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rtclient.core import events as ev
-from rtclient.core.effects import Effect, Later, Send, Settle, Start
 from rtclient.core.gate import ACTIVE_RESPONSE_CODE, Effects, GateMachine, Note, Ticket, Trigger
 from rtclient.core.live_protocol import AppendKind, Batch, CallWork, brief, client_event
 from rtclient.core.live_text import estimate_tokens
+from rtclient.effects import Effect, Later, Send, Settle, Start
 from rtclient.errors import ClosedError, MessageTooLargeError, ServerError
 from rtclient.tools.call import ToolOutcome, call_tool, failed
 from rtclient.tools.schema import ToolSpec, error_output

@@ -40,7 +40,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rtclient.core.effects import Effect, Later, Settle, Start
 from rtclient.core.gate import Note
 from rtclient.core.live_protocol import (
     AppendKind,
@@ -53,6 +52,7 @@ from rtclient.core.live_protocol import (
     client_event,
 )
 from rtclient.core.live_text import Transcript
+from rtclient.effects import Effect, Later, Settle, Start
 from rtclient.errors import ContentTooLongError, UnknownDelegationError
 
 AppendSender = Callable[[AppendKind, list[str], "DelegationWork | None", bool], list[Effect]]

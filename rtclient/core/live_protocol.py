@@ -14,8 +14,8 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from rtclient.core.effects import Dispatch
 from rtclient.core.live_text import Fragment, render
+from rtclient.effects import Dispatch
 from rtclient.errors import ClosedError, ServerError
 from rtclient.tools.schema import ToolSpec
 

@@ -21,6 +21,14 @@ at all (the bridge stays full, the connection is gone) is counted in
 ``undelivered_outputs`` and fails the tool round, so whoever waits for its follow-up
 gets the error instead of an answer made without that result.
 
+The runner does no I/O and starts no thread: each method returns what should happen
+next, as data - :class:`~rtclient.effects.Start` (run a tool on the executor),
+:class:`~rtclient.effects.Later` (a timeout, a retry), :class:`OutputReady` (an
+output to send), :class:`RoundComplete` (every output of a response is on the wire:
+time for its one follow-up) and :class:`RoundFailed` (an output could not be
+delivered). The protocol core turns those into sends and gate requests; the shell
+reports back what happened (``finished``, ``delivered``, ``timer``).
+
 Out-of-band responses (``conversation: "none"``) are not in the conversation, so
 their function calls have no place to put an output: they are not run, and no output
 or follow-up is ever sent for them. Their calls are listed in the ``response.done``
@@ -35,9 +43,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from typing import Any
 
+from rtclient.effects import Later, Start
 from rtclient.errors import BridgeFullError, MessageTooLargeError
 from rtclient.logs import logger
 from rtclient.tools.schema import ToolSpec, build_spec, error_output
@@ -62,6 +71,11 @@ TOOL_EVENTS = frozenset(
 def _mapping(value: Any) -> Mapping[str, Any]:
     """``value`` if it is an object, else an empty one (a malformed field is ignored)."""
     return value if isinstance(value, Mapping) else {}
+
+
+def _out_of_band(response: Mapping[str, Any]) -> bool:
+    """Outside the conversation (an explicit ``conversation_id: null``): no outputs."""
+    return "conversation_id" in response and response["conversation_id"] is None
 
 
 def _result_output(result: Any) -> str:
@@ -102,38 +116,52 @@ class ToolStats:
     undelivered_outputs: int = 0
 
 
-class ToolRunner:
-    """Starts calls, sends their outputs, and requests one follow-up per response.
+@dataclasses.dataclass(frozen=True, eq=False)
+class OutputReady:
+    """``text`` is ready to go out as ``call``'s ``function_call_output``."""
 
-    ``send_output(call_id, output)`` hands an output to the bridge without blocking and
-    returns the future of its actual send. ``request_followup(response_id, calls)`` is
-    called once per response whose calls all have outputs on the wire; it asks the
-    gate for the follow-up if any call ``wants_response``. ``fail_followup(response_id,
-    error)`` is called instead when an output could not be delivered.
-    ``schedule(delay, fn)`` runs ``fn`` after ``delay`` seconds (the loop's timer).
+    call: ToolCall
+    text: str
+    fallback: bool = False  # already the error output that replaced an oversized one
+    attempt: int = 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RoundComplete:
+    """Every call of ``response_id`` has its output on the wire (and the response is
+    done): the round's one follow-up may be requested."""
+
+    response_id: str
+    calls: list[ToolCall]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RoundFailed:
+    """An output of ``response_id``'s round could not be delivered."""
+
+    response_id: str
+    error: BaseException
+
+
+Step = Start | Later | OutputReady | RoundComplete | RoundFailed
+
+
+class ToolRunner:
+    """Starts calls, hands out their outputs, and completes one round per response.
+
+    Thread-safe (one lock, never held while user code runs); returns steps, never
+    performs them (see the module docstring). ``on_event`` reads server events in order
+    (:data:`TOOL_EVENTS`); ``finished`` takes a started tool's future; ``delivered`` the
+    outcome of an output's actual send; ``timer`` a :class:`Later` that fired.
     """
 
-    def __init__(
-        self,
-        tools: Iterable[Callable[..., Any] | ToolSpec],
-        executor: Executor,
-        *,
-        send_output: Callable[[str, str], Future[Any]],
-        request_followup: Callable[[str, list[ToolCall]], None],
-        fail_followup: Callable[[str, BaseException], None],
-        schedule: Callable[[float, Callable[[], None]], None],
-    ) -> None:
+    def __init__(self, tools: Iterable[Callable[..., Any] | ToolSpec]) -> None:
         self.specs: dict[str, ToolSpec] = {}
         for t in tools:
             spec = t if isinstance(t, ToolSpec) else build_spec(t)
             if spec.name in self.specs:
                 raise ValueError(f"two tools are named {spec.name!r}")
             self.specs[spec.name] = spec
-        self._executor = executor
-        self._send_output = send_output
-        self._request_followup = request_followup
-        self._fail_followup = fail_followup
-        self._schedule = schedule
         self._lock = threading.Lock()
         self._batches: dict[str, _Batch] = {}
         self._names: dict[str, str] = {}  # call_id -> tool name, from output_item.added
@@ -148,52 +176,53 @@ class ToolRunner:
 
     # -- events (dispatcher thread) ------------------------------------------------
 
-    def on_event(self, event: Mapping[str, Any]) -> None:
-        """One server event, in order (dispatcher thread). Fields of the wrong type are
-        ignored: a malformed event must not stop the tools of the well-formed ones."""
+    def on_event(self, event: Mapping[str, Any]) -> list[Step]:
+        """One server event, in order. Fields of the wrong type are ignored: a
+        malformed event must not stop the tools of the well-formed ones."""
         kind = event.get("type")
+        steps: list[Step] = []
         if kind == "response.created":
             response = _mapping(event.get("response"))
-            if "conversation_id" in response and response["conversation_id"] is None:
+            if _out_of_band(response):
                 self._out_of_band.add(str(response.get("id")))
         elif kind == "response.output_item.added":
             item = _mapping(event.get("item"))
             if item.get("type") == "function_call":  # names, for servers whose
                 self._names[str(item.get("call_id"))] = str(item.get("name"))  # args.done lacks one
         elif kind == "response.function_call_arguments.done":
-            self._start_call(event, event.get("response_id"))
+            self._start_call(event, event.get("response_id"), steps)
         elif kind == "response.output_item.done":
             item = _mapping(event.get("item"))
             if item.get("type") == "function_call":
-                self._start_call(item, event.get("response_id"))
+                self._start_call(item, event.get("response_id"), steps)
         elif kind == "response.done":
             response = _mapping(event.get("response"))
             rid = response.get("id")
             if not isinstance(rid, str) or rid in self._finished:
-                return
-            if "conversation_id" in response and response["conversation_id"] is None:
+                return steps
+            if _out_of_band(response):
                 self._out_of_band.discard(rid)  # its calls are the requester's to read
-                return
+                return steps
             output = response.get("output")
             for item in output if isinstance(output, list) else []:
                 if isinstance(item, dict) and item.get("type") == "function_call":
-                    self._start_call(item, rid)
+                    self._start_call(item, rid, steps)
             with self._lock:
                 batch = self._batches.get(rid)
-                if batch is None:
-                    return
-                batch.response_done = True
-                followup = self._take_followup(batch)
-            if followup is not None:
-                self._request_followup(rid, followup)
+                if batch is not None:
+                    batch.response_done = True
+                    steps.extend(self._take_round(batch))
+        return steps
 
-    def _start_call(self, call: Mapping[str, Any], response_id: Any) -> None:
+    def _start_call(self, call: Mapping[str, Any], response_id: Any, steps: list[Step]) -> None:
         """Start a call described by an arguments.done event or a function_call item."""
         call_id = str(call.get("call_id"))
         name = call.get("name") or self._names.get(call_id)
-        self._start(call_id, str(name), call.get("arguments"), response_id)
+        self._start(call_id, str(name), call.get("arguments"), response_id, steps)
 
-    def _start(self, call_id: str, name: str, arguments: Any, response_id: Any) -> None:
+    def _start(
+        self, call_id: str, name: str, arguments: Any, response_id: Any, steps: list[Step]
+    ) -> None:
         rid = response_id if isinstance(response_id, str) else f"unknown:{call_id}"
         if rid in self._out_of_band:
             self._names.pop(call_id, None)
@@ -211,7 +240,7 @@ class ToolRunner:
             batch.calls[call_id] = call
             self.stats.tool_calls += 1
         if spec is None:
-            self._finish(call, None, f"unknown tool {name!r}")
+            steps.extend(self._finish(call, None, f"unknown tool {name!r}"))
             return
         try:  # here, on the runner's thread: a bad call never reaches the executor
             raw = json.loads(args_text) if args_text.strip() else {}
@@ -220,47 +249,56 @@ class ToolRunner:
             args, kwargs = spec.validate(raw)
         except Exception as exc:  # a model's own validator may raise anything
             why = str(exc) if isinstance(exc, ValueError | TypeError) else repr(exc)
-            self._finish(call, None, f"bad arguments for {name}: {why}")
+            steps.extend(self._finish(call, None, f"bad arguments for {name}: {why}"))
             return
         logger.debug("[TOOL] start {} ({}) for {}", name, call_id, rid)
-        try:
-            future = self._executor.submit(spec.fn, *args, **kwargs)
-        except Exception as exc:
-            self._finish(call, None, f"could not start {name}: {exc!r}")
-            return
-        future.add_done_callback(lambda f: self._on_done(call, f))
+        steps.append(Start(call, spec.fn, args, kwargs))
         if spec.timeout is not None:
-            self._schedule(spec.timeout, lambda: self._on_timeout(call, spec.timeout or 0.0))
+            steps.append(Later(spec.timeout, "tool_timeout", call))
 
-    def _on_done(self, call: ToolCall, future: Future[Any]) -> None:
+    # -- outcomes (executor, loop thread) ------------------------------------------
+
+    def finished(
+        self, call: ToolCall, future: Future[Any] | None, submit_error: BaseException | None
+    ) -> list[Step]:
+        """A started tool ended (``future``), or could not be submitted at all."""
+        if future is None:
+            return self._finish(call, None, f"could not start {call.name}: {submit_error!r}")
         if future.cancelled():
-            self._finish(call, None, f"{call.name} was cancelled")
-            return
+            return self._finish(call, None, f"{call.name} was cancelled")
         exc = future.exception()
         if exc is not None:
-            self._finish(call, None, f"{call.name} raised {type(exc).__name__}: {exc}")
-        else:
-            try:
-                output = _result_output(future.result())
-            except Exception as ser:  # not JSON-serialisable even with default=str
-                self._finish(call, None, f"{call.name} returned an unserialisable result: {ser}")
-                return
-            self._finish(call, output, None)
+            return self._finish(call, None, f"{call.name} raised {type(exc).__name__}: {exc}")
+        try:
+            output = _result_output(future.result())
+        except Exception as ser:  # not JSON-serialisable even with default=str
+            return self._finish(call, None, f"{call.name} returned an unserialisable result: {ser}")
+        return self._finish(call, output, None)
 
-    def _on_timeout(self, call: ToolCall, timeout: float) -> None:
-        if self._finish(call, None, f"{call.name} timed out after {timeout}s", timed_out=True):
-            logger.warning(
-                "[TOOL] {} ({}) still running after {}s; its thread is left running and "
-                "its result will be discarded",
-                call.name,
-                call.call_id,
-                timeout,
+    def timer(self, later: Later) -> list[Step]:
+        """A :class:`Later` this runner asked for fired."""
+        if later.kind == "tool_timeout":
+            call: ToolCall = later.ref
+            timeout = self.specs[call.name].timeout if call.name in self.specs else None
+            steps = self._finish(
+                call, None, f"{call.name} timed out after {timeout}s", timed_out=True
             )
+            if steps:
+                logger.warning(
+                    "[TOOL] {} ({}) still running after {}s; its thread is left running and "
+                    "its result will be discarded",
+                    call.name,
+                    call.call_id,
+                    timeout,
+                )
+            return steps
+        ready: OutputReady = later.ref  # "output_retry": the bridge was full
+        return [dataclasses.replace(ready, attempt=ready.attempt + 1)]
 
     def _finish(
         self, call: ToolCall, output: str | None, error: str | None, *, timed_out: bool = False
-    ) -> bool:
-        """Claim the call (first of result/timeout wins), send its output, maybe follow up."""
+    ) -> list[Step]:
+        """Claim the call (first of result/timeout wins) and hand out its output."""
         with self._lock:
             if call.claimed:
                 if not timed_out:
@@ -270,7 +308,7 @@ class ToolRunner:
                         call.name,
                         call.call_id,
                     )
-                return False
+                return []
             call.claimed = True
             call.output, call.error = output, error
             if error is not None:
@@ -280,34 +318,18 @@ class ToolRunner:
         if error is not None:
             logger.warning("[TOOL] {} ({}): {}", call.name, call.call_id, error)
         text = output if error is None and output is not None else error_output(str(error))
-        self._deliver(call, text, fallback=False, attempt=0)
-        return True
+        return [OutputReady(call, text)]
 
-    def _deliver(self, call: ToolCall, text: str, *, fallback: bool, attempt: int) -> None:
-        """Hand ``text`` to the bridge; what happens next depends on the actual send."""
-        try:
-            future = self._send_output(call.call_id, text)
-        except Exception as exc:  # not even queued (closed, full)
-            future = Future()
-            future.set_exception(exc)
-        future.add_done_callback(
-            lambda f: self._delivered(call, text, f.exception(), fallback=fallback, attempt=attempt)
-        )
-
-    def _delivered(
-        self, call: ToolCall, text: str, exc: BaseException | None, *, fallback: bool, attempt: int
-    ) -> None:
-        """The outcome of one send of ``call``'s output (usually on the loop thread)."""
+    def delivered(self, ready: OutputReady, exc: BaseException | None) -> list[Step]:
+        """The outcome of one send of ``ready`` (usually on the loop thread)."""
+        call = ready.call
         if exc is None:
             with self._lock:
                 call.sent = True
                 batch = self._batches.get(call.response_id or "")
-                followup = self._take_followup(batch) if batch else None
-            if followup is not None and call.response_id is not None:
-                self._request_followup(call.response_id, followup)
-            return
-        if isinstance(exc, MessageTooLargeError) and not fallback:
-            size = exc.size if exc.size is not None else len(text.encode())
+                return self._take_round(batch) if batch else []
+        if isinstance(exc, MessageTooLargeError) and not ready.fallback:
+            size = exc.size if exc.size is not None else len(ready.text.encode())
             message = (
                 f"the result of {call.name} is {size} bytes, more than the {exc.limit} bytes "
                 "one event may carry on this connection, so it was not delivered; ask for "
@@ -318,35 +340,30 @@ class ToolRunner:
                 self.stats.tool_errors += 1
                 self.stats.oversized_outputs += 1
             logger.warning("[TOOL] {} ({}): {}", call.name, call.call_id, message)
-            self._deliver(call, error_output(message), fallback=True, attempt=0)
-            return
-        if isinstance(exc, BridgeFullError) and attempt < _SEND_RETRIES:
-            self._schedule(
-                _SEND_RETRY_DELAY,
-                lambda: self._deliver(call, text, fallback=fallback, attempt=attempt + 1),
-            )
-            return
+            return [OutputReady(call, error_output(message), fallback=True)]
+        if isinstance(exc, BridgeFullError) and ready.attempt < _SEND_RETRIES:
+            return [Later(_SEND_RETRY_DELAY, "output_retry", ready)]
         logger.error("[TOOL] output of {} ({}) not delivered: {!r}", call.name, call.call_id, exc)
         with self._lock:
             call.error = f"output not delivered: {exc!r}"
             self.stats.undelivered_outputs += 1
             batch = self._batches.pop(call.response_id or "", None)
-            if batch is not None:
-                self._remember_finished(batch)
-        if batch is not None and not batch.followup_requested:
+            if batch is None or batch.followup_requested:
+                return []
             batch.followup_requested = True
-            self._fail_followup(batch.response_id, exc)
+            self._remember_finished(batch)
+        return [RoundFailed(batch.response_id, exc)]
 
-    def _take_followup(self, batch: _Batch) -> list[ToolCall] | None:
-        """Under the lock: the calls to follow up on, once, when the batch is complete."""
+    def _take_round(self, batch: _Batch) -> list[Step]:
+        """Under the lock: the round, once, when every output is on the wire."""
         if batch.followup_requested or not batch.response_done:
-            return None
+            return []
         if not all(c.sent for c in batch.calls.values()):
-            return None
+            return []
         batch.followup_requested = True
         del self._batches[batch.response_id]
         self._remember_finished(batch)
-        return list(batch.calls.values())
+        return [RoundComplete(batch.response_id, list(batch.calls.values()))]
 
     def _remember_finished(self, batch: _Batch) -> None:
         """Under the lock: the round's response and call ids, kept (bounded) for de-dup."""

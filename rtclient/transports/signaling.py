@@ -33,7 +33,7 @@ import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -52,6 +52,7 @@ from rtclient.errors import (
     SignalingError,
     UnprocessableEntityError,
 )
+from rtclient.logs import short_id
 
 CALL_NOT_FOUND = "call_id_not_found"
 REALTIME_CALLS = "realtime/calls"
@@ -108,7 +109,7 @@ async def post_offer(
         async with http.post(url, data=body, headers=headers) as resp:
             text = await resp.text()
             if resp.status not in (200, 201):
-                raise signaling_error(resp.status, text, key)
+                raise signaling_error(resp.status, text, key, base_url)
             location = resp.headers.get("Location", "")
     except aiohttp.ClientError as exc:
         raise connection_error(exc, key) from None
@@ -185,12 +186,13 @@ async def post_hangup(
             url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
         ) as resp:
             if resp.status >= 400:
-                raise signaling_error(resp.status, await resp.text(), key)
+                raise signaling_error(resp.status, await resp.text(), key, base_url)
     except aiohttp.ClientError as exc:
         raise connection_error(exc, key) from None
     except asyncio.TimeoutError:
         raise APITimeoutError(
-            f"the hangup of {call_id} was not answered within {timeout}s", code="timeout"
+            f"the hangup of {short_id(call_id)} was not answered within {timeout}s",
+            code="timeout",
         ) from None
 
 
@@ -206,8 +208,14 @@ def error_class(status: int | None, code: str | None) -> type[SignalingError]:
     return ERRORS_BY_STATUS.get(status, SignalingError)
 
 
-def signaling_error(status: int, text: str, key: Secret) -> SignalingError:
-    """The API's JSON error body as a typed exception (the key scrubbed, just in case)."""
+def signaling_error(
+    status: int, text: str, key: Secret, base_url: str | None = None
+) -> SignalingError:
+    """The API's JSON error body as a typed exception (the key scrubbed, just in case).
+
+    A 404 that is not about a call, from a ``base_url`` whose path does not end in
+    ``/v1``, is almost always that missing ``/v1`` (``OPENAI_BASE_URL=http://host:port``
+    instead of ``.../v1``): the message says so."""
     message, code = text[:500], None
     try:
         error = json.loads(text).get("error") or {}
@@ -216,7 +224,23 @@ def signaling_error(status: int, text: str, key: Secret) -> SignalingError:
     except (ValueError, AttributeError):
         pass
     code = code if isinstance(code, str) else None
-    return error_class(status, code)(key.redact(message), status=status, code=code)
+    cls = error_class(status, code)
+    if status == 404 and cls is not CallNotFoundError and base_url is not None:
+        message += missing_v1_hint(base_url)
+    return cls(key.redact(message), status=status, code=code)
+
+
+def missing_v1_hint(base_url: str) -> str:
+    """What to add to a 404's message when ``base_url``'s path does not end in ``/v1``
+    (the API's routes, and the emulator's, all live under it); else ``""``."""
+    path = urlsplit(base_url).path.rstrip("/")
+    if path.endswith("/v1"):
+        return ""
+    fixed = base_url.rstrip("/") + "/v1"
+    return (
+        f" - the base_url {base_url!r} does not end in /v1, where the Realtime API's "
+        f"routes are: did you mean {fixed!r}?"
+    )
 
 
 def connection_error(exc: BaseException, key: Secret) -> APIConnectionError:

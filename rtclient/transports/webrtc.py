@@ -52,7 +52,7 @@ from rtclient.errors import (
     SignalingError,
     WaitTimeoutError,
 )
-from rtclient.logs import logger
+from rtclient.logs import logger, short_id
 from rtclient.transports import signaling
 from rtclient.transports._loopback import loopback_only as _loopback_only
 from rtclient.transports.base import AudioFrameCallback, AudioIn, ClosedHandler, MessageHandler
@@ -285,7 +285,7 @@ class WebRTCTransport:
         if self._closing or self._ending or self._closed_reported:
             return
         self._closed_reported = True
-        logger.warning("[CONNECTION] {} lost: {}", self.call_id, why)
+        logger.warning("[CONNECTION] {} lost: {}", short_id(self.call_id), why)
         self._on_closed(ConnectionLostError(why))
 
     # -- close ---------------------------------------------------------------------

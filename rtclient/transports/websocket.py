@@ -48,7 +48,7 @@ from rtclient.errors import (
     ConnectTimeoutError,
     MessageTooLargeError,
 )
-from rtclient.logs import logger
+from rtclient.logs import logger, short_id
 from rtclient.transports import pcm, signaling
 from rtclient.transports.base import AudioFrameCallback, AudioIn, ClosedHandler, MessageHandler
 
@@ -160,7 +160,7 @@ class WebSocketTransport:
             )
         except aiohttp.WSServerHandshakeError as exc:
             status, body = bodies.last or (exc.status, "")
-            raise signaling.signaling_error(status, body, self._key) from None
+            raise signaling.signaling_error(status, body, self._key, self.base_url) from None
         except aiohttp.ClientError as exc:
             raise signaling.connection_error(exc, self._key) from None
         self._ws = ws
@@ -311,7 +311,8 @@ class WebSocketTransport:
         if self._closing or self._ending or self._closed_reported:
             return
         self._closed_reported = True
-        logger.warning("[CONNECTION] websocket {} lost: {}", self._call_id or self.model, why)
+        where = short_id(self._call_id) if self._call_id else self.model
+        logger.warning("[CONNECTION] websocket {} lost: {}", where, why)
         self._on_closed(ConnectionLostError(why))
 
     # -- close ---------------------------------------------------------------------

@@ -3,7 +3,10 @@
 Each browser holds its own WebRTC call; this module creates it with the server's key,
 instructions and tools (``rtclient.create_call``) and attaches one sideband client per
 call (``RealtimeClient(call_id=...)``). All the sidebands share one ``LoopThread`` and
-one tool pool, started with the first call; the registry maps call id -> client.
+one tool pool, started with the first call; the registry maps call id -> client, and
+call id -> the *caller* that created it (an opaque id kept in that browser's Django
+session: ``views.py`` answers 403 to any other). A caller may hold
+``RTCLIENT["max_calls_per_session"]`` live calls; ``start_call`` refuses more.
 
 Why the tool is easy here and awkward with an async SDK: Django's ORM is synchronous
 and refuses to run inside an event loop (``SynchronousOnlyOperation``), so an asyncio
@@ -28,6 +31,7 @@ import atexit
 import contextlib
 import sys
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -71,6 +75,8 @@ def order_status(order_id: int) -> dict[str, Any]:
 
 _lock = threading.Lock()
 _live: dict[str, RealtimeClient] = {}
+_callers: dict[str, str] = {}  # call id -> the caller (browser session) that created it
+_creating: Counter[str] = Counter()  # caller -> its calls being created
 _loop_thread: LoopThread | None = None
 _pool: ThreadPoolExecutor | None = None
 _registry: Any = None  # calls_registry.CallRegistry, with settings.RTCLIENT["redis_url"]
@@ -100,19 +106,54 @@ def start_registry() -> Any:
                 idempotent={"order_status"},  # it only reads: safe to run again
                 lease_ttl=conf.get("lease_ttl", 5.0),
                 max_workers=conf.get("max_workers", 8),
+                max_calls_per_caller=max_calls_per_session(),
                 name="django-calls",
             ).start()
         return _registry
 
 
-def start_call(offer_sdp: str) -> tuple[str, str]:
-    """Create a call for this browser offer and attach to it: ``(call_id, answer_sdp)``."""
+def max_calls_per_session() -> int:
+    return int(settings.RTCLIENT.get("max_calls_per_session", 2))
+
+
+def start_call(offer_sdp: str, caller: str) -> tuple[str, str] | None:
+    """Create a call for this browser offer as ``caller``'s and attach to it:
+    ``(call_id, answer_sdp)``; None, creating nothing, if ``caller`` already has
+    ``max_calls_per_session()`` live calls (those being created count)."""
     registry = start_registry()
     if registry is not None:
-        call_id, answer = registry.start_call(offer_sdp)
-        return str(call_id), str(answer)
+        started = registry.start_call(offer_sdp, caller=caller)
+        return None if started is None else (str(started[0]), str(started[1]))
     loop_thread, pool = _shared()
     live_calls()  # forget the calls that ended on their own
+    with _lock:
+        held = sum(c == caller for c in _callers.values()) + _creating[caller]
+        if held >= max_calls_per_session():
+            return None
+        _creating[caller] += 1
+    try:
+        call_id, answer, client = _create(offer_sdp, loop_thread, pool)
+    except BaseException:
+        with _lock:
+            _done_creating(caller)
+        raise
+    with _lock:  # one section: the caller's count never dips meanwhile
+        _done_creating(caller)
+        _live[call_id] = client
+        _callers[call_id] = caller
+    return call_id, answer
+
+
+def _done_creating(caller: str) -> None:
+    """One of ``caller``'s calls is no longer being created (``_lock`` held)."""
+    _creating[caller] -= 1
+    if _creating[caller] <= 0:
+        del _creating[caller]
+
+
+def _create(
+    offer_sdp: str, loop_thread: LoopThread, pool: ThreadPoolExecutor
+) -> tuple[str, str, RealtimeClient]:
     key, url = settings.RTCLIENT["api_key"], settings.RTCLIENT.get("base_url")
     call = create_call(
         offer_sdp,
@@ -137,9 +178,19 @@ def start_call(offer_sdp: str) -> tuple[str, str]:
         with contextlib.suppress(RealtimeError):
             hangup_call(call.call_id, api_key=key, base_url=url)
         raise
+    return call.call_id, call.sdp, client
+
+
+def caller_of(call_id: str) -> str | None:
+    """Who created ``call_id`` (the ``caller`` given to ``start_call``), if it is live
+    (in any worker's, with a shared registry)."""
+    registry = start_registry()
+    if registry is not None:
+        caller = registry.caller_of(call_id)
+        return None if caller is None else str(caller)
+    live_calls()  # forget the calls that ended on their own
     with _lock:
-        _live[call.call_id] = client
-    return call.call_id, call.sdp
+        return _callers.get(call_id)
 
 
 def hangup(call_id: str) -> bool:
@@ -150,6 +201,7 @@ def hangup(call_id: str) -> bool:
         return bool(registry.hangup(call_id))
     with _lock:
         client = _live.pop(call_id, None)
+        _callers.pop(call_id, None)
     if client is None:
         return False
     try:
@@ -171,6 +223,7 @@ def live_calls() -> dict[str, RealtimeClient]:
         ended = {call_id: c for call_id, c in _live.items() if c.closed}
         for call_id in ended:
             del _live[call_id]
+            _callers.pop(call_id, None)
         live = dict(_live)
     for client in ended.values():
         client.close()  # releases what the lost connection left behind
@@ -183,6 +236,7 @@ def close() -> None:
     with _lock:
         clients = list(_live.values())
         _live.clear()
+        _callers.clear()
         loop_thread, pool = _loop_thread, _pool
         _loop_thread = _pool = None
         registry, _registry = _registry, None

@@ -1,9 +1,12 @@
 """What a protocol core asks its shell to do: effects, as plain data.
 
-A core (:mod:`rtclient.core.realtime`, :mod:`rtclient.core.live`) never sends, waits,
+The vocabulary shared by the protocol cores (:mod:`rtclient.core`), the tool runner and
+the sync shell (:mod:`rtclient.runtime.session`); it imports nothing of theirs.
+
+A core (:mod:`rtclient.core.realtime`) never sends, waits,
 sleeps or starts a thread. Each of its methods takes what happened (a server event, the
 outcome of a send, a finished tool, a fired timer) and returns a list of effects. The
-shell (:mod:`rtclient.client`, :mod:`rtclient.live`) applies them in order, outside
+shell applies them in order, outside
 every lock - decide under the lock, act after releasing it - and reports each outcome
 that an effect asks for back to the core, which answers with more effects.
 
