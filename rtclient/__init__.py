@@ -1,4 +1,5 @@
-"""rtclient: a thread-based, synchronous SDK for the OpenAI Realtime API (WebRTC, WebSocket).
+"""rtclient: a thread-based, synchronous SDK for the OpenAI Realtime API (WebRTC, WebSocket)
+and GPT-Live (:class:`LiveClient`).
 
 Its core promise: ``conversation_already_has_active_response`` cannot happen by
 construction (see :mod:`rtclient.core.gate`), and no request for a response is ever lost.
@@ -12,6 +13,7 @@ from loguru import logger
 from rtclient.calls import CallAnswer, create_call, hangup_call
 from rtclient.client import Answer, EventStream, RealtimeClient, ResponseTicket
 from rtclient.core.gate import ResponseGate, Ticket, Trigger
+from rtclient.core.live_protocol import DelegationTask, Notices
 from rtclient.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -21,10 +23,12 @@ from rtclient.errors import (
     BridgeFullError,
     CallNotFoundError,
     ClosedError,
+    CommandRefusedError,
     ConfirmTimeoutError,
     ConflictError,
     ConnectionLostError,
     ConnectTimeoutError,
+    ContentTooLongError,
     EventValidationError,
     ForkedProcessError,
     InternalServerError,
@@ -37,13 +41,16 @@ from rtclient.errors import (
     ResponseRejectedError,
     SendError,
     ServerError,
+    SessionClosedError,
     SessionExpiredError,
     SignalingError,
     ToolError,
+    UnknownDelegationError,
     UnprocessableEntityError,
     WaitTimeoutError,
     WrongThreadError,
 )
+from rtclient.live import LiveClient, Placement
 from rtclient.runtime.loop import LoopThread
 from rtclient.tools import ToolCall, ToolSpec, tool
 
@@ -62,19 +69,25 @@ __all__ = [
     "CallAnswer",
     "CallNotFoundError",
     "ClosedError",
+    "CommandRefusedError",
     "ConfirmTimeoutError",
     "ConflictError",
     "ConnectTimeoutError",
     "ConnectionLostError",
+    "ContentTooLongError",
+    "DelegationTask",
     "EventStream",
     "EventValidationError",
     "ForkedProcessError",
     "InternalServerError",
+    "LiveClient",
     "LoopThread",
     "LoopThreadError",
     "MessageTooLargeError",
     "NotFoundError",
+    "Notices",
     "PermissionDeniedError",
+    "Placement",
     "RateLimitError",
     "RealtimeClient",
     "RealtimeError",
@@ -83,6 +96,7 @@ __all__ = [
     "ResponseTicket",
     "SendError",
     "ServerError",
+    "SessionClosedError",
     "SessionExpiredError",
     "SignalingError",
     "Ticket",
@@ -90,6 +104,7 @@ __all__ = [
     "ToolError",
     "ToolSpec",
     "Trigger",
+    "UnknownDelegationError",
     "UnprocessableEntityError",
     "WaitTimeoutError",
     "WrongThreadError",
