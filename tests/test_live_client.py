@@ -466,3 +466,52 @@ def test_mypy_checks_each_callback_against_its_event_model(tmp_path: Path) -> No
     assert errors == ["20", "21"], lines  # the two callbacks of the wrong event type
     revealed = [line.split("Revealed type is ")[1] for line in lines if "Revealed type" in line]
     assert revealed == ['"str"', '"str"'], lines
+
+
+def test_webrtc_and_a_sideband_that_answers_the_delegations(
+    emu: Emulator, clients: Callable[..., LiveClient]
+) -> None:
+    """The usual deployment: the media connection (here WebRTC from Python, silence on
+    its track) holds the audio; a server's sideband answers the delegations."""
+    media = clients(transport="webrtc", loopback_only=True)
+    media.connect()
+    session_id = media.session_id
+    assert session_id is not None and session_id.startswith("live_")
+    worker = clients(session_id=session_id, delegation=lambda task: f"Done: {task.request}")
+    worker.connect()
+    session = emu.live_session(session_id)
+    session.simulate_speech("delegate the refund")
+    assert emu.wait_for(lambda: len(made(session)) == 1, WAIT)
+    delegation_id = made(session)[0]
+    assert emu.wait_for(
+        lambda: [a[2] for a in landed(emu, session_id, delegation_id)] == ["landed"], WAIT
+    )
+    assert landed(emu, session_id, delegation_id)[0][1] == "Done: delegate the refund"
+    assert media.stats()["delegations"] == 1  # the media connection saw it too ...
+    assert media.stats()["appends_sent"] == 0  # ... and, with no handler, sent nothing
+    worker.close()  # a sideband only detaches
+    assert not session.closed
+    media.close()  # the primary ends the session: session.close, then session.closed
+    assert emu.wait_for(lambda: session.closed, WAIT) and session.close_reason == "close_requested"
+
+
+def test_close_ends_the_session_gracefully_and_twice_is_harmless(
+    emu: Emulator, clients: Callable[..., LiveClient]
+) -> None:
+    client = clients()
+    closed: list[Any] = []
+    client.on("session.closed", closed.append, raw=True)
+    client.connect()
+    session = emu.live_session(client.session_id or "")
+    placement = client.append("thinking", "Remember the order number 1234.")
+    client.close()
+    client.close()
+    assert session.closed and session.close_reason == "close_requested"
+    assert [e["reason"] for e in closed] == ["close_requested"]  # delivered before the end
+    assert [a["status"] for a in session.appends()] in (["landed"], ["incomplete"])
+    with pytest.raises(ClosedError):
+        client.append("thinking", "more")
+    try:
+        placement.wait(WAIT)  # placed, or refused typed: never a hang
+    except (ServerError, ClosedError):
+        pass
