@@ -38,8 +38,17 @@ Role = Literal["user", "assistant"]
 
 def estimate_tokens(text: str) -> int:
     """A deliberately high estimate of ``text``'s token count (see the module doc)."""
-    ascii_chars = sum(1 for c in text if c < "\x80")
-    return -(-ascii_chars // 3) + (len(text) - ascii_chars)
+    return _tokens(*_counts(text))
+
+
+def _counts(text: str) -> tuple[int, int]:
+    """``(ASCII characters, other characters)`` (the encode runs in C)."""
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return ascii_chars, len(text) - ascii_chars
+
+
+def _tokens(ascii_chars: int, other: int) -> int:
+    return -(-ascii_chars // 3) + other
 
 
 def split_content(
@@ -58,18 +67,21 @@ def split_content(
     if estimate_tokens(text) <= budget:
         return [text]
     parts: list[str] = []
-    current = ""
+    current: list[str] = []
+    size = (0, 0)  # the counts of "".join(current), kept as pieces are added
     for separator, piece in _pieces(text, budget):
-        joined = f"{current}{separator}{piece}" if current else piece
-        if estimate_tokens(joined) <= budget:
-            current = joined
+        a, o = _counts(piece)
+        joined = (size[0] + a + len(separator), size[1] + o) if current else (a, o)
+        if _tokens(*joined) <= budget:
+            current += [separator, piece] if current else [piece]
+            size = joined
             continue
-        parts.append(current)
-        current = piece
+        parts.append("".join(current))
+        current, size = [piece], (a, o)
         if len(parts) >= max_parts:
             break
     if current:
-        parts.append(current)
+        parts.append("".join(current))
     if len(parts) > max_parts:
         tokens = estimate_tokens(text)
         raise ContentTooLongError(
