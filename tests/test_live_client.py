@@ -33,9 +33,6 @@ from rtclient.tools import build_spec
 pytestmark = pytest.mark.timeout(60)
 
 WAIT = 20.0
-RESPONSES = {
-    "delegation": {"type": "responses", "responses": {"model": "gpt-5.5"}},
-}
 
 
 @pytest.fixture
@@ -63,6 +60,19 @@ def clients(emu: Emulator) -> Iterator[Callable[..., LiveClient]]:
 def made(session: Any) -> list[str]:
     """The ids of the delegations the emulator's model made, in order."""
     return [d["id"] for d in session.delegations()["delegations"]]
+
+
+def browser_and_worker(
+    clients: Callable[..., LiveClient], tool: Callable[..., str]
+) -> tuple[LiveClient, LiveClient]:
+    """A connected primary (the browser's stand-in) under Responses delegation that
+    declares ``tool`` for the backend but runs none, and an unconnected sideband on its
+    session that runs it."""
+    schema = build_spec(tool).session_tool()
+    responses = {"model": "gpt-5.5", "tools": [schema]}
+    browser = clients(session={"delegation": {"type": "responses", "responses": responses}})
+    browser.connect()
+    return browser, clients(session_id=browser.session_id, tools=[tool])
 
 
 def landed(emu: Emulator, session_id: str, delegation_id: str) -> list[tuple[str, str, str]]:
@@ -184,13 +194,7 @@ def test_function_calls_continue_once_through_the_gate_while_a_browser_response_
         assert release.wait(WAIT)
         return f"sunny in {city}"
 
-    # the browser stand-in declares the backend's tool but runs none: the sideband does
-    schema = build_spec(get_weather).session_tool()
-    config = {"delegation": {"type": "responses", "responses": {"model": "gpt-5.5",
-                                                                 "tools": [schema]}}}  # fmt: skip
-    browser = clients(session=config)
-    browser.connect()
-    sideband = clients(session_id=browser.session_id, tools=[get_weather])
+    browser, sideband = browser_and_worker(clients, get_weather)
     browser_running = threading.Event()
 
     def watch(event: dict[str, Any]) -> None:
@@ -378,12 +382,7 @@ def test_a_true_race_with_a_browsers_create_loses_nothing_and_sends_nothing_twic
         """
         return f"sunny in {city}"
 
-    schema = build_spec(get_weather).session_tool()
-    config = {"delegation": {"type": "responses", "responses": {"model": "gpt-5.5",
-                                                                 "tools": [schema]}}}  # fmt: skip
-    browser = clients(session=config)
-    browser.connect()
-    sideband = clients(session_id=browser.session_id, tools=[get_weather])
+    browser, sideband = browser_and_worker(clients, get_weather)
     sideband.connect()
     session = emu.live_session(browser.session_id or "")
     for round_ in range(3):
