@@ -269,7 +269,9 @@ class LiveClient(SessionShell):
             pass  # closing goes on regardless: the teardown below releases everything
 
     def hangup(self, timeout: float | None = None) -> None:
-        """End the session for every connection on it (``POST .../hangup``), then close."""
+        """End the session for every connection on it (``POST /live/sessions/{id}/hangup``,
+        from any of them - a sideband too), then close. :class:`ClosedError` if this
+        client has no running session."""
         self._check_process()
         timeout = timeout if timeout is not None else self.close_timeout
         transport, loop_thread = self._transport, self._loop_thread

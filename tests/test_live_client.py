@@ -514,3 +514,18 @@ def test_close_ends_the_session_gracefully_and_twice_is_harmless(
         placement.wait(WAIT)  # placed, or refused typed: never a hang
     except (ServerError, ClosedError):
         pass
+
+
+def test_a_sideband_hangs_up_the_session_for_everyone(
+    emu: Emulator, clients: Callable[..., LiveClient]
+) -> None:
+    primary = clients()
+    primary.connect()
+    sideband = clients(session_id=primary.session_id)
+    sideband.connect()
+    sideband.hangup()
+    session = emu.live_session(primary.session_id or "")
+    assert session.closed and session.close_reason == "close_requested"
+    assert emu.wait_for(lambda: primary.closed, WAIT)  # the primary heard session.closed
+    with pytest.raises(ClosedError):
+        sideband.hangup()

@@ -354,17 +354,18 @@ class WebSocketTransport:
             logger.exception("[CONNECTION] media stop failed")
 
     async def end_call(self) -> None:
-        """End the call for everyone (a sideband: the API's hang-up), then close. An
-        own WebSocket session has no call: closing the socket ends it."""
+        """End the call for everyone (the API's hang-up of :attr:`call_id`), then close.
+        An own Realtime WebSocket session has no call: closing the socket ends it."""
+        call_id = self.call_id
         if self._closing:
             return
-        if self._call_id is None or self._http is None:
+        if call_id is None or self._http is None:
             await self.close()
             return
         self._ending = True  # the server closing our socket now is not a loss
         try:
             await signaling.post_hangup(
-                self._http, self.base_url, self._key, self._call_id, path=self.HANGUP_PATH
+                self._http, self.base_url, self._key, call_id, path=self.HANGUP_PATH
             )
         finally:
             await self.close()
