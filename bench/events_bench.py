@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Bench (not a test): what typed events cost per event, against raw dicts.
 
-    python bench/events_bench.py --name events_bench   # ~1-2 min
-    python bench/events_bench.py --quick               # ~20 s, a smoke run
+    python bench/events_bench.py --name events_bench   # ~2 min
+    python bench/events_bench.py --quick               # ~30 s, a smoke run
 
-Prints a table and writes ``bench/results/local/events_bench.json`` (gitignored), or
-``bench/results/NAME.json`` - the committed result the READMEs quote - with ``--name``.
+Prints a table and writes ``bench/results/local/events_bench.json`` and ``.png``
+(gitignored), or ``bench/results/NAME.json`` and ``NAME.png`` - the committed result
+the READMEs quote - with ``--name``.
 
 What is measured
 ----------------
@@ -14,20 +15,27 @@ What is measured
    text answers, audio answers (base64 deltas), a tool round. Every server event it sent
    is kept as the dict the client would decode.
 2. For each event type, the per-event time (p50 over batches of ``--batch`` calls, each
-   batch timed with ``perf_counter_ns``) of:
-   - ``raw``: ``RealtimeClient._dispatch(event)`` - the dispatcher thread's whole work
-     for one event - with one ``on("*", cb, raw=True)`` subscriber (a no-op);
-   - ``typed``: the same with one ``on("*", cb)`` subscriber: the event is parsed into
-     its ``openai.types.realtime`` model first;
-   - ``model``: the parse alone, as rtclient does it: the event's own model class,
-     picked by ``type`` (``Model.model_validate``);
-   - ``union(disc)``: one ``pydantic.TypeAdapter`` over the whole server event union with
-     ``Field(discriminator="type")``;
-   - ``union(plain)``: the ``openai`` union as shipped (pydantic tries the members).
+   batch timed with ``perf_counter_ns``; the variants interleaved batch by batch, so
+   their ratios come from one run on one machine state) of the dispatcher's whole work
+   for one event, ``RealtimeClient._dispatch(event)``, with one ``"*"`` subscriber:
+   - ``raw``: ``on("*", cb, raw=True)``, a no-op ``cb``: the dict as received;
+   - ``typed``: ``on("*", cb)``, a no-op ``cb``: what rtclient does now - the compiled
+     pre-check (``rtclient.core.event_check``), then a model built on first read
+     (``rtclient.core.lazy_model``);
+   - ``typed+read``: the same, ``cb`` reads the model (the build happens in ``cb``);
+   - ``eager`` and ``eager+read``: typed as it was before, the model's validator on
+     every event (the ``to_model`` of the previous release, swapped in for the batch);
+   - ``deferred``: a lazy model with no pre-check at all - the floor of "validate on
+     first read", which would let a malformed event through as a model (not shipped).
+   and, per event alone: ``check`` (the pre-check), ``model`` (the validator),
+   ``json`` (the validator's ``validate_json`` on the message text, as if the loop
+   thread's ``json.loads`` were skipped), ``union(disc)`` (one ``pydantic.TypeAdapter``
+   over the whole server union with ``Field(discriminator="type")``), ``union(plain)``
+   (the ``openai`` union as shipped).
 3. One-time costs, each in a fresh interpreter: ``import openai.types.realtime``;
-   building the validators of one model and of all of them (what the first typed
-   ``on()`` / ``events()`` does on the caller's thread); building the discriminated
-   union adapter instead.
+   preparing one event type and all of them (validators and pre-checks: what the first
+   typed ``on()`` / ``events()`` does on the caller's thread); building the
+   discriminated union adapter instead.
 
 The machine has 2 cores shared with other work: figures move by +-20% between runs.
 """
@@ -107,21 +115,71 @@ def _members(union: Any) -> list[Any]:
     return [m for a in args for m in (_members(a) if typing.get_args(a) else [a])]
 
 
+def eager_to_model(event: Any) -> Any:
+    """``to_model`` as the previous release had it: the model's validator, every event."""
+    return ev.event_models()[event["type"]].__pydantic_validator__.validate_python(event)
+
+
+def deferred_parsers() -> dict[str, Callable[[Any], Any]]:
+    """A lazy model for every event, no pre-check: what "validate on first read" alone
+    would cost (a malformed event would reach typed subscribers as a model)."""
+    from rtclient.core.lazy_model import lazy_class, plain_fields
+
+    return {
+        kind: lazy_class(
+            model, model.__pydantic_validator__.validate_python,
+            plain_fields(model.__pydantic_core_schema__),
+        )
+        for kind, model in ev.event_models().items()
+    }  # fmt: skip
+
+
+def read(event: Any) -> None:
+    """A callback that reads the model (builds it), as most real ones would."""
+    getattr(event, "model_fields_set", None)
+
+
+VARIANTS = (
+    "raw", "typed", "read", "eager", "eager_read", "deferred",
+    "check", "model", "json", "disc", "plain",
+)  # fmt: skip
+
+
 def measure(
     events: list[dict[str, Any]], batch: int, per_type: int, rounds: int
 ) -> list[dict[str, Any]]:
     import pydantic
     from openai.types.realtime import RealtimeServerEvent
 
-    raw_client = RealtimeClient(api_key="sk-bench", base_url="http://127.0.0.1:9/v1")
-    typed_client = RealtimeClient(api_key="sk-bench", base_url="http://127.0.0.1:9/v1")
+    from rtclient.core.event_check import compile_check
+
+    def client() -> RealtimeClient:
+        return RealtimeClient(api_key="sk-bench", base_url="http://127.0.0.1:9/v1")
 
     def noop(event: object) -> None:
         pass
 
+    raw_client, typed_client, read_client = client(), client(), client()
     raw_client.on("*", noop, raw=True)
     typed_client.on("*", noop)
-    typed_client.events(timeout=0).close()  # builds every model's validator now
+    read_client.on("*", read)
+    typed_client.events(timeout=0).close()  # prepares every event type now
+    deferred = deferred_parsers()
+    shipped = ev.to_model
+
+    def typed_with(
+        to_model: Callable[[Any], Any], event: Any, batch: int, client: RealtimeClient
+    ) -> float:
+        """A typed dispatch with another ``to_model`` swapped in for the batch."""
+        ev.to_model = to_model
+        try:
+            return per_call_us(client._dispatch, event, batch)
+        finally:
+            ev.to_model = shipped
+
+    def lazy_only(event: Any) -> Any:
+        return deferred[event["type"]](event)
+
     members = _members(RealtimeServerEvent)
     discriminated: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(
         typing.Annotated[typing.Union[tuple(members)], pydantic.Field(discriminator="type")]  # noqa: UP007
@@ -132,32 +190,44 @@ def measure(
     try:
         for kind, count in sorted(counts.items(), key=lambda kv: -kv[1]):
             sample = [e for e in events if e["type"] == kind][:per_type]
-            has_model = kind in ev.event_models()
-            times: dict[str, list[float]] = {
-                k: [] for k in ("raw", "typed", "model", "disc", "plain")
-            }
+            model = ev.event_models().get(kind)
+            check = compile_check(model.__pydantic_core_schema__) if model else None
+            times: dict[str, list[float]] = {k: [] for k in VARIANTS}
             for _ in range(rounds):
                 for event in sample:
                     times["raw"].append(per_call_us(raw_client._dispatch, event, batch))
                     times["typed"].append(per_call_us(typed_client._dispatch, event, batch))
-                    if has_model:
-                        times["model"].append(per_call_us(ev.to_model, event, batch))
-                        times["disc"].append(
-                            per_call_us(discriminated.validate_python, event, batch)
-                        )
-                        slow = max(1, batch // 4)
-                        times["plain"].append(per_call_us(plain.validate_python, event, slow))
-            rows.append(
-                {
-                    "type": kind,
-                    "count": count,
-                    "bytes_p50": percentile([len(json.dumps(e)) for e in sample], 50),
-                    **{f"{k}_us_p50": percentile(v, 50) for k, v in times.items()},
-                }
-            )
+                    times["read"].append(per_call_us(read_client._dispatch, event, batch))
+                    if model is None:
+                        continue
+                    times["eager"].append(typed_with(eager_to_model, event, batch, typed_client))
+                    times["eager_read"].append(
+                        typed_with(eager_to_model, event, batch, read_client)
+                    )
+                    times["deferred"].append(typed_with(lazy_only, event, batch, typed_client))
+                    if check is not None:
+                        times["check"].append(per_call_us(check, event, batch))
+                    times["model"].append(per_call_us(eager_to_model, event, batch))
+                    text = json.dumps(event)  # as received: validate_json skips the dict
+                    validate_json = model.__pydantic_validator__.validate_json
+                    times["json"].append(per_call_us(validate_json, text, batch))
+                    times["disc"].append(per_call_us(discriminated.validate_python, event, batch))
+                    slow = max(1, batch // 4)
+                    times["plain"].append(per_call_us(plain.validate_python, event, slow))
+            row: dict[str, Any] = {
+                "type": kind,
+                "count": count,
+                "bytes_p50": percentile([len(json.dumps(e)) for e in sample], 50),
+                **{f"{k}_us_p50": percentile(v, 50) for k, v in times.items()},
+            }
+            for variant in ("typed", "read", "eager", "eager_read", "deferred"):
+                value = row[f"{variant}_us_p50"]
+                row[f"{variant}_x_raw"] = None if value is None else value / row["raw_us_p50"]
+            rows.append(row)
     finally:
         raw_client.close()
         typed_client.close()
+        read_client.close()
     return rows
 
 
@@ -166,7 +236,7 @@ SETUP = {
     "first_typed_on_s": (
         "from rtclient.core import events as ev; ev.prepare_models(['response.done'])"
     ),
-    "all_validators_s": "from rtclient.core import events as ev; ev.prepare_models(['*'])",
+    "all_types_s": "from rtclient.core import events as ev; ev.prepare_models(['*'])",
     "discriminated_adapter_s": (
         "import typing, pydantic\n"
         "from rtclient.core import events as ev\n"
@@ -190,7 +260,7 @@ def setup_costs(repeats: int) -> dict[str, float | None]:
     needs = {
         "import_openai_s": "import rtclient",
         "first_typed_on_s": "import openai.types.realtime",
-        "all_validators_s": "import openai.types.realtime",
+        "all_types_s": "import openai.types.realtime",
         "discriminated_adapter_s": "import openai.types.realtime",
     }
     out: dict[str, float | None] = {}
@@ -216,8 +286,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=None, help="conversation rounds recorded")
     parser.add_argument("--batch", type=int, default=20, help="calls per timed batch")
+    parser.add_argument(
+        "--replot", type=Path, metavar="JSON", help="only redraw the plot of a results file"
+    )
     add_result_options(parser, "events_bench")
     args = parser.parse_args()
+    if args.replot is not None:
+        payload = json.loads(args.replot.read_text())
+        plot(payload["per_type"], payload["summary"], args.replot.with_suffix(".png"))
+        return 0
     out = result_path(args.name, "events_bench")
     quiet_logs()
     rounds = args.rounds or (2 if args.quick else 6)
@@ -231,32 +308,25 @@ def main() -> int:
     def mix(key: str) -> float:
         return float(sum(r[key] * r["count"] for r in rows if r[key] is not None) / total)
 
-    summary = {
+    done = next(r for r in rows if r["type"] == "response.done")
+    summary: dict[str, Any] = {
         "events": total,
         "types": len(rows),
-        "raw_us_mean": mix("raw_us_p50"),
-        "typed_us_mean": mix("typed_us_p50"),
-        "parse_overhead_us_mean": mix("typed_us_p50") - mix("raw_us_p50"),
+        **{f"{v}_us_mean": mix(f"{v}_us_p50") for v in ("raw", *TYPED)},
     }
+    for variant in TYPED:
+        summary[f"mix_{variant}_x_raw"] = summary[f"{variant}_us_mean"] / summary["raw_us_mean"]
+        summary[f"done_{variant}_x_raw"] = done[f"{variant}_x_raw"]
+    print(table(rows, COLUMNS))
     print(
-        table(
-            rows,
-            [
-                ("type", "event type"),
-                ("count", "n"),
-                ("bytes_p50", "bytes"),
-                ("raw_us_p50", "raw us"),
-                ("typed_us_p50", "typed us"),
-                ("model_us_p50", "model us"),
-                ("disc_us_p50", "union(disc) us"),
-                ("plain_us_p50", "union(plain) us"),
-            ],
+        f"\nmix of {total} events, us/event (x raw): raw {summary['raw_us_mean']:.2f}, "
+        + ", ".join(
+            f"{v} {summary[f'{v}_us_mean']:.2f} ({summary[f'mix_{v}_x_raw']:.2f}x)" for v in TYPED
         )
     )
     print(
-        f"\nmix of {total} events: raw dispatch {summary['raw_us_mean']:.2f} us/event, "
-        f"typed {summary['typed_us_mean']:.2f} us/event "
-        f"(+{summary['parse_overhead_us_mean']:.2f} us)"
+        f"response.done, us (x raw): raw {done['raw_us_p50']:.2f}, "
+        + ", ".join(f"{v} {done[f'{v}_us_p50']:.2f} ({done[f'{v}_x_raw']:.2f}x)" for v in TYPED)
     )
     print("one-time, fresh interpreter: " + ", ".join(f"{k} {v:.3f}" for k, v in setup.items()))
     path = write_json(
@@ -274,8 +344,86 @@ def main() -> int:
         },
         out.parent,
     )
-    print(f"wrote {path}")
+    png = path.with_suffix(".png")
+    plot(rows, summary, png)
+    print(f"wrote {path} and {png}")
     return 0
+
+
+TYPED = ("typed", "read", "eager", "eager_read", "deferred")  # the typed dispatch variants
+COLUMNS = [
+    ("type", "event type"),
+    ("count", "n"),
+    ("bytes_p50", "bytes"),
+    ("raw_us_p50", "raw us"),
+    ("typed_us_p50", "typed us"),
+    ("typed_x_raw", "typed x raw"),
+    ("read_us_p50", "typed+read us"),
+    ("eager_us_p50", "eager us"),
+    ("eager_read_us_p50", "eager+read us"),
+    ("eager_x_raw", "eager x raw"),
+    ("deferred_us_p50", "deferred us"),
+    ("check_us_p50", "check us"),
+    ("model_us_p50", "model us"),
+    ("json_us_p50", "json us"),
+    ("disc_us_p50", "union(disc) us"),
+    ("plain_us_p50", "union(plain) us"),
+]
+
+
+def plot(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
+    """Per event type: the dispatcher's us per event for raw, eager (before), typed and
+    typed+read; and each typed variant's multiple of raw against the 2x line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r["eager_us_p50"] is not None]
+    names = [f"{r['type']} ({r['count']})" for r in shown]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(16, 0.42 * len(shown) + 2.5), sharey=True)
+    colour = {"raw": "tab:grey", "eager": "tab:red", "typed": "tab:green",
+              "read": "tab:olive", "deferred": "tab:blue"}  # fmt: skip
+    bars = [("raw", "raw"), ("eager", "eager (before)"), ("typed", "typed (now)"),
+            ("read", "typed + callback reads it")]  # fmt: skip
+    height = 0.8 / len(bars)
+    for i, (key, label) in enumerate(bars):
+        ys = [n + (i - 1.5) * height for n in range(len(shown))]
+        values = [r[f"{key}_us_p50"] for r in shown]
+        left.barh(ys, values, height=height, label=label, color=colour[key])
+    left.set_xscale("log")
+    left.set_xlabel("us per event on the dispatcher thread (p50, log scale)")
+    left.set_yticks(range(len(shown)))
+    left.set_yticklabels(names, fontsize=8)
+    left.invert_yaxis()
+    left.legend(fontsize=8)
+    left.grid(True, axis="x", alpha=0.3)
+    left.set_title(
+        f"mix of {summary['events']} events: raw {summary['raw_us_mean']:.2f} us, "
+        f"eager {summary['eager_us_mean']:.2f}, typed {summary['typed_us_mean']:.2f}",
+        fontsize=10,
+    )
+    for key, label, marker in (("eager", "eager (before)", "s"), ("typed", "typed (now)", "o"),
+                               ("deferred", "deferred (no pre-check)", "^")):  # fmt: skip
+        xs = [r[f"{key}_x_raw"] for r in shown]
+        right.plot(xs, range(len(shown)), marker, label=label, color=colour[key])
+    right.axvline(2.0, color="grey", linestyle="--", label="2x raw")
+    right.set_xscale("log")
+    ticks = [1, 1.5, 2, 3, 5, 10, 20]
+    right.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+    right.minorticks_off()
+    right.set_xlabel("x raw (same run)")
+    right.legend(fontsize=8)
+    right.grid(True, axis="x", alpha=0.3)
+    right.set_title(
+        f"mix: typed {summary['mix_typed_x_raw']:.2f}x raw (eager "
+        f"{summary['mix_eager_x_raw']:.2f}x); response.done {summary['done_typed_x_raw']:.2f}x "
+        f"(eager {summary['done_eager_x_raw']:.2f}x)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _version(name: str) -> str:

@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rtclient.core.gate import TICKET_METADATA_KEY, Ticket
@@ -237,12 +237,15 @@ def function_calls(done_event: Mapping[str, Any]) -> list[dict[str, Any]]:
 #
 # ``import openai`` costs ~1.5 s, so nothing here runs at ``import rtclient``: the models
 # are loaded by the first typed subscription (on the caller's thread, never the loop
-# thread). Each event is validated by its own model's validator, picked by ``type`` -
-# the lookup a discriminated union adapter would do - and only the validators of types
-# someone subscribed to typed are built (``bench/events_bench.py`` compares the two).
+# thread). Each event type gets, once, its model's validator, a compiled pre-check
+# (``rtclient.core.event_check``: may this dict skip pydantic for now?) and a lazy
+# model class (``rtclient.core.lazy_model``: the model, built on first read). An event
+# the pre-check passes becomes a lazy model (~0.5 us instead of 1-20 us); any other is
+# validated at once, so a malformed event fails here, exactly as pydantic says, before
+# anyone sees it. ``bench/events_bench.py`` measures each step and the alternatives.
 
 _models: dict[str, type[Any]] | None = None
-_validators: dict[str, Any] = {}  # event type -> its model's built pydantic-core validator
+_parsers: dict[Any, Callable[[Mapping[str, Any]], Any]] = {}  # event type -> dict to model
 _models_lock = threading.Lock()
 
 
@@ -270,36 +273,44 @@ def event_models() -> dict[str, type[Any]]:
 
 
 def prepare_models(event_types: Iterable[str]) -> None:
-    """Load the models and build the validators of ``event_types`` (``"*"``: all) now,
-    on this thread, so that the dispatcher's first parse costs microseconds (the
-    ``openai`` models defer building their validators to first use)."""
+    """Load the models and prepare ``event_types`` (``"*"``: all) now, on this thread:
+    build their validators (the ``openai`` models defer that to first use) and compile
+    their pre-checks, so that the dispatcher's first parse costs microseconds."""
+    from rtclient.core.event_check import compile_parser
+    from rtclient.core.lazy_model import lazy_class, plain_fields
+
     models = event_models()
     wanted = set(event_types)
     kinds = list(models) if "*" in wanted else [k for k in wanted if k in models]
     with _models_lock:
         for kind in kinds:
-            if kind in _validators:
+            if kind in _parsers:
                 continue
             model = models[kind]
             if not model.__pydantic_complete__:
                 model.model_rebuild()
-            _validators[kind] = model.__pydantic_validator__
+            schema = model.__pydantic_core_schema__
+            validate = model.__pydantic_validator__.validate_python
+            lazy = lazy_class(model, validate, plain_fields(schema))
+            _parsers[kind] = compile_parser(schema, lazy, validate) or validate
 
 
 def to_model(event: Mapping[str, Any]) -> Any:
-    """``event`` as its ``openai.types.realtime`` model.
+    """``event`` as its ``openai.types.realtime`` model (built on first read when the
+    pre-check passes it, see above).
 
     Raises ``LookupError`` if its type has no GA model, ``pydantic.ValidationError`` if
     it does not validate.
     """
     kind = event.get("type")
-    validator = _validators.get(kind) if isinstance(kind, str) else None
-    if validator is not None:  # ~2x faster than model_validate's Python wrapper
-        return validator.validate_python(event)
-    model = event_models().get(kind) if isinstance(kind, str) else None
-    if model is None:
-        raise LookupError(f"no openai.types.realtime model for {kind!r}")
-    return model.model_validate(event)
+    try:
+        parse = _parsers[kind]
+    except (KeyError, TypeError):  # not prepared yet, no such model, or not a string
+        if not isinstance(kind, str) or kind not in event_models():
+            raise LookupError(f"no openai.types.realtime model for {kind!r}") from None
+        prepare_models([kind])
+        parse = _parsers[kind]
+    return parse(event)
 
 
 def _union_members(union: Any) -> list[Any]:

@@ -5,10 +5,11 @@ sessions and each session holds its own, replaced whole (``session.set_faults(..
 so a change made from a test thread is seen atomically by the emulator's loop.
 The per-response faults (injections, delays) apply to every response while set.
 
-Live sessions take the same knobs: the per-response ones apply to their Responses
-backend (see ``live/backend.py``), the injections also before each delegation, and
-``close_after_events``, ``fail_event_type`` and ``ignore_event_type`` to every
-connection; ``close_after_delegation`` is theirs alone.
+GPT-Live sessions take the same knobs: the per-response ones apply to their Responses
+backend (see ``live/backend.py``), the injections also before each client delegation,
+``close_after_events``, ``fail_event_type`` and ``ignore_event_type`` to all their
+connections; ``close_after_delegation`` is theirs alone, and ``delay_cancel`` and
+``hold_turn_response`` have no Live counterpart (Live has no cancel and no VAD turns).
 """
 
 from __future__ import annotations
