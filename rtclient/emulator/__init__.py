@@ -1,4 +1,4 @@
-"""A Realtime API emulator: a real WebRTC (and WebSocket) server on loopback.
+"""A Realtime API and GPT-Live emulator: a real WebRTC (and WebSocket) server on loopback.
 
 It behaves like the OpenAI Realtime API as its public reference describes it - above all it
 rejects a second default-conversation ``response.create`` with the exact
@@ -13,21 +13,30 @@ Three ways to use it::
 
     python -m rtclient.emulator --port 8765        # from a shell
 
-Modules: ``server`` (HTTP/WebSocket signaling and control routes), ``peer`` (aiortc),
-``session`` (the API's rules), ``response`` (one response's event stream),
+The same server speaks GPT-Live (``/v1/live/sessions``, sidebands, WebRTC creation,
+delegation): how to drive it from a test - endpoints, control routes, the scripted
+model's delegation script, the knobs - is ``rtclient.emulator.live``'s docstring.
+
+Modules: ``emulator`` (the thread and loop), ``registry`` (the state the routes act
+on), ``server`` (Realtime signaling and control routes), ``routing`` (what the route
+modules share), ``websocket`` (a socket as a session channel), ``peer`` (aiortc),
+``session`` (the Realtime API's rules), ``response`` (one response's event stream),
 ``conversation`` (items), ``model`` (the scripted model and its syntax), ``audio``
-(the speaking track), ``faults`` (fault injection), ``validation`` (client event
-schema), ``records`` (waiting on recorded state), ``auth`` (keys).
+(the speaking track), ``faults`` (fault injection), ``validation`` (strict client event
+schema), ``records`` (waiting on recorded state), ``auth`` (keys), ``live`` (GPT-Live).
 """
 
 from .emulator import Emulator
 from .faults import Faults
+from .live import LiveRules, LiveSession
 from .model import Model, ModelRequest, Output, Pace, ScriptedModel, TextReply, ToolCall
 from .session import Session
 
 __all__ = [
     "Emulator",
     "Faults",
+    "LiveRules",
+    "LiveSession",
     "Model",
     "ModelRequest",
     "Output",

@@ -4,6 +4,12 @@ A :class:`Faults` value is immutable; the emulator holds one as the default for 
 sessions and each session holds its own, replaced whole (``session.set_faults(...)``),
 so a change made from a test thread is seen atomically by the emulator's loop.
 The per-response faults (injections, delays) apply to every response while set.
+
+GPT-Live sessions take the same knobs: the per-response ones apply to their Responses
+backend (see ``live/backend.py``), the injections also before each client delegation,
+``close_after_events``, ``fail_event_type`` and ``ignore_event_type`` to all their
+connections; ``close_after_delegation`` is theirs alone, and ``delay_cancel`` and
+``hold_turn_response`` have no Live counterpart (Live has no cancel and no VAD turns).
 """
 
 from __future__ import annotations
@@ -61,6 +67,12 @@ class Faults:
     ignore_event_type: str | None = None
     """Leave every client event of this type unanswered: recorded, never handled, no
     error - a server that lost it (a caller waiting for its answer must time out)."""
+
+    close_after_delegation: str | None = None
+    """Live sessions: right after each ``session.delegation.created``, the server ends
+    the session with ``session.closed`` whose ``reason`` is this (``"expired"``,
+    ``"content"``, ``"connection_lost"``, ...): a close in the middle of a delegation,
+    its appends still unanswered."""
 
     def replace(self, **changes: Any) -> Faults:
         return dataclasses.replace(self, **changes)

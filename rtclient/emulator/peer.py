@@ -13,16 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from loguru import logger
 
 from rtclient.transports._loopback import loopback_only
 
-from .audio import SpeakerTrack
-from .session import Session
+from .audio import AudioPlayback, SpeakerTrack
+from .session import Channel
 
 EVENTS_LABEL = "oai-events"
 _CLOSE_GRACE_S = 1.0
@@ -51,10 +52,33 @@ class DataChannelLink:
             channel.once("bufferedamountlow", channel.close)
 
 
-class Peer:
-    """One call: an aiortc peer connection bound to one :class:`Session`."""
+class CallSession(Protocol):
+    """What a call needs from the session it carries (a Realtime or a Live one)."""
 
-    def __init__(self, session: Session, on_closed: Callable[[Peer], None]) -> None:
+    @property
+    def call_id(self) -> str | None: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def playback(self) -> AudioPlayback | None: ...
+
+    def attach(self, channel: Channel) -> None: ...
+
+    def detach(self, channel: Channel) -> None: ...
+
+    def handle_text(self, text: str | bytes, channel: Channel | None = None) -> None: ...
+
+    def terminate(self, reason: str) -> None: ...
+
+    def record_audio_frame(self, frame: av.AudioFrame) -> None: ...
+
+
+class Peer:
+    """One call: an aiortc peer connection bound to one session."""
+
+    def __init__(self, session: CallSession, on_closed: Callable[[Peer], None]) -> None:
         self.session = session
         self.call_id: str = session.call_id or ""
         self._on_closed = on_closed
@@ -125,10 +149,9 @@ class Peer:
             self.close_soon(grace=0)
 
 
-async def _drain(track: Any, session: Session) -> None:
-    """Read and drop the caller's audio (aiortc would otherwise queue it forever),
-    counting the frames so tests can see that real audio arrived."""
+async def _drain(track: Any, session: CallSession) -> None:
+    """Hand the caller's audio frames to the session (a Realtime session counts and
+    drops them; aiortc would otherwise queue them forever)."""
     with contextlib.suppress(MediaStreamError):
         while True:
-            await track.recv()
-            session.record_audio_frame()
+            session.record_audio_frame(await track.recv())

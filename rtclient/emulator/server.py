@@ -31,10 +31,9 @@ stack trace.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import BodyPartReader, WSMsgType, web
 from loguru import logger
@@ -42,11 +41,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from .auth import Credential
 from .errors import SERVER_ERROR, ApiError
-from .faults import Faults
+from .live.routes import add_live_routes
 from .peer import Peer
-
-if TYPE_CHECKING:
-    from .emulator import Emulator
+from .registry import Registry
+from .routing import REGISTRY_KEY, WS_MAX_MESSAGE, faults_from, json_body
+from .routing import authorization as authorization_of
+from .routing import registry as registry_of
+from .session import Session
+from .websocket import WebSocketLink
 
 try:
     from openai.types.realtime import RealtimeSessionCreateRequest
@@ -54,16 +56,13 @@ except ImportError as exc:  # pragma: no cover - dependency missing
     raise ImportError("rtclient.emulator needs the `openai` package: pip install openai") from exc
 
 _SESSION_ADAPTER: TypeAdapter[Any] = TypeAdapter(RealtimeSessionCreateRequest)
-_WS_MAX_MESSAGE = 32 * 1024 * 1024  # input_audio_buffer.append carries up to 15 MiB
-_EMULATOR_KEY: web.AppKey[Emulator] = web.AppKey("emulator")
-_SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_app(emulator: Emulator) -> web.Application:
-    app = web.Application(middlewares=[_errors_as_json], client_max_size=_WS_MAX_MESSAGE)
-    app[_EMULATOR_KEY] = emulator
+def build_app(registry: Registry) -> web.Application:
+    app = web.Application(middlewares=[_errors_as_json], client_max_size=WS_MAX_MESSAGE)
+    app[REGISTRY_KEY] = registry
     app.router.add_post("/v1/realtime/calls", create_call)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", hangup)
     app.router.add_post("/v1/realtime/client_secrets", client_secrets)
@@ -73,6 +72,7 @@ def build_app(emulator: Emulator) -> web.Application:
     app.router.add_post("/_emulator/calls/{key}/speech", control_speech)
     app.router.add_post("/_emulator/calls/{key}/faults", control_session_faults)
     app.router.add_post("/_emulator/faults", control_default_faults)
+    add_live_routes(app)
     return app
 
 
@@ -102,8 +102,8 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return web.json_response(error.body(), status=500)
 
 
-def _emulator(request: web.Request) -> Emulator:
-    return request.app[_EMULATOR_KEY]
+def _emulator(request: web.Request) -> Registry:
+    return registry_of(request)
 
 
 # ------------------------------------------------------------------ the API routes
@@ -222,7 +222,7 @@ async def hangup(request: web.Request) -> web.Response:
     emulator.keys.authenticate(request.headers.get("Authorization"), allow_ephemeral=False)
     call_id = request.match_info["call_id"]
     peer = emulator.peer(call_id)
-    if peer is None or peer.session.closed:
+    if peer is None or peer.session.closed or not isinstance(peer.session, Session):
         raise _call_not_found(call_id)
     await peer.close_soon(grace=0)
     return web.Response(status=200)
@@ -266,12 +266,12 @@ async def client_secrets(request: web.Request) -> web.Response:
 
 async def realtime_websocket(request: web.Request) -> web.StreamResponse:
     emulator = _emulator(request)
-    authorization = request.headers.get("Authorization") or _subprotocol_key(request)
+    authorization = authorization_of(request)
     call_id = request.query.get("call_id")
     if call_id:
         emulator.keys.authenticate(authorization, allow_ephemeral=False)
         peer = emulator.peer(call_id)
-        if peer is None or peer.session.closed:
+        if peer is None or peer.session.closed or not isinstance(peer.session, Session):
             raise _call_not_found(call_id)
         session = peer.session
     else:
@@ -291,7 +291,7 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
         )
         session = emulator.open_session(config, media="websocket")
 
-    ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=_WS_MAX_MESSAGE)
+    ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=WS_MAX_MESSAGE)
     await ws.prepare(request)
     link = WebSocketLink(ws)
     emulator.register_websocket(link)
@@ -313,49 +313,6 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
 def _call_not_found(call_id: str) -> ApiError:
     """The API's answer for a call it does not know (or that has ended)."""
     return ApiError(404, f"Call '{call_id}' not found.", code="call_id_not_found", param="call_id")
-
-
-def _subprotocol_key(request: web.Request) -> str | None:
-    """Browsers pass the key as a subprotocol: ``openai-insecure-api-key.<key>``."""
-    for protocol in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
-        protocol = protocol.strip()
-        if protocol.startswith(_SUBPROTOCOL_KEY_PREFIX):
-            return "Bearer " + protocol[len(_SUBPROTOCOL_KEY_PREFIX) :]
-    return None
-
-
-class WebSocketLink:
-    """A WebSocket as a session :class:`~.session.Channel`: ordered, flushed on close."""
-
-    kind = "websocket"
-
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self._ws = ws
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self._writer = asyncio.get_running_loop().create_task(
-            self._write(), name="emulator-ws-writer"
-        )
-
-    def send_text(self, text: str) -> None:
-        self._queue.put_nowait(text)
-
-    def close(self) -> None:
-        self._queue.put_nowait(None)
-
-    async def closed(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(self._writer)
-
-    async def _write(self) -> None:
-        try:
-            while (text := await self._queue.get()) is not None:
-                if self._ws.closed:
-                    continue
-                await self._ws.send_str(text)
-        except (ConnectionError, RuntimeError) as exc:
-            logger.debug("emulator: websocket send failed: {}", exc)
-        finally:
-            await self._ws.close()
 
 
 # --------------------------------------------------------------- control routes
@@ -387,21 +344,9 @@ async def control_session(request: web.Request) -> web.Response:
     )
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_type")
-    return body
-
-
 async def control_speech(request: web.Request) -> web.Response:
     session = _control_session(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     if session.closed:
         raise ApiError(409, f"Session '{session.id}' is closed.", code="session_closed")
     result = await session.speech(
@@ -410,20 +355,13 @@ async def control_speech(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
-def _faults_from(current: Faults, body: dict[str, Any]) -> Faults:
-    try:
-        return Faults.from_json({**current.to_json(), **body})
-    except (TypeError, ValueError) as exc:
-        raise ApiError(400, str(exc), code="invalid_value") from None
-
-
 async def control_session_faults(request: web.Request) -> web.Response:
     session = _control_session(request)
-    session.faults = _faults_from(session.faults, await _json_body(request))
+    session.faults = faults_from(session.faults, await json_body(request))
     return web.json_response({"faults": session.faults.to_json()})
 
 
 async def control_default_faults(request: web.Request) -> web.Response:
     emulator = _emulator(request)
-    emulator.faults = _faults_from(emulator.faults, await _json_body(request))
+    emulator.faults = faults_from(emulator.faults, await json_body(request))
     return web.json_response({"faults": emulator.faults.to_json()})

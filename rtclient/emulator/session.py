@@ -180,8 +180,9 @@ class Session:
         with self._recorder.lock:
             return dict(self._counters)
 
-    def record_audio_frame(self) -> None:
-        """The caller's audio track delivered one frame (counted as ``audio_frames_in``)."""
+    def record_audio_frame(self, frame: object = None) -> None:
+        """The caller's audio track delivered one frame (counted as ``audio_frames_in``;
+        its content is not listened to: speech is simulated)."""
         with self._recorder.lock:
             self._counters["audio_frames_in"] += 1
             self._recorder.changed()

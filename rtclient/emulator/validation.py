@@ -65,8 +65,9 @@ except ImportError as exc:  # pragma: no cover - dependency missing
     ) from exc
 
 
-def _member_adapters() -> dict[str, TypeAdapter[Any]]:
-    union = typing.get_args(RealtimeClientEvent)[0]
+def member_adapters(union_alias: Any) -> dict[str, TypeAdapter[Any]]:
+    """One adapter per ``type`` value of an ``Annotated[Union[...], ...]`` event alias."""
+    union = typing.get_args(union_alias)[0]
     adapters: dict[str, TypeAdapter[Any]] = {}
     for member in typing.get_args(union):
         type_literal = member.model_fields["type"].annotation
@@ -75,7 +76,7 @@ def _member_adapters() -> dict[str, TypeAdapter[Any]]:
     return adapters
 
 
-_ADAPTERS = _member_adapters()
+_ADAPTERS = member_adapters(RealtimeClientEvent)
 CLIENT_EVENT_TYPES: tuple[str, ...] = tuple(_ADAPTERS)
 
 _TYPE_WORDS = {"str", "int", "float", "bool", "dict", "list", "none", "literal", "union"}
@@ -117,6 +118,14 @@ def parse_client_event(text: str | bytes) -> dict[str, Any]:
 
 def validate_client_event(event: dict[str, Any]) -> None:
     """Raise :class:`ClientEventError` unless ``event`` is a client event the API takes."""
+    adapter = event_adapter(event, _ADAPTERS)
+    candidate, kept = _without_item_references(event)
+    check_strictly(adapter, candidate, kept)
+
+
+def event_adapter(event: dict[str, Any], adapters: dict[str, TypeAdapter[Any]]) -> TypeAdapter[Any]:
+    """The adapter for ``event``'s ``type``; a missing, mistyped or unknown type is refused
+    (the message lists the supported types, as the API's does)."""
     event_type = event.get("type")
     if event_type is None:
         raise ClientEventError(
@@ -124,22 +133,31 @@ def validate_client_event(event: dict[str, Any]) -> None:
         )
     if not isinstance(event_type, str):
         raise _invalid_type("type", ["a string"], event_type)
-    adapter = _ADAPTERS.get(event_type)
+    adapter = adapters.get(event_type)
     if adapter is None:
-        supported = ", ".join(f"'{t}'" for t in CLIENT_EVENT_TYPES)
+        supported = ", ".join(f"'{t}'" for t in adapters)
         raise ClientEventError(
             "invalid_value",
             f"Invalid value: '{event_type}'. Supported values are: {supported}.",
             param="type",
         )
-    candidate, kept = _without_item_references(event)
+    return adapter
+
+
+def check_strictly(
+    adapter: TypeAdapter[Any], value: Any, kept: list[int] | None = None
+) -> BaseModel:
+    """Validate ``value`` strictly (module docstring); returns the validated model.
+
+    ``kept`` maps indices of a filtered ``response.input`` back to the client's."""
     try:
-        model = adapter.validate_python(_integral_floats_as_ints(candidate), strict=True)
+        model = adapter.validate_python(_integral_floats_as_ints(value), strict=True)
     except ValidationError as exc:
         raise _to_client_error(exc, kept) from None
     unknown = _first_unknown(model, ())
     if unknown is not None:
         raise _unknown_parameter(_field_path(_original_loc(unknown, kept)))
+    return model  # type: ignore[no-any-return]
 
 
 def _without_item_references(event: dict[str, Any]) -> tuple[dict[str, Any], list[int] | None]:
