@@ -42,9 +42,22 @@ from rtclient.errors import (
     ToolError,
     UnprocessableEntityError,
     WaitTimeoutError,
+    WebhookSignatureError,
+    WebhookTimestampError,
+    WebhookVerificationError,
     WrongThreadError,
 )
 from rtclient.runtime.loop import LoopThread
+from rtclient.sip import (
+    Dtmf,
+    IncomingCall,
+    OnceOnly,
+    accept_call,
+    answer_call,
+    refer_call,
+    reject_call,
+    verify_webhook,
+)
 from rtclient.tools import ToolCall, ToolSpec, tool
 
 logger.disable("rtclient")
@@ -66,14 +79,17 @@ __all__ = [
     "ConflictError",
     "ConnectTimeoutError",
     "ConnectionLostError",
+    "Dtmf",
     "EventStream",
     "EventValidationError",
     "ForkedProcessError",
+    "IncomingCall",
     "InternalServerError",
     "LoopThread",
     "LoopThreadError",
     "MessageTooLargeError",
     "NotFoundError",
+    "OnceOnly",
     "PermissionDeniedError",
     "RateLimitError",
     "RealtimeClient",
@@ -92,9 +108,17 @@ __all__ = [
     "Trigger",
     "UnprocessableEntityError",
     "WaitTimeoutError",
+    "WebhookSignatureError",
+    "WebhookTimestampError",
+    "WebhookVerificationError",
     "WrongThreadError",
     "__version__",
+    "accept_call",
+    "answer_call",
     "create_call",
     "hangup_call",
+    "refer_call",
+    "reject_call",
     "tool",
+    "verify_webhook",
 ]
