@@ -193,7 +193,7 @@ def _validate(kind: Any, value: dict[str, Any], what: str) -> None:
     from pydantic import TypeAdapter, ValidationError
 
     try:
-        TypeAdapter(kind).validate_python(value)
+        TypeAdapter(kind).validate_python(value, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))

@@ -28,6 +28,7 @@ import copy
 import json
 import time
 import weakref
+from collections import Counter
 from typing import Any
 
 from loguru import logger
@@ -73,8 +74,12 @@ class SipCall:
         self.phone: Phone | None = None
         self.messages: dict[str, tuple[str, bytes]] = {}  # api -> (webhook id, body)
         self.deliveries: list[Delivery] = []
+        self.attempts: Counter[str] = Counter()  # webhook id -> deliveries started
         self.dtmf: list[str] = []
         self.utterances: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        """Every call-control request for this call, in order: ``{"api", "verb",
+        "status"}`` (the HTTP status it was answered with)."""
 
     @property
     def status(self) -> str:
@@ -105,6 +110,7 @@ class SipCall:
             "deliveries": [d.to_json() for d in self.deliveries],
             "dtmf": list(self.dtmf),
             "utterances": copy.deepcopy(self.utterances),
+            "requests": copy.deepcopy(self.requests),
             "session": None if session is None else session.id,
             "frames_sent": self.phone.voice.frames_sent if self.phone else 0,
             "frames_heard": self.phone.frames_heard if self.phone else 0,
@@ -149,6 +155,7 @@ class Switchboard:
         sip_headers: list[dict[str, str]],
         signature: str = "valid",
         timestamp_offset: int = 0,
+        copies: int = 1,
     ) -> SipCall:
         """A call rings: its webhooks are delivered (at once, one per API) before this
         returns, so an app that answers inside its webhook handler has answered."""
@@ -166,7 +173,9 @@ class Switchboard:
         with self._recorder.lock:
             self._calls.append(call)
             self._recorder.changed()
-        await self.redeliver(call, signature=signature, timestamp_offset=timestamp_offset)
+        await self.redeliver(
+            call, signature=signature, timestamp_offset=timestamp_offset, copies=copies
+        )
         return call
 
     async def redeliver(
@@ -176,16 +185,19 @@ class Switchboard:
         apis: tuple[str, ...] | None = None,
         signature: str = "valid",
         timestamp_offset: int = 0,
+        copies: int = 1,
     ) -> list[Delivery]:
         """Deliver the call's messages (again): the same webhook id and body, a new
-        timestamp and signature - what the API's retry looks like."""
+        timestamp and signature - what the API's retry looks like. ``copies``: each
+        message that many times at once (duplicates do happen)."""
         attempts: list[tuple[Delivery, bytes]] = []
-        for api in apis or call.apis:
+        for api in [a for a in apis or call.apis for _ in range(copies)]:
             if api not in call.messages:
                 raise ApiError(400, f"The call was not offered to the {api} API.", param="api")
             webhook_id, body = call.messages[api]
             with self._recorder.lock:
-                attempt = 1 + sum(d.webhook_id == webhook_id for d in call.deliveries)
+                call.attempts[webhook_id] += 1
+                attempt = call.attempts[webhook_id]
             delivery = Delivery(
                 webhook_id=webhook_id,
                 event_type=json.loads(body)["type"],
@@ -287,6 +299,14 @@ class Switchboard:
         self._record(call, refer_target=target_uri, ended_by="refer")
         await self._end(call, "close_requested")
         return call
+
+    def note(self, api: str, key: str, verb: str, status: int) -> None:
+        """Record a call-control request and its answer on the call it names (if any)."""
+        with self._recorder.lock:
+            call = next((c for c in reversed(self._calls) if c.id_for(api) == key), None)
+            if call is not None:
+                call.requests.append({"api": api, "verb": verb, "status": status})
+                self._recorder.changed()
 
     # ----------------------------------------------------------------- helpers
     def _find(self, api: str, key: str, status: str) -> SipCall:

@@ -19,11 +19,13 @@ Control routes (no key; ``{id}`` is either of a call's ids):
 - ``POST /_emulator/sip/webhook`` ``{"url", "secret"}``: the default webhook endpoint.
 - ``POST /_emulator/sip/calls`` ``{"apis"?: ["realtime", "live"], "from"?, "to"?,
   "sip_headers"?, "url"?, "secret"?, "signature"?: "valid"|"forged"|"missing",
-  "timestamp_offset"?}``: a call rings; returns its record once the webhooks were
-  delivered (``deliveries``: each with the endpoint's ``status``).
+  "timestamp_offset"?, "copies"?}``: a call rings; returns its record once the
+  webhooks were delivered (``deliveries``: each with the endpoint's ``status``;
+  ``copies``: each message delivered that many times at once). ``requests`` lists the
+  call-control requests the call got, and how each was answered.
 - ``GET /_emulator/sip/calls`` / ``GET /_emulator/sip/calls/{id}``: the records.
 - ``POST /_emulator/sip/calls/{id}/redeliver`` ``{"apis"?, "signature"?,
-  "timestamp_offset"?}``: the same messages again (same webhook ids): a retry.
+  "timestamp_offset"?, "copies"?}``: the same messages again (same webhook ids): a retry.
 - ``POST /_emulator/sip/calls/{id}/speech`` ``{"text", "audio"?: "tone"|"silence",
   "file"?, "duration_ms"?}``: the caller speaks (generated audio, default 200 ms a word,
   or a sound file's) and the session answers; returns once the audio was played.
@@ -94,7 +96,13 @@ def _board(request: web.Request) -> Switchboard:
 def _api_route(api: str, verb: Any) -> Any:
     async def route(request: web.Request) -> web.Response:
         registry(request).keys.authenticate(authorization(request), allow_ephemeral=False)
-        await verb(request, api, request.match_info["key"], await json_body(request))
+        key = request.match_info["key"]
+        try:
+            await verb(request, api, key, await json_body(request))
+        except ApiError as exc:
+            _board(request).note(api, key, verb.__name__, exc.status)
+            raise
+        _board(request).note(api, key, verb.__name__, 200)
         return web.Response(status=200)
 
     return route
@@ -232,11 +240,14 @@ async def control_dial(request: web.Request) -> web.Response:
 def _how(body: dict[str, Any]) -> dict[str, Any]:
     signature = body.get("signature", "valid")
     offset = body.get("timestamp_offset", 0)
+    copies = body.get("copies", 1)
+    if isinstance(copies, bool) or not isinstance(copies, int) or not 1 <= copies <= 16:
+        raise ApiError(400, "'copies' is 1..16.", code="invalid_value")
     if signature not in SIGNATURES:
         raise ApiError(400, f"'signature' is one of {', '.join(SIGNATURES)}.", code="invalid_value")
     if isinstance(offset, bool) or not isinstance(offset, int):
         raise ApiError(400, "'timestamp_offset' is whole seconds.", code="invalid_value")
-    return {"signature": signature, "timestamp_offset": offset}
+    return {"signature": signature, "timestamp_offset": offset, "copies": copies}
 
 
 async def control_list(request: web.Request) -> web.Response:
