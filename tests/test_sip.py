@@ -597,3 +597,77 @@ def test_an_incoming_call_says_who_dialled_and_never_shows_the_secret(
     shown = json.dumps(rung) + repr(call) + repr(switchboard(emu).call(call.call_id).endpoint)
     assert secret not in shown and secret[6:] not in shown
     assert isinstance(rtclient.IncomingCall, type)
+
+
+class LiveSideband:
+    """A stand-in for a GPT-Live sideband client: the ``openai`` package's own
+    (``live.sideband.connect``) read on a thread, events handed to ``on`` subscribers
+    as dicts - the shape ``answer_call(attach=...)`` and ``on_dtmf`` rely on."""
+
+    def __init__(self, base_url: str, session_id: str) -> None:
+        from openai import OpenAI
+
+        self._subscribers: dict[str, list[Any]] = {}
+        self._connection = OpenAI(base_url=base_url, api_key=KEY).live.sideband.connect(
+            session_id=session_id
+        )
+        self._socket = self._connection.enter()
+        self._reader = threading.Thread(target=self._read, name="live-sideband")
+        self._reader.start()
+
+    def on(self, event_type: str, callback: Any, *, raw: bool = True) -> Any:
+        self._subscribers.setdefault(event_type, []).append(callback)
+        return lambda: self._subscribers[event_type].remove(callback)
+
+    def _read(self) -> None:
+        for event in self._socket:
+            for callback in list(self._subscribers.get(event.type, ())):
+                callback(event.model_dump())
+
+    def close(self) -> None:
+        self._socket.close()
+        self._reader.join(10)
+
+
+def test_a_live_call_is_answered_with_your_sideband_and_hung_up_if_it_fails(
+    emu: Emulator, desks: Any
+) -> None:
+    desk = desks()
+    rung = ring(emu, desk, apis=["realtime", "live"])
+    keys: list[Dtmf] = []
+    pressed = threading.Event()
+
+    def got(key: Dtmf) -> None:
+        keys.append(key)
+        pressed.set()
+
+    side = answer_call(
+        desk.only("live"),
+        session={"instructions": "Be brief."},
+        on_dtmf=got,
+        attach=lambda session_id: LiveSideband(emu.url, session_id),
+        **api(emu),
+    )
+    try:
+        assert isinstance(side, LiveSideband)
+        live = record(emu.control_url, rung["call_id"])
+        assert (live["answered_by"], live["accept_body"]["session"]["type"]) == ("live", "live")
+        wait_until(
+            lambda: emu.live_session(rung["session_id"]).snapshot()["sidebands"], 10, "attach"
+        )
+        control(emu.control_url, "POST", f"/sip/calls/{rung['session_id']}/dtmf", {"digits": "#"})
+        assert pressed.wait(10)
+        assert [(k.key, k.api) for k in keys] == [("#", "live")]
+    finally:
+        hangup_call(desk.only("live"), **api(emu))
+        side.close()
+
+    broken = ring(emu, desk, apis=["live"])
+
+    def fails(session_id: str) -> Any:
+        raise ConnectionError("no sideband today")
+
+    with pytest.raises(ConnectionError):
+        answer_call(desk.calls[-1], attach=fails, **api(emu))
+    ended = record(emu.control_url, broken["call_id"])
+    assert ended["status"] == "ended", "a call whose sideband failed is hung up"
