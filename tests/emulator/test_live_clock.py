@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import array
+import base64
+
 import pytest
 
 from rtclient.emulator import Emulator
@@ -142,3 +145,38 @@ async def test_closing_with_text_still_waiting_for_audio_reports_it_incomplete(
     finally:
         await client.close()
     assert_all_live(client.received)
+
+
+@pytest.mark.parametrize(
+    ("audio_format", "sample", "decoded", "silence_byte"),
+    [
+        ({"type": "audio/pcmu", "rate": 8000}, 0x00, -32124, 0xFF),
+        ({"type": "audio/pcma", "rate": 8000}, 0xAA, 32256, 0xD5),
+    ],
+)
+@async_test
+async def test_g711_audio_moves_the_clock_and_reaches_sidebands_as_pcm(
+    emu: Emulator, audio_format: dict[str, object], sample: int, decoded: int, silence_byte: int
+) -> None:
+    client = await LiveWs.connect(emu.url)
+    sideband: LiveWs | None = None
+    try:
+        session_id = (await client.start(audio={"format": audio_format}))["session"]["id"]
+        sideband = await LiveWs.sideband(emu.url, session_id)
+        assert emu.wait_for(lambda: emu.live_session(session_id).counters.get("sidebands") == 1)
+        await client.send(
+            {
+                "type": "session.input_audio.append",
+                "audio": base64.b64encode(bytes([sample]) * 160).decode(),
+            }
+        )  # 160 samples at 8 kHz: 20 ms
+        output = await client.until("session.output_audio.delta")
+        assert base64.b64decode(output["delta"]) == bytes([silence_byte]) * 160  # G.711 silence
+        assert emu.live_session(session_id).clock_ms == 20
+        (reflected,) = await sideband.gather("session.input_audio.append", 1)
+        pcm = array.array("h", base64.b64decode(reflected["audio"]))
+        assert len(pcm) == 480 and set(pcm) == {decoded}  # PCM16 24 kHz, the same sound
+    finally:
+        await client.close()
+        if sideband is not None:
+            await sideband.close()

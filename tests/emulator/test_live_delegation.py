@@ -283,3 +283,22 @@ async def test_the_app_can_start_backend_work_itself(emu: Emulator) -> None:
     finally:
         await client.close()
     assert_all_live(client.received)
+
+
+@async_test
+async def test_session_close_lets_a_running_backend_response_finish(emu: Emulator) -> None:
+    client = await LiveWs.connect(emu.url)
+    try:
+        await client.start(delegation=RESPONSES)
+        await client.send({"type": "response.create", "event_id": "work"})
+        await client.send({"type": "session.close", "event_id": "bye"})
+        await client.send(append("thinking", "too late", None, "late"))
+        closed = await client.until("session.closed")
+        assert closed["client_event_id"] == "bye"
+        order = [inner(e).get("type") or e["type"] for e in client.received]
+        assert order.index("response.completed") < order.index("session.closed")
+        late = [e for e in client.received if e.get("client_event_id") == "late"]
+        assert [e["error"]["code"] for e in late] == ["context_injection_incomplete"]
+    finally:
+        await client.close()
+    assert_all_live(client.received)

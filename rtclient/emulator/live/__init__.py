@@ -114,6 +114,13 @@ answer (``session.started``, ``session.updated``, the acks, ``session.closed`` f
 ``errors.py``. Knobs: :class:`LiveRules` (``rules.py``) and the shared
 :class:`~rtclient.emulator.Faults`, whose ``close_after_delegation`` ends a session with
 ``session.closed`` right after a delegation is created.
+
+Modules: ``session`` (one session: connections, commands, close), ``timeline`` (the
+audio-driven clock), ``voice`` (the scripted voice model), ``backend`` (the scripted
+Responses backend), ``delegations`` (the record of delegations and appends),
+``schema`` (strict checks), ``config`` (the resolved session object), ``media`` (audio
+formats), ``permissions`` (a WebRTC frontend's limits), ``errors`` (the error event and
+the emulator's codes), ``rules`` (the knobs), ``routes`` (HTTP, WebSocket, control).
 """
 
 from .rules import LiveRules

@@ -57,6 +57,7 @@ from .config import apply_update, delegation_type, resolve
 from .delegations import KINDS, Append, Delegation, DelegationBook
 from .errors import error_event, refused, requires_responses
 from .media import SIDEBAND_RATE, AudioFormat, FrameReflector
+from .permissions import FrontendPermissions
 from .rules import LiveRules
 from .schema import estimate_tokens, parse_event
 from .timeline import Timeline
@@ -117,6 +118,7 @@ class LiveSession:
         self._primary: Channel | None = None
         self._sidebands: list[Channel] = []
         self._format = AudioFormat()
+        self._permissions = FrontendPermissions(None)
         self._reflector: FrameReflector | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._draining: asyncio.Task[None] | None = None
@@ -335,7 +337,9 @@ class LiveSession:
         self._primary = channel
         if self.media == "webrtc" and self._config is not None and not self._announced:
             self._announced = True
-            self._announce_permissions(channel)
+            announcement = self._permissions.announcement()
+            if announcement is not None:
+                self.emit(announcement)
             self.emit({"type": "session.started", "session": copy.deepcopy(self._config)})
 
     def attach_sideband(self, channel: Channel) -> None:
@@ -476,7 +480,7 @@ class LiveSession:
                 "type",
             )
         if not sideband and self.media == "webrtc":
-            self._check_frontend_permission(event_type)
+            self._permissions.check_client(event_type)
         if event_type == "session.start":
             if self._state != "waiting":
                 raise refused(
@@ -512,6 +516,7 @@ class LiveSession:
             self._config = config
             self._recorder.changed()
         self._format = AudioFormat.of(config) if self.media == "websocket" else AudioFormat()
+        self._permissions = FrontendPermissions(config)
         self._state = "active"
         self._expiry = self._loop.call_later(
             self._settings.max_session_seconds, lambda: self.end("expired")
@@ -814,45 +819,6 @@ class LiveSession:
         assert self._config is not None
         return delegation_type(self._config)
 
-    def _permissions(self) -> dict[str, Any]:
-        client = (self._config or {}).get("client") or {}
-        return dict(client.get("data_channel") or {})
-
-    def _announce_permissions(self, channel: Channel) -> None:
-        permissions = self._permissions()
-        if not permissions:
-            return
-        shown = json.dumps(permissions, sort_keys=True)
-        self.emit(
-            {
-                "type": "info",
-                "code": "data_channel_permissions",
-                "message": f"Data channel permissions applied: {shown}.",
-            }
-        )
-
-    def _check_frontend_permission(self, event_type: str) -> None:
-        allowed = self._permissions().get("allowed_client_events", "all")
-        if allowed in (None, "all") or event_type in allowed:
-            return
-        raise refused(
-            "client_event_not_allowed",
-            f"{event_type} is not among this data channel's allowed_client_events.",
-            "type",
-        )
-
-    def _frontend_receives(self, event: dict[str, Any] | None) -> bool:
-        allowed = self._permissions().get("allowed_server_events", "all")
-        if allowed in (None, "all") or event is None:
-            return True
-        for selector in allowed:
-            if selector.get("type") != event.get("type"):
-                continue
-            inner = selector.get("response_event")
-            if inner is None or inner == (event.get("event") or {}).get("type"):
-                return True
-        return False
-
     def _refuse(
         self, exc: ClientEventError, client_event_id: str | None, channel: Channel | None
     ) -> None:
@@ -889,11 +855,8 @@ class LiveSession:
                 self._errors.append(event)
             self._recorder.changed()
         for channel in targets:
-            if (
-                channel is self._primary
-                and self.media == "webrtc"
-                and not self._frontend_receives(event)
-            ):
+            frontend = channel is self._primary and self.media == "webrtc"
+            if frontend and not self._permissions.receives(event):
                 continue
             try:
                 channel.send_text(text)
