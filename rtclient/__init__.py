@@ -1,5 +1,6 @@
 """rtclient: a thread-based, synchronous SDK for the OpenAI Realtime API
-(:class:`RealtimeClient`) and GPT-Live (:class:`LiveClient`).
+(:class:`RealtimeClient`) and GPT-Live (:class:`LiveClient`), phone calls included
+(:mod:`rtclient.sip`).
 
 Its core promise: ``conversation_already_has_active_response`` cannot happen by
 construction (see :mod:`rtclient.core.gate`), and no request for a response is ever lost.
@@ -74,10 +75,21 @@ if TYPE_CHECKING:
     from rtclient.errors import UnknownDelegationError as UnknownDelegationError
     from rtclient.errors import UnprocessableEntityError as UnprocessableEntityError
     from rtclient.errors import WaitTimeoutError as WaitTimeoutError
+    from rtclient.errors import WebhookSignatureError as WebhookSignatureError
+    from rtclient.errors import WebhookTimestampError as WebhookTimestampError
+    from rtclient.errors import WebhookVerificationError as WebhookVerificationError
     from rtclient.errors import WrongThreadError as WrongThreadError
     from rtclient.live import LiveClient as LiveClient
     from rtclient.live import Placement as Placement
     from rtclient.runtime.loop import LoopThread as LoopThread
+    from rtclient.sip import Dtmf as Dtmf
+    from rtclient.sip import IncomingCall as IncomingCall
+    from rtclient.sip import OnceOnly as OnceOnly
+    from rtclient.sip import accept_call as accept_call
+    from rtclient.sip import answer_call as answer_call
+    from rtclient.sip import refer_call as refer_call
+    from rtclient.sip import reject_call as reject_call
+    from rtclient.sip import verify_webhook as verify_webhook
     from rtclient.tools import ToolCall as ToolCall
     from rtclient.tools import ToolSpec as ToolSpec
     from rtclient.tools import tool as tool
@@ -101,9 +113,11 @@ _EXPORTS = {
     "ConnectionLostError": "rtclient.errors",
     "ContentTooLongError": "rtclient.errors",
     "DelegationTask": "rtclient.core.live_protocol",
+    "Dtmf": "rtclient.sip",
     "EventStream": "rtclient.client",
     "EventValidationError": "rtclient.errors",
     "ForkedProcessError": "rtclient.errors",
+    "IncomingCall": "rtclient.sip",
     "InternalServerError": "rtclient.errors",
     "InvalidAPIKeyError": "rtclient.errors",
     "LiveClient": "rtclient.live",
@@ -112,6 +126,7 @@ _EXPORTS = {
     "MessageTooLargeError": "rtclient.errors",
     "NotFoundError": "rtclient.errors",
     "Notices": "rtclient.core.live_protocol",
+    "OnceOnly": "rtclient.sip",
     "PermissionDeniedError": "rtclient.errors",
     "Placement": "rtclient.live",
     "RateLimitError": "rtclient.errors",
@@ -134,10 +149,18 @@ _EXPORTS = {
     "UnknownDelegationError": "rtclient.errors",
     "UnprocessableEntityError": "rtclient.errors",
     "WaitTimeoutError": "rtclient.errors",
+    "WebhookSignatureError": "rtclient.errors",
+    "WebhookTimestampError": "rtclient.errors",
+    "WebhookVerificationError": "rtclient.errors",
     "WrongThreadError": "rtclient.errors",
+    "accept_call": "rtclient.sip",
+    "answer_call": "rtclient.sip",
     "create_call": "rtclient.calls",
     "hangup_call": "rtclient.calls",
+    "refer_call": "rtclient.sip",
+    "reject_call": "rtclient.sip",
     "tool": "rtclient.tools",
+    "verify_webhook": "rtclient.sip",
 }
 
 

@@ -271,3 +271,20 @@ class ToolErrorWarning(UserWarning):
         self.tool = tool
         self.call_id = call_id
         self.error = error
+
+
+class WebhookVerificationError(RealtimeError):
+    """A webhook that must not be trusted: answer it ``400`` and act on nothing in it.
+
+    Raised by :func:`rtclient.sip.verify_webhook` before the body is parsed; the two
+    subclasses say why. No message carries the secret or the body."""
+
+
+class WebhookSignatureError(WebhookVerificationError):
+    """No ``webhook-signature`` entry matches the body signed with the secret (a forged
+    or altered message, the wrong secret), or a ``webhook-*`` header is missing."""
+
+
+class WebhookTimestampError(WebhookVerificationError):
+    """``webhook-timestamp`` is further from now than the tolerance (300 s), either way,
+    or not a number: a replayed (stale) or post-dated delivery."""
