@@ -33,6 +33,14 @@ How it fits together:
   ``FLASK_SECRET_KEY`` to one secret for all of them (without it, a single process
   makes its own at start-up; with ``REDIS_URL`` the app refuses to start).
 
+* **Phone calls** (SIP): point the project's SIP trunk at OpenAI and its webhook at
+  ``POST /webhooks/openai``. Each call rings there as a signed webhook; the route
+  verifies it (``OPENAI_WEBHOOK_SECRET``), accepts the call with the same session and
+  tools as a browser's and attaches a sideband - or rejects it when
+  ``RT_PHONE_REJECT_FROM`` / ``RT_PHONE_MAX_CALLS`` say so. A delivery repeated is
+  accepted once (with ``REDIS_URL``, once across the workers). ``phone_calls.py``
+  (next to this file) does the work for this app and the Django one.
+
 Run it::
 
     OPENAI_API_KEY=sk-... python examples/flask_app.py   # the real API
@@ -79,6 +87,11 @@ from rtclient import (
 )
 from rtclient.client import DEFAULT_BASE_URL
 from rtclient.logs import short_id
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)  # phone_calls.py and calls_registry.py live next to this file
+from phone_calls import PhoneLine, RedisOnce  # noqa: E402 - once the path has it
 
 log = logging.getLogger(__name__)
 
@@ -163,14 +176,19 @@ class Calls:
         self._callers: dict[str, str] = {}  # call id -> the caller that created it
         self._creating: Counter[str] = Counter()  # caller -> its calls being created
 
-    def start_call(self, offer_sdp: str, *, caller: str) -> tuple[str, str] | None:
-        """Create a call for this browser offer as ``caller``'s and attach to it:
-        ``(call_id, answer_sdp)``; None, creating nothing, if ``caller`` already has
-        ``max_calls_per_caller`` live calls (those being created count)."""
+    def start(self) -> Calls:
+        """Start the shared loop thread (idempotent; the first call does it too)."""
         with self._lock:
             if not self._started:
                 self.loop_thread.start()
                 self._started = True
+        return self
+
+    def start_call(self, offer_sdp: str, *, caller: str) -> tuple[str, str] | None:
+        """Create a call for this browser offer as ``caller``'s and attach to it:
+        ``(call_id, answer_sdp)``; None, creating nothing, if ``caller`` already has
+        ``max_calls_per_caller`` live calls (those being created count)."""
+        self.start()
         self._forget_ended()
         with self._lock:
             held = sum(c == caller for c in self._callers.values()) + self._creating[caller]
@@ -282,7 +300,9 @@ def create_app(
     The registry is ``app.extensions["calls"]``: this process's calls (``Calls``), or,
     with a Redis URL, every worker's (``calls_registry.CallRegistry``, started here: under
     gunicorn each worker builds its own app after the fork, so do not ``--preload``).
-    ``.close()`` it at shutdown. The secret key signs the session cookie that says
+    ``.close()`` it at shutdown, after ``app.extensions["phone"]`` (the phone calls,
+    ``phone_calls.PhoneLine``, which share its loop thread and tool pool). The
+    secret key signs the session cookie that says
     which calls are this browser's: several workers must share one, so with a Redis URL
     it is required (``RuntimeError`` otherwise); one process makes its own.
     """
@@ -318,6 +338,15 @@ def create_app(
             api_key=key, base_url=url, max_workers=max_workers, max_calls_per_caller=limit
         )
     app.extensions["calls"] = calls
+    phone = PhoneLine(
+        api_key=key,
+        base_url=url,
+        session=SESSION,  # the same assistant and tools as the browser's calls
+        tools=TOOLS,
+        runtime=lambda: (calls.start().loop_thread, calls.pool),  # started by the first call
+        once=RedisOnce(redis_url) if redis_url else None,  # once across the workers
+    )
+    app.extensions["phone"] = phone
 
     def refused(call_id: str) -> Any:
         """The error for a per-call route, or None if ``call_id`` is live and this
@@ -361,6 +390,13 @@ def create_app(
             return _error(404, f"no live call {call_id}")  # it ended a moment ago
         return jsonify(call_id=call_id, ended=True)
 
+    @app.post("/webhooks/openai")
+    def openai_webhook() -> Any:
+        """A phone call rings (``phone_calls.PhoneLine.handle``): 400 if the webhook is
+        forged or stale, else 200 once it is answered, rejected or known already."""
+        status, body = phone.handle(request.get_data(), request.headers)
+        return jsonify(body), status
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
         return _error(exc.code or 500, exc.description or exc.name)
@@ -378,9 +414,6 @@ def shared_calls(
 ) -> Any:
     """The registry every worker shares (``calls_registry.py``, next to this file),
     started: it renews this worker's leases and takes over calls whose holder died."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
     from calls_registry import CallRegistry
 
     return CallRegistry(
@@ -435,6 +468,7 @@ def main() -> None:
     try:
         app.run(host="127.0.0.1", port=args.port, threaded=True)
     finally:
+        app.extensions["phone"].close()
         app.extensions["calls"].close()
         if emulator is not None:
             emulator.stop()

@@ -1,4 +1,6 @@
-"""rtclient: a thread-based, synchronous SDK for the OpenAI Realtime API (WebRTC, WebSocket).
+"""rtclient: a thread-based, synchronous SDK for the OpenAI Realtime API
+(:class:`RealtimeClient`) and GPT-Live (:class:`LiveClient`), phone calls included
+(:mod:`rtclient.sip`).
 
 Its core promise: ``conversation_already_has_active_response`` cannot happen by
 construction (see :mod:`rtclient.core.gate`), and no request for a response is ever lost.
@@ -26,144 +28,71 @@ logger.disable("rtclient")
 __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
-    from rtclient.calls import (
-        CallAnswer as CallAnswer,
-    )
-    from rtclient.calls import (
-        create_call as create_call,
-    )
-    from rtclient.calls import (
-        hangup_call as hangup_call,
-    )
-    from rtclient.client import (
-        Answer as Answer,
-    )
-    from rtclient.client import (
-        EventStream as EventStream,
-    )
-    from rtclient.client import (
-        RealtimeClient as RealtimeClient,
-    )
-    from rtclient.client import (
-        ResponseTicket as ResponseTicket,
-    )
-    from rtclient.core.gate import (
-        ResponseGate as ResponseGate,
-    )
-    from rtclient.core.gate import (
-        Ticket as Ticket,
-    )
-    from rtclient.core.gate import (
-        Trigger as Trigger,
-    )
-    from rtclient.errors import (
-        APIConnectionError as APIConnectionError,
-    )
-    from rtclient.errors import (
-        APITimeoutError as APITimeoutError,
-    )
-    from rtclient.errors import (
-        AuthenticationError as AuthenticationError,
-    )
-    from rtclient.errors import (
-        BadRequestError as BadRequestError,
-    )
-    from rtclient.errors import (
-        BridgeClosedError as BridgeClosedError,
-    )
-    from rtclient.errors import (
-        BridgeFullError as BridgeFullError,
-    )
-    from rtclient.errors import (
-        CallNotFoundError as CallNotFoundError,
-    )
-    from rtclient.errors import (
-        ClosedError as ClosedError,
-    )
-    from rtclient.errors import (
-        ConfirmTimeoutError as ConfirmTimeoutError,
-    )
-    from rtclient.errors import (
-        ConflictError as ConflictError,
-    )
-    from rtclient.errors import (
-        ConnectionLostError as ConnectionLostError,
-    )
-    from rtclient.errors import (
-        ConnectTimeoutError as ConnectTimeoutError,
-    )
-    from rtclient.errors import (
-        EventValidationError as EventValidationError,
-    )
-    from rtclient.errors import (
-        ForkedProcessError as ForkedProcessError,
-    )
-    from rtclient.errors import (
-        InternalServerError as InternalServerError,
-    )
-    from rtclient.errors import (
-        InvalidAPIKeyError as InvalidAPIKeyError,
-    )
-    from rtclient.errors import (
-        LoopThreadError as LoopThreadError,
-    )
-    from rtclient.errors import (
-        MessageTooLargeError as MessageTooLargeError,
-    )
-    from rtclient.errors import (
-        NotFoundError as NotFoundError,
-    )
-    from rtclient.errors import (
-        PermissionDeniedError as PermissionDeniedError,
-    )
-    from rtclient.errors import (
-        RateLimitError as RateLimitError,
-    )
-    from rtclient.errors import (
-        RealtimeError as RealtimeError,
-    )
-    from rtclient.errors import (
-        ResponseRejectedError as ResponseRejectedError,
-    )
-    from rtclient.errors import (
-        SendError as SendError,
-    )
-    from rtclient.errors import (
-        ServerError as ServerError,
-    )
-    from rtclient.errors import (
-        SessionExpiredError as SessionExpiredError,
-    )
-    from rtclient.errors import (
-        SignalingError as SignalingError,
-    )
-    from rtclient.errors import (
-        ToolError as ToolError,
-    )
-    from rtclient.errors import (
-        ToolErrorWarning as ToolErrorWarning,
-    )
-    from rtclient.errors import (
-        UnprocessableEntityError as UnprocessableEntityError,
-    )
-    from rtclient.errors import (
-        WaitTimeoutError as WaitTimeoutError,
-    )
-    from rtclient.errors import (
-        WrongThreadError as WrongThreadError,
-    )
-    from rtclient.runtime.loop import (
-        LoopThread as LoopThread,
-    )
-    from rtclient.tools import (
-        ToolCall as ToolCall,
-    )
-    from rtclient.tools import (
-        ToolSpec as ToolSpec,
-    )
-    from rtclient.tools import (
-        tool as tool,
-    )
+    from rtclient.calls import CallAnswer as CallAnswer
+    from rtclient.calls import create_call as create_call
+    from rtclient.calls import hangup_call as hangup_call
+    from rtclient.client import Answer as Answer
+    from rtclient.client import EventStream as EventStream
+    from rtclient.client import RealtimeClient as RealtimeClient
+    from rtclient.client import ResponseTicket as ResponseTicket
+    from rtclient.core.gate import ResponseGate as ResponseGate
+    from rtclient.core.gate import Ticket as Ticket
+    from rtclient.core.gate import Trigger as Trigger
+    from rtclient.core.live_protocol import DelegationTask as DelegationTask
+    from rtclient.core.live_protocol import Notices as Notices
+    from rtclient.errors import APIConnectionError as APIConnectionError
+    from rtclient.errors import APITimeoutError as APITimeoutError
+    from rtclient.errors import AuthenticationError as AuthenticationError
+    from rtclient.errors import BadRequestError as BadRequestError
+    from rtclient.errors import BridgeClosedError as BridgeClosedError
+    from rtclient.errors import BridgeFullError as BridgeFullError
+    from rtclient.errors import CallNotFoundError as CallNotFoundError
+    from rtclient.errors import ClosedError as ClosedError
+    from rtclient.errors import CommandRefusedError as CommandRefusedError
+    from rtclient.errors import ConfirmTimeoutError as ConfirmTimeoutError
+    from rtclient.errors import ConflictError as ConflictError
+    from rtclient.errors import ConnectionLostError as ConnectionLostError
+    from rtclient.errors import ConnectTimeoutError as ConnectTimeoutError
+    from rtclient.errors import ContentTooLongError as ContentTooLongError
+    from rtclient.errors import EventValidationError as EventValidationError
+    from rtclient.errors import ForkedProcessError as ForkedProcessError
+    from rtclient.errors import InternalServerError as InternalServerError
+    from rtclient.errors import InvalidAPIKeyError as InvalidAPIKeyError
+    from rtclient.errors import LoopThreadError as LoopThreadError
+    from rtclient.errors import MessageTooLargeError as MessageTooLargeError
+    from rtclient.errors import NotFoundError as NotFoundError
+    from rtclient.errors import PermissionDeniedError as PermissionDeniedError
+    from rtclient.errors import RateLimitError as RateLimitError
+    from rtclient.errors import RealtimeError as RealtimeError
+    from rtclient.errors import ResponseRejectedError as ResponseRejectedError
+    from rtclient.errors import SendError as SendError
+    from rtclient.errors import ServerError as ServerError
+    from rtclient.errors import SessionClosedError as SessionClosedError
+    from rtclient.errors import SessionExpiredError as SessionExpiredError
+    from rtclient.errors import SignalingError as SignalingError
+    from rtclient.errors import ToolError as ToolError
+    from rtclient.errors import ToolErrorWarning as ToolErrorWarning
+    from rtclient.errors import UnknownDelegationError as UnknownDelegationError
+    from rtclient.errors import UnprocessableEntityError as UnprocessableEntityError
+    from rtclient.errors import WaitTimeoutError as WaitTimeoutError
+    from rtclient.errors import WebhookSignatureError as WebhookSignatureError
+    from rtclient.errors import WebhookTimestampError as WebhookTimestampError
+    from rtclient.errors import WebhookVerificationError as WebhookVerificationError
+    from rtclient.errors import WrongThreadError as WrongThreadError
+    from rtclient.live import LiveClient as LiveClient
+    from rtclient.live import Placement as Placement
+    from rtclient.runtime.loop import LoopThread as LoopThread
+    from rtclient.sip import Dtmf as Dtmf
+    from rtclient.sip import IncomingCall as IncomingCall
+    from rtclient.sip import OnceOnly as OnceOnly
+    from rtclient.sip import accept_call as accept_call
+    from rtclient.sip import answer_call as answer_call
+    from rtclient.sip import refer_call as refer_call
+    from rtclient.sip import reject_call as reject_call
+    from rtclient.sip import verify_webhook as verify_webhook
+    from rtclient.tools import ToolCall as ToolCall
+    from rtclient.tools import ToolSpec as ToolSpec
+    from rtclient.tools import tool as tool
 
 # public name -> the module that defines it
 _EXPORTS = {
@@ -177,20 +106,29 @@ _EXPORTS = {
     "CallAnswer": "rtclient.calls",
     "CallNotFoundError": "rtclient.errors",
     "ClosedError": "rtclient.errors",
+    "CommandRefusedError": "rtclient.errors",
     "ConfirmTimeoutError": "rtclient.errors",
     "ConflictError": "rtclient.errors",
     "ConnectTimeoutError": "rtclient.errors",
     "ConnectionLostError": "rtclient.errors",
+    "ContentTooLongError": "rtclient.errors",
+    "DelegationTask": "rtclient.core.live_protocol",
+    "Dtmf": "rtclient.sip",
     "EventStream": "rtclient.client",
     "EventValidationError": "rtclient.errors",
     "ForkedProcessError": "rtclient.errors",
+    "IncomingCall": "rtclient.sip",
     "InternalServerError": "rtclient.errors",
     "InvalidAPIKeyError": "rtclient.errors",
+    "LiveClient": "rtclient.live",
     "LoopThread": "rtclient.runtime.loop",
     "LoopThreadError": "rtclient.errors",
     "MessageTooLargeError": "rtclient.errors",
     "NotFoundError": "rtclient.errors",
+    "Notices": "rtclient.core.live_protocol",
+    "OnceOnly": "rtclient.sip",
     "PermissionDeniedError": "rtclient.errors",
+    "Placement": "rtclient.live",
     "RateLimitError": "rtclient.errors",
     "RealtimeClient": "rtclient.client",
     "RealtimeError": "rtclient.errors",
@@ -199,6 +137,7 @@ _EXPORTS = {
     "ResponseTicket": "rtclient.client",
     "SendError": "rtclient.errors",
     "ServerError": "rtclient.errors",
+    "SessionClosedError": "rtclient.errors",
     "SessionExpiredError": "rtclient.errors",
     "SignalingError": "rtclient.errors",
     "Ticket": "rtclient.core.gate",
@@ -207,12 +146,21 @@ _EXPORTS = {
     "ToolErrorWarning": "rtclient.errors",
     "ToolSpec": "rtclient.tools",
     "Trigger": "rtclient.core.gate",
+    "UnknownDelegationError": "rtclient.errors",
     "UnprocessableEntityError": "rtclient.errors",
     "WaitTimeoutError": "rtclient.errors",
+    "WebhookSignatureError": "rtclient.errors",
+    "WebhookTimestampError": "rtclient.errors",
+    "WebhookVerificationError": "rtclient.errors",
     "WrongThreadError": "rtclient.errors",
+    "accept_call": "rtclient.sip",
+    "answer_call": "rtclient.sip",
     "create_call": "rtclient.calls",
     "hangup_call": "rtclient.calls",
+    "refer_call": "rtclient.sip",
+    "reject_call": "rtclient.sip",
     "tool": "rtclient.tools",
+    "verify_webhook": "rtclient.sip",
 }
 
 
@@ -232,52 +180,4 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
-__all__ = [
-    "APIConnectionError",
-    "APITimeoutError",
-    "Answer",
-    "AuthenticationError",
-    "BadRequestError",
-    "BridgeClosedError",
-    "BridgeFullError",
-    "CallAnswer",
-    "CallNotFoundError",
-    "ClosedError",
-    "ConfirmTimeoutError",
-    "ConflictError",
-    "ConnectTimeoutError",
-    "ConnectionLostError",
-    "EventStream",
-    "EventValidationError",
-    "ForkedProcessError",
-    "InternalServerError",
-    "InvalidAPIKeyError",
-    "LoopThread",
-    "LoopThreadError",
-    "MessageTooLargeError",
-    "NotFoundError",
-    "PermissionDeniedError",
-    "RateLimitError",
-    "RealtimeClient",
-    "RealtimeError",
-    "ResponseGate",
-    "ResponseRejectedError",
-    "ResponseTicket",
-    "SendError",
-    "ServerError",
-    "SessionExpiredError",
-    "SignalingError",
-    "Ticket",
-    "ToolCall",
-    "ToolError",
-    "ToolErrorWarning",
-    "ToolSpec",
-    "Trigger",
-    "UnprocessableEntityError",
-    "WaitTimeoutError",
-    "WrongThreadError",
-    "__version__",
-    "create_call",
-    "hangup_call",
-    "tool",
-]
+__all__ = [*sorted(_EXPORTS), "__version__"]

@@ -82,6 +82,38 @@ class ConnectionLostError(ClosedError):
     """The data channel or peer connection closed while work was in flight."""
 
 
+class SessionClosedError(ClosedError):
+    """A GPT-Live session ended (``session.closed``); ``reason`` is the server's
+    (``close_requested``, ``expired``, ``content``, ``remote_hangup``,
+    ``connection_lost``)."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class CommandRefusedError(RealtimeError, ValueError):
+    """A command this connection may not send, refused before anything went out: a
+    ``session.start`` on a sideband or a WebRTC session (the session is already
+    started), input audio on a sideband, a type GPT-Live does not define, a
+    ``delegation_id`` under Responses delegation."""
+
+
+class UnknownDelegationError(RealtimeError, LookupError):
+    """A GPT-Live delegation id this session never announced (or one of another session:
+    ids belong to the session that made them); nothing was sent."""
+
+
+class ContentTooLongError(RealtimeError, ValueError):
+    """A GPT-Live append would need more parts than allowed (each part carries at most
+    500 tokens); nothing of it was sent."""
+
+    def __init__(self, message: str, *, tokens: int, max_tokens: int) -> None:
+        super().__init__(message)
+        self.tokens = tokens
+        self.max_tokens = max_tokens
+
+
 class BridgeClosedError(ClosedError):
     """A command was put on the bridge after (or while) it shut down."""
 
@@ -239,3 +271,20 @@ class ToolErrorWarning(UserWarning):
         self.tool = tool
         self.call_id = call_id
         self.error = error
+
+
+class WebhookVerificationError(RealtimeError):
+    """A webhook that must not be trusted: answer it ``400`` and act on nothing in it.
+
+    Raised by :func:`rtclient.sip.verify_webhook` before the body is parsed; the two
+    subclasses say why. No message carries the secret or the body."""
+
+
+class WebhookSignatureError(WebhookVerificationError):
+    """No ``webhook-signature`` entry matches the body signed with the secret (a forged
+    or altered message, the wrong secret), or a ``webhook-*`` header is missing."""
+
+
+class WebhookTimestampError(WebhookVerificationError):
+    """``webhook-timestamp`` is further from now than the tolerance (300 s), either way,
+    or not a number: a replayed (stale) or post-dated delivery."""

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,3 +96,83 @@ def test_the_dask_recipe_runs_offline_as_written(tmp_path: Path) -> None:
     assert found, stdout
     pids = {int(pid) for pid in found[1].split(", ")}
     assert pids and proc.pid not in pids  # run by the Dask workers, not by the app
+
+
+def phone_block() -> str:
+    """The "Phone calls (SIP)" Flask app, as printed (``phone_app.py``)."""
+    found = {body.split("\n", 1)[0].split()[1]: body for body in blocks("py")}
+    return found["phone_app.py"]
+
+
+@pytest.mark.timeout(120)
+def test_the_phone_call_block_answers_rejects_and_refuses_calls_as_written(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's Flask app served for real on 127.0.0.1; the emulator rings it."""
+    pytest.importorskip("flask")
+    import threading
+
+    from cluster import wait_until
+    from phone import control, dial, new_secret
+    from werkzeug.serving import make_server
+
+    from rtclient.emulator import Emulator, Pace
+
+    secret = new_secret()
+    with Emulator(pace=Pace(delay=0.005)) as emu:
+        monkeypatch.setenv("OPENAI_WEBHOOK_SECRET", secret)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-readme-phone")
+        monkeypatch.setenv("OPENAI_BASE_URL", emu.url)
+        app: dict[str, Any] = {"__name__": "phone_app"}
+        exec(compile(phone_block(), "README.md phone_app.py", "exec"), app)
+        server = make_server("127.0.0.1", 0, app["app"], threaded=True)
+        serving = threading.Thread(target=server.serve_forever, name="readme-phone-app")
+        serving.start()
+        url = f"http://127.0.0.1:{server.server_port}/webhooks/openai"
+        try:
+            rung = dial(emu.control_url, url=url, secret=secret, apis=["realtime", "live"])
+            assert [d["status"] for d in rung["deliveries"]] == [200, 200]
+            assert (rung["status"], rung["answered_by"]) == ("accepted", "realtime")
+            call_id = rung["call_id"]
+            session = emu.session(call_id)
+            control(
+                emu.control_url,
+                "POST",
+                f"/sip/calls/{call_id}/speech",
+                {"text": 'lookup_order({"order_id": 7})'},
+            )
+            assert emu.wait_for(
+                lambda: any(
+                    e.get("type") == "response.done" and "shipped" in str(e)
+                    for e in session.server_events
+                ),
+                20,
+            )
+            control(emu.control_url, "POST", f"/sip/calls/{call_id}/dtmf", {"digits": "5"})
+            printed: list[str] = []
+            wait_until(
+                lambda: printed.append(capsys.readouterr().out) or "pressed 5" in "".join(printed),
+                10,
+                "the on_dtmf print",
+            )
+            again = control(emu.control_url, "POST", f"/sip/calls/{call_id}/redeliver", {})[1]
+            assert [d["status"] for d in again] == [200, 200]
+            busy = dial(emu.control_url, url=url, secret=secret, **{"from": "+16665550000"})
+            assert (busy["status"], busy["reject_status"]) == ("rejected", 486)
+            forged = dial(emu.control_url, url=url, secret=secret, signature="forged")
+            assert [d["status"] for d in forged["deliveries"]] == [400]
+            assert forged["status"] == "ringing"
+            accepts = [r for r in emu_requests(emu, call_id) if r["verb"] == "accept"]
+            assert accepts == [{"api": "realtime", "verb": "accept", "status": 200}]
+        finally:
+            for client in app["calls"].values():
+                client.hangup()
+            app["pool"].shutdown()
+            server.shutdown()
+            serving.join(10)
+
+
+def emu_requests(emu: Any, call_id: str) -> list[dict[str, Any]]:
+    from phone import record
+
+    return list(record(emu.control_url, call_id)["requests"])

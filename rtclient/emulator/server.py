@@ -61,6 +61,7 @@ from .routing import REGISTRY_KEY, WS_MAX_MESSAGE, faults_from, json_body
 from .routing import authorization as authorization_of
 from .routing import registry as registry_of
 from .session import Session
+from .sip.routes import add_sip_routes
 from .websocket import WebSocketLink
 
 try:
@@ -90,6 +91,7 @@ def build_app(registry: Registry) -> web.Application:
     app.router.add_post("/_emulator/calls/{key}/faults", control_session_faults)
     app.router.add_post("/_emulator/faults", control_default_faults)
     add_live_routes(app)
+    add_sip_routes(app)
     return app
 
 

@@ -1,5 +1,6 @@
 """Tools: schemas from signatures (:mod:`.schema`) and their running (:mod:`.runner`)."""
 
+from rtclient.tools.call import ToolOutcome, call_tool, specs_by_name
 from rtclient.tools.runner import (
     TOOL_EVENTS,
     OutputReady,
@@ -18,10 +19,13 @@ __all__ = [
     "RoundFailed",
     "ToolArguments",
     "ToolCall",
+    "ToolOutcome",
     "ToolRunner",
     "ToolSpec",
     "ToolStats",
     "build_spec",
+    "call_tool",
     "error_output",
+    "specs_by_name",
     "tool",
 ]

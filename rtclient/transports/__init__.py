@@ -14,6 +14,9 @@ one place that picks one.
 ``call_id="rtc_..."``     a WebSocket sideband on a call someone else holds (a
                           browser): the app keeps the key, tools and gate.
 ========================  =====================================================
+
+GPT-Live speaks over the same two, with its own endpoints and session clock:
+:mod:`.live` (``LiveWebSocketTransport``, ``LiveWebRTCTransport``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Literal
 from rtclient._secret import Secret
 from rtclient.transports.base import AudioFrameCallback, AudioIn, Transport, Written, when_written
 from rtclient.transports.endpoint import Endpoint
+from rtclient.transports.live import LiveWebRTCTransport, LiveWebSocketTransport
 from rtclient.transports.webrtc import WebRTCTransport
 from rtclient.transports.websocket import WebSocketTransport
 
@@ -33,6 +37,8 @@ __all__ = [
     "AudioIn",
     "Endpoint",
     "Kind",
+    "LiveWebRTCTransport",
+    "LiveWebSocketTransport",
     "Transport",
     "WebRTCTransport",
     "WebSocketTransport",

@@ -13,6 +13,9 @@ call), so that all of them build requests and read errors the same way:
   every connection on it.
 * The same routes under an Azure OpenAI ``base_url`` (:mod:`.endpoint`: the
   deployment is the model; a resource key goes in the ``api-key`` header).
+* GPT-Live: ``POST {base_url}/live/sessions`` creates a WebRTC session with JSON in
+  and out (:func:`post_live_session`), and ``POST .../live/sessions/{id}/hangup``
+  ends one.
 * Every refusal is ``{"error": {"message", "type", "param", "code"}}`` with a 4xx/5xx
   status; :func:`signaling_error` makes it a :class:`SignalingError` subclass named as
   in the ``openai`` package (``AuthenticationError`` for 401, ``RateLimitError`` for
@@ -32,7 +35,7 @@ import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -55,6 +58,8 @@ from rtclient.logs import short_id
 from rtclient.transports.endpoint import Endpoint
 
 CALL_NOT_FOUND = "call_id_not_found"
+REALTIME_CALLS = "realtime/calls"
+LIVE_SESSIONS = "live/sessions"
 HANGUP_TIMEOUT = 2.0
 # The openai package's split of API refusals by HTTP status (openai._exceptions).
 ERRORS_BY_STATUS: dict[int, type[SignalingError]] = {
@@ -68,11 +73,14 @@ ERRORS_BY_STATUS: dict[int, type[SignalingError]] = {
 }
 
 
-def websocket_url(base_url: str) -> str:
-    """``{base_url}/realtime`` with the scheme turned to ws/wss (an OpenAI-shaped
-    ``base_url``; :meth:`Endpoint.websocket` knows every shape)."""
-    url, _ = Endpoint.parse(base_url).websocket(model="", call_id=None)
-    return url
+def websocket_url(base_url: str, path: str = "realtime") -> str:
+    """``{base_url}/{path}`` with the scheme turned to ws/wss."""
+    base = base_url.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://") :]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://") :]
+    return f"{base}/{path}"
 
 
 def call_id_from_location(location: str) -> str | None:
@@ -112,6 +120,58 @@ async def post_offer(
     return text, call_id_from_location(location)
 
 
+async def post_live_session(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    key: Secret,
+    sdp: str,
+    *,
+    session: Mapping[str, Any],
+) -> tuple[str, str]:
+    """Create a GPT-Live WebRTC session: ``POST {base_url}/live/sessions`` with JSON
+    ``{"session": {...}, "transport": {"type": "webrtc", "sdp": offer}}``; the answer
+    is JSON too, ``{"session": {"id"}, "transport": {"sdp"}}`` (any 2xx). Returns
+    ``(answer_sdp, session_id)``. An answer that is not usable SDP is refused here:
+    the session it names is hung up (bounded) and :class:`SignalingError` raised."""
+    url = f"{base_url.rstrip('/')}/live/sessions"
+    headers = {"Authorization": f"Bearer {key.reveal()}"}
+    body = {"session": dict(session), "transport": {"type": "webrtc", "sdp": sdp}}
+    try:
+        async with http.post(url, json=body, headers=headers) as resp:
+            text = await resp.text()
+            if not 200 <= resp.status < 300:
+                raise signaling_error(resp.status, text, key)
+    except aiohttp.ClientError as exc:
+        raise connection_error(exc, key) from None
+    answer, session_id = _live_answer(text)
+    if session_id is None:
+        raise SignalingError(key.redact(f"the answer names no session: {text[:200]}"))
+    if answer is None or not answer.startswith("v="):
+        try:
+            await post_hangup(http, base_url, key, session_id, path=LIVE_SESSIONS)
+        except SignalingError:
+            pass
+        raise SignalingError(f"the answer for {session_id} holds no usable SDP; hung up")
+    return answer, session_id
+
+
+def _live_answer(text: str) -> tuple[str | None, str | None]:
+    """``(transport.sdp, session.id)`` of a create answer, each None where absent."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    session, transport = body.get("session"), body.get("transport")
+    session_id = session.get("id") if isinstance(session, dict) else None
+    sdp = transport.get("sdp") if isinstance(transport, dict) else None
+    return (
+        sdp if isinstance(sdp, str) else None,
+        session_id if isinstance(session_id, str) and session_id else None,
+    )
+
+
 async def post_hangup(
     http: aiohttp.ClientSession,
     base_url: str,
@@ -119,10 +179,15 @@ async def post_hangup(
     call_id: str,
     *,
     timeout: float = HANGUP_TIMEOUT,
+    path: str = REALTIME_CALLS,
 ) -> None:
-    """End ``call_id`` for everyone on it; raises the API's refusal as a typed error."""
+    """End ``call_id`` for everyone on it (a GPT-Live session with
+    ``path=LIVE_SESSIONS``); raises the API's refusal as a typed error."""
     endpoint = Endpoint.parse(base_url)
-    url = endpoint.hangup_url(call_id)
+    if path == REALTIME_CALLS:
+        url = endpoint.hangup_url(quote(call_id, safe=""))
+    else:
+        url = f"{endpoint.base_url}/{path}/{quote(call_id, safe='')}/hangup"
     headers = await endpoint.headers(key)
     try:
         async with http.post(

@@ -97,6 +97,8 @@ class _SilentTrack(MediaStreamTrack):
 class WebRTCTransport:
     """One WebRTC call to a Realtime server (loop thread only)."""
 
+    HANGUP_PATH = signaling.REALTIME_CALLS
+
     decode_unconsumed_audio = False
     """Decode a remote track nobody reads into a ``MediaBlackhole`` (aiortc's way)
     instead of ending its decoding once the call is up. Off: decoding what is thrown
@@ -201,12 +203,16 @@ class WebRTCTransport:
             return self._player.audio
         return _SilentTrack()
 
-    async def _post_offer(self, sdp: str) -> str:
+    async def _signal(self, sdp: str) -> tuple[str, str | None]:
+        """The SDP exchange with the API: ``(answer, call_id)``."""
         assert self._http is not None
         session = {"type": "realtime", "model": self.model, **self._session}
-        post = asyncio.ensure_future(
-            signaling.post_offer(self._http, self.base_url, self._key, sdp, session=session)
+        return await signaling.post_offer(
+            self._http, self.base_url, self._key, sdp, session=session
         )
+
+    async def _post_offer(self, sdp: str) -> str:
+        post = asyncio.ensure_future(self._signal(sdp))
         post.add_done_callback(lambda f: f.cancelled() or f.exception())  # always retrieved
         try:
             answer, self.call_id = await asyncio.shield(post)
@@ -323,7 +329,9 @@ class WebRTCTransport:
         """The close path's hang-up: best effort, bounded, never raises."""
         assert self._http is not None and self.call_id is not None
         try:
-            await signaling.post_hangup(self._http, self.base_url, self._key, self.call_id)
+            await signaling.post_hangup(
+                self._http, self.base_url, self._key, self.call_id, path=self.HANGUP_PATH
+            )
         except SignalingError as exc:
             logger.debug("[CONNECTION] hangup failed: {} {}", exc.status, exc.code)
         except WaitTimeoutError:
@@ -339,7 +347,9 @@ class WebRTCTransport:
             return
         self._ending = True  # the server closing the channel now is not a loss
         try:
-            await signaling.post_hangup(self._http, self.base_url, self._key, self.call_id)
+            await signaling.post_hangup(
+                self._http, self.base_url, self._key, self.call_id, path=self.HANGUP_PATH
+            )
         finally:
             await self.close(hangup=False)
 

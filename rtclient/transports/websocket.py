@@ -80,7 +80,17 @@ _CLEAR = "output_audio_buffer.clear"
 
 
 class WebSocketTransport:
-    """One WebSocket to a Realtime session: its own, or a sideband on ``call_id``."""
+    """One WebSocket to a Realtime session: its own, or a sideband on ``call_id``.
+
+    What differs for another API on the same kind of socket (GPT-Live:
+    :mod:`.live`) is named here and overridden there: the URL (:meth:`_target`), the
+    audio event types, the session check, the hang-up path and when input audio may
+    start (:meth:`_audio_ready`).
+    """
+
+    AUDIO_IN = "input_audio_buffer.append"
+    AUDIO_OUT = _AUDIO_DELTA
+    HANGUP_PATH = signaling.REALTIME_CALLS
 
     def __init__(
         self,
@@ -110,7 +120,7 @@ class WebSocketTransport:
         if call_id is not None and (audio_in is not None or audio_out or on_audio_frame):
             raise ValueError("a sideband carries no audio: the call's audio is the browser's")
         if call_id is None:  # a sideband's session is the call's: its audio is not ours
-            _check_audio_formats(session)
+            self._check_session(session)
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         # (text, the future of its write or None when nobody waits for it); None ends
@@ -157,9 +167,8 @@ class WebSocketTransport:
     async def _connect(self) -> None:
         bodies = signaling.ErrorBodies()
         self._http = aiohttp.ClientSession(trace_configs=[bodies.trace])
-        endpoint = Endpoint.parse(self.base_url)
-        url, params = endpoint.websocket(model=self.model, call_id=self._call_id)
-        headers = await endpoint.headers(self._key)
+        url, params = self._target()
+        headers = await Endpoint.parse(self.base_url).headers(self._key)
         try:
             ws = await self._http.ws_connect(
                 url,
@@ -182,10 +191,23 @@ class WebSocketTransport:
             self._recorder = MediaRecorder(self._audio_out)
             self._recorder.addTrack(self._recording)
             await self._recorder.start()
+        self._audio_ready()
+        logger.info("[CONNECTION] websocket open ({})", self._call_id or self.model)
+
+    def _target(self) -> tuple[str, dict[str, str]]:
+        """The socket's URL and query: ``/realtime?model=`` or ``?call_id=`` (on Azure
+        OpenAI the shapes of :mod:`.endpoint`)."""
+        return Endpoint.parse(self.base_url).websocket(model=self.model, call_id=self._call_id)
+
+    @staticmethod
+    def _check_session(session: Mapping[str, Any] | None) -> None:
+        _check_audio_formats(session)
+
+    def _audio_ready(self) -> None:
+        """Input audio may flow: on Realtime, as soon as the socket is open."""
         track = self._input_track()
         if track is not None:
             self._start(self._pump_audio(track))
-        logger.info("[CONNECTION] websocket open ({})", self._call_id or self.model)
 
     def _start(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -289,7 +311,7 @@ class WebSocketTransport:
 
     def _receive(self, text: str) -> None:
         try:
-            if _AUDIO_DELTA in text:  # base64 has no '.' or '_': only the type can match
+            if self.AUDIO_OUT in text:  # base64 has no '.' or '_': only the type can match
                 self._play(text)
             self._on_message(text)
         except Exception:  # a handler's bug must not end the connection
@@ -298,7 +320,7 @@ class WebSocketTransport:
     def _play(self, text: str) -> None:
         try:
             event = json.loads(text)
-            if event.get("type") != _AUDIO_DELTA:
+            if event.get("type") != self.AUDIO_OUT:
                 return
             data = base64.b64decode(event.get("delta") or "", validate=True)
         except (ValueError, binascii.Error, AttributeError):
@@ -328,7 +350,7 @@ class WebSocketTransport:
             data = encoder.encode(frame)
             if not data:
                 continue
-            append = {"type": "input_audio_buffer.append", "audio": base64.b64encode(data).decode()}
+            append = {"type": self.AUDIO_IN, "audio": base64.b64encode(data).decode()}
             try:
                 self._send_text(ev.encode(append), append["type"], tracked=False)
             except (ConnectionLostError, MessageTooLargeError):
@@ -382,16 +404,19 @@ class WebSocketTransport:
             logger.exception("[CONNECTION] media stop failed")
 
     async def end_call(self) -> None:
-        """End the call for everyone (a sideband: the API's hang-up), then close. An
-        own WebSocket session has no call: closing the socket ends it."""
+        """End the call for everyone (the API's hang-up of :attr:`call_id`), then close.
+        An own Realtime WebSocket session has no call: closing the socket ends it."""
+        call_id = self.call_id
         if self._closing:
             return
-        if self._call_id is None or self._http is None:
+        if call_id is None or self._http is None:
             await self.close()
             return
         self._ending = True  # the server closing our socket now is not a loss
         try:
-            await signaling.post_hangup(self._http, self.base_url, self._key, self._call_id)
+            await signaling.post_hangup(
+                self._http, self.base_url, self._key, call_id, path=self.HANGUP_PATH
+            )
         finally:
             await self.close()
 

@@ -18,6 +18,11 @@ at the end of each *request* (the ``request_started``/``request_finished`` signa
 tool thread serves no request, so nothing would ever close its connection; the tool
 does what those signals do, ``close_old_connections()``, when it is finished.
 
+Phone calls (``POST /webhooks/openai``, ``views.openai_webhook``) are answered by
+:func:`phone_line` - ``examples/phone_calls.py``, shared with the Flask example - with
+the same session and tool, on the same loop thread and pool; with ``REDIS_URL`` a
+repeated delivery is recognised by every worker (``RedisOnce``).
+
 Several worker processes (gunicorn, ``shop/wsgi.py``): set ``REDIS_URL`` and the calls
 live in the registry every worker shares (``examples/calls_registry.py``, as in the
 Flask example): any worker can hang a call up, and a call whose worker died is taken
@@ -80,6 +85,45 @@ _creating: Counter[str] = Counter()  # caller -> its calls being created
 _loop_thread: LoopThread | None = None
 _pool: ThreadPoolExecutor | None = None
 _registry: Any = None  # calls_registry.CallRegistry, with settings.RTCLIENT["redis_url"]
+_phone: Any = None  # phone_calls.PhoneLine, made by the first webhook
+
+
+def _examples_on_path() -> None:
+    examples = str(Path(__file__).resolve().parents[2])  # calls_registry.py's, phone_calls.py's
+    if examples not in sys.path:
+        sys.path.append(examples)
+
+
+def phone_line() -> Any:
+    """The phone calls of this process (``phone_calls.PhoneLine``), made on first use
+    with the same session and tool as the browsers' calls, on their loop thread and pool."""
+    global _phone
+    conf = settings.RTCLIENT
+    with _lock:
+        if _phone is None:
+            _examples_on_path()
+            from phone_calls import PhoneLine, RedisOnce
+
+            redis_url = conf.get("redis_url")
+            _phone = PhoneLine(
+                api_key=conf["api_key"],
+                base_url=conf.get("base_url"),
+                session=SESSION,
+                tools=[order_status],
+                runtime=_runtime,
+                secret=conf.get("webhook_secret"),
+                once=RedisOnce(redis_url) if redis_url else None,
+            )
+        return _phone
+
+
+def _runtime() -> tuple[LoopThread, ThreadPoolExecutor]:
+    """The loop thread and tool pool calls run on: the shared registry's, or this
+    process's own."""
+    registry = start_registry()
+    if registry is not None:
+        return registry.loop_thread, registry.pool
+    return _shared()
 
 
 def start_registry() -> Any:
@@ -92,9 +136,7 @@ def start_registry() -> Any:
         return None
     with _lock:
         if _registry is None:
-            examples = str(Path(__file__).resolve().parents[2])  # calls_registry.py's home
-            if examples not in sys.path:
-                sys.path.append(examples)
+            _examples_on_path()
             from calls_registry import CallRegistry
 
             _registry = CallRegistry(
@@ -232,7 +274,11 @@ def live_calls() -> dict[str, RealtimeClient]:
 
 def close() -> None:
     """Hang every call up and stop the shared threads (at exit, or in tests)."""
-    global _loop_thread, _pool, _registry
+    global _loop_thread, _pool, _registry, _phone
+    with _lock:
+        phone, _phone = _phone, None
+    if phone is not None:
+        phone.close()  # hangs the phone calls up, while the loop thread still runs
     with _lock:
         clients = list(_live.values())
         _live.clear()

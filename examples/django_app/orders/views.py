@@ -2,7 +2,9 @@
 
 ``GET /`` the voice page (``voice.html``, shared with the Flask example);
 ``POST /calls`` (the browser's SDP offer, ``application/sdp``) -> ``{call_id, sdp}``;
-``POST /calls/<call_id>/hangup`` -> ``{call_id, ended}``. No response carries a key.
+``POST /calls/<call_id>/hangup`` -> ``{call_id, ended}``;
+``POST /webhooks/openai`` -> a phone call rings (``orders.realtime.phone_line``):
+verified, then answered, rejected or known already. No response carries a key.
 
 A call belongs to the browser session that created it: ``POST /calls`` keeps a random
 *caller* id in the Django session (the session framework: the cookie holds only a
@@ -21,7 +23,7 @@ import secrets
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 
 from rtclient import RealtimeError
 from rtclient.logs import short_id
@@ -70,6 +72,14 @@ def hangup(request: HttpRequest, call_id: str) -> JsonResponse:
     if not realtime.hangup(call_id):
         return _error(404, f"no live call {call_id}")  # it ended a moment ago
     return JsonResponse({"call_id": call_id, "ended": True})
+
+
+@csrf_exempt  # OpenAI posts it, with no cookie: its signature is its proof (verified)
+def openai_webhook(request: HttpRequest) -> JsonResponse:
+    if request.method != "POST":
+        return _error(405, "use POST")
+    status, body = realtime.phone_line().handle(request.body, request.headers)
+    return JsonResponse(body, status=status)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:

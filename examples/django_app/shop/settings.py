@@ -42,6 +42,8 @@ DATABASES = {
 RTCLIENT = {
     "api_key": os.environ.get("OPENAI_API_KEY"),
     "base_url": os.environ.get("OPENAI_BASE_URL"),
+    # signs the phone calls' webhooks (POST /webhooks/openai): the project's whsec_...
+    "webhook_secret": os.environ.get("OPENAI_WEBHOOK_SECRET"),
     "max_workers": 8,  # the tool pool every call shares
     # live calls one browser session may hold; POST /calls beyond that is 429
     "max_calls_per_session": int(os.environ.get("RT_MAX_CALLS_PER_SESSION") or 2),

@@ -1,4 +1,4 @@
-"""The voice page and its two endpoints (see ``orders/views.py``)."""
+"""The voice page, its two endpoints and the phone calls' webhook (``orders/views.py``)."""
 
 from django.urls import path
 from orders import views
@@ -7,4 +7,5 @@ urlpatterns = [
     path("", views.page),
     path("calls", views.start_call),
     path("calls/<str:call_id>/hangup", views.hangup),
+    path("webhooks/openai", views.openai_webhook),
 ]
