@@ -99,7 +99,7 @@ PAGE = Path(__file__).with_name("voice.html")
 
 SESSION = {
     "type": "realtime",
-    "model": "gpt-realtime",
+    "model": "gpt-realtime-2",
     "instructions": "You are the shop's voice assistant. Look orders up with lookup_order.",
 }
 """What every call may do is decided here, on the server, not by the browser."""

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from rtclient._secret import Secret, credential
+from rtclient.core.events import DEFAULT_MODEL
 from rtclient.errors import RealtimeError, SignalingError, WaitTimeoutError
 from rtclient.runtime.loop import LoopThread
 from rtclient.tools import ToolSpec, build_spec
@@ -41,7 +42,6 @@ from rtclient.transports import signaling
 
 T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-realtime-2"  # the client's default too: see rtclient.client
 
 
 @dataclass(frozen=True)

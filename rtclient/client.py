@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from rtclient import transports
-from rtclient._secret import TokenProvider
 from rtclient._typed import BETA_ONLY
 from rtclient.conversation import ConversationCalls
 from rtclient.core import events as ev
+from rtclient.core.events import DEFAULT_MODEL
 from rtclient.core.gate import ResponseGate
 from rtclient.core.lifecycle import State
 from rtclient.core.realtime import Observer, RealtimeProtocol
@@ -51,11 +51,6 @@ if TYPE_CHECKING:
     from rtclient._typed import AnyServerEvent, On
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-# The newest generally available Realtime model in the openai package's literals: it
-# reasons (session.reasoning.effort) and speaks preambles (Answer.commentary). Older ones
-# ("gpt-realtime", "gpt-realtime-mini") are deprecated there; "-2.1" is a preview.
-DEFAULT_MODEL = "gpt-realtime-2"
-_PROVIDED = "token-provider"  # the shell's key while a TokenProvider replaces it
 
 REALTIME_EVENTS = Catalog(
     api="realtime",
@@ -211,7 +206,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
         super().__init__(
             core,
             REALTIME_EVENTS,
-            api_key=_PROVIDED if callable(api_key) else api_key,
+            api_key=api_key,
             base_url=base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
             executor=executor,
             loop_thread=loop_thread,
@@ -220,8 +215,6 @@ class RealtimeClient(ConversationCalls, SessionShell):
             bridge_size=bridge_size,
             on_audio=on_audio,
         )
-        if callable(api_key):
-            self._key = TokenProvider(api_key)  # asked per connection, never here
         self._core: RealtimeProtocol = core
         self._catalog = REALTIME_EVENTS
         self._kind = "RealtimeClient"

@@ -151,7 +151,7 @@ def test_a_signed_webhook_is_answered_the_caller_is_heard_and_the_tool_runs_once
             call = desk.only()
             assert call.call_id == rung["call_id"] and call.caller and "+14155550100" in call.caller
             body = rung["accept_body"]
-            assert body["type"] == "realtime" and body["model"] == "gpt-realtime"
+            assert body["type"] == "realtime" and body["model"] == "gpt-realtime-2"
             assert [t["name"] for t in body["tools"]] == ["lookup_order"]
             (client,) = clients
             session = emu.session(call.call_id)
@@ -516,7 +516,7 @@ def test_accept_bodies_take_each_apis_shape_and_are_checked_before_sending(
         return "pong"
 
     realtime = accept_body("realtime", {"instructions": "Hi."}, tools=[ping])
-    assert realtime["type"] == "realtime" and realtime["model"] == "gpt-realtime"
+    assert realtime["type"] == "realtime" and realtime["model"] == "gpt-realtime-2"
     assert realtime["tools"][0]["name"] == "ping" and "session" not in realtime
     live = accept_body("live", {"instructions": "Hi.", "audio": {"output": {"voice": "cedar"}}})
     assert live == {

@@ -41,6 +41,13 @@ class MalformedEventError(ValueError):
     """A server message that is not a JSON object with a string ``type``."""
 
 
+# The default Realtime model: the newest generally available one in the openai
+# package's literals. It reasons (session.reasoning.effort) and speaks preambles
+# (Answer.commentary); older ones ("gpt-realtime", "gpt-realtime-mini") are deprecated
+# there, and "-2.1" is a preview.
+DEFAULT_MODEL = "gpt-realtime-2"
+
+
 def new_event_id() -> str:
     return f"{_prefix}{next(_ids)}"
 

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, Protocol
 
-from rtclient._secret import Secret
+from rtclient._secret import Secret, TokenProvider
 from rtclient.core.lifecycle import Lifecycle, State
 from rtclient.effects import Dispatch, Effect, Later, Lost, Send, Settle, Start, Warn
 from rtclient.errors import (
@@ -90,7 +90,7 @@ class SessionShell:
         core: Core,
         catalog: Catalog,
         *,
-        api_key: str | None,
+        api_key: str | Callable[[], str] | None,
         base_url: str,
         executor: concurrent.futures.Executor | None,
         loop_thread: LoopThread | None,
@@ -100,9 +100,15 @@ class SessionShell:
         on_audio: Callable[[Any], object] | None = None,
     ) -> None:
         # Secret() strips whitespace around the key and refuses a key no API issues
-        # (InvalidAPIKeyError, at construction); an all-whitespace key is no key.
-        self._key = Secret(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", ""))
-        if not self._key:
+        # (InvalidAPIKeyError, at construction); an all-whitespace key is no key. A
+        # callable is a token provider (Entra): asked per connection, never here.
+        if callable(api_key):
+            self._key: Secret = TokenProvider(api_key)
+        else:
+            self._key = Secret(
+                api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+            )
+        if not callable(api_key) and not self._key:
             raise RealtimeError("no API key: pass api_key= or set OPENAI_API_KEY")
         self.base_url = base_url.rstrip("/")
         self._own_executor = executor is None

@@ -43,6 +43,7 @@ from urllib.parse import quote
 import aiohttp
 
 from rtclient.calls import _base_url, _run, _standard_key, session_tools
+from rtclient.core.events import DEFAULT_MODEL
 from rtclient.errors import CallNotFoundError, SignalingError
 from rtclient.runtime.loop import LoopThread
 from rtclient.tools import ToolSpec
@@ -50,7 +51,7 @@ from rtclient.transports.signaling import connection_error, missing_v1_hint, sig
 
 from .webhooks import Api, IncomingCall
 
-DEFAULT_REALTIME_MODEL = "gpt-realtime"
+DEFAULT_REALTIME_MODEL = DEFAULT_MODEL  # the client's default
 DEFAULT_LIVE_MODEL = "gpt-live-1"
 DECLINE = 603
 """SIP 603 Decline: the Realtime API's default rejection, and rtclient's for GPT-Live."""
@@ -145,7 +146,7 @@ def accept_body(
 ) -> dict[str, Any]:
     """The JSON an accept sends, checked (``ValueError`` if the ``openai`` type refuses).
 
-    Realtime: ``{"type": "realtime", "model": model or "gpt-realtime", **session}``,
+    Realtime: ``{"type": "realtime", "model": model or DEFAULT_MODEL, **session}``,
     plus ``tools`` described as :func:`rtclient.create_call` describes them (unless
     ``session`` lists its own). GPT-Live: ``{"session": {"type": "live", "model":
     model or "gpt-live-1", **session}}``; GPT-Live takes no ``tools`` here (its tools

@@ -59,7 +59,7 @@ from .models import Order
 
 SESSION = {
     "type": "realtime",
-    "model": "gpt-realtime",
+    "model": "gpt-realtime-2",
     "instructions": "You are the shop's voice assistant. Look orders up with order_status.",
 }
 
