@@ -44,6 +44,7 @@ from rtclient.errors import (
     ForkedProcessError,
     MessageTooLargeError,
     RealtimeError,
+    SendRefusedError,
     ServerError,
     SessionExpiredError,
     SignalingError,
@@ -215,6 +216,11 @@ class RealtimeClient:
     client requests the answer through the gate on ``input_audio_buffer.committed``.
     With nothing else starting responses, no create can cross a server response, so
     the server never rejects one - by construction, not by retry.
+
+    ``send_guard(event)`` runs on the loop thread at the last moment before each event
+    is written; if it raises, the event is not written and the sender gets
+    :class:`SendRefusedError` (a refused create fails its request, not retried; a
+    refused tool output is undelivered). E.g. a holder whose lease may be lost.
     """
 
     def __init__(
@@ -240,6 +246,7 @@ class RealtimeClient:
         bridge_size: int = 1024,
         close_timeout: float = 10.0,
         client_turns: bool = False,
+        send_guard: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
         if not key:
@@ -254,6 +261,7 @@ class RealtimeClient:
         self.model = model
         self._session = dict(session or {})
         self._client_turns = client_turns
+        self._send_guard = send_guard
         self._own_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             thread_name_prefix="rtclient-tool"
@@ -962,6 +970,11 @@ class RealtimeClient:
         """The bridge's handler: runs on the loop thread, the only thread touching aiortc."""
         if self._transport is None:
             raise ClosedError("not connected")
+        if self._send_guard is not None:
+            try:
+                self._send_guard(event)
+            except Exception as exc:
+                raise SendRefusedError(f"{event.get('type')} refused: {exc}") from exc
         self._transport.send(event)
         # On the wire. Nothing that can raise may follow (a log call can: a sink that
         # raises would report a sent create as failed, and the gate would send it again);
@@ -990,7 +1003,7 @@ class RealtimeClient:
                 metrics.create_sent(ticket)
             logger.info("[RESPONSE_CREATE] {} sent", ticket.event_id)
             return
-        retry = not isinstance(exc, ClosedError | MessageTooLargeError)
+        retry = not isinstance(exc, ClosedError | MessageTooLargeError | SendRefusedError)
         self._fire(self._gate.rollback(ticket, exc, retry=retry))
 
     def _request_out_of_band(self, reason: str, params: dict[str, Any]) -> ResponseTicket:
