@@ -96,6 +96,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import redis
+from calls_fence import MERGE, AlreadyAnswered, Fence, LeaseFenced, calls_of, merge, rounded
 
 from rtclient import (
     CallNotFoundError,
@@ -103,6 +104,7 @@ from rtclient import (
     LoopThread,
     RealtimeClient,
     RealtimeError,
+    SendRefusedError,
     ToolSpec,
     create_call,
     hangup_call,
@@ -117,24 +119,33 @@ _CALL_KEYS_TTL_S = 2 * 3600  # longer than any session (the API's limit is 60 mi
 _RETRIEVE_TIMEOUT_S = 5.0
 _RERUN_TIMEOUT_S = 30.0  # a re-run tool with no timeout of its own
 
-# KEYS: owner lease, call hash, calls set. ARGV: token, ttl ms, worker, now, pid, call id.
-# Returns {epoch, previous owner, its last sign of life, the newest item it saw, who
-# released the lease ('' if it expired)}; {-1} if the call is no longer live, {0} if
-# someone holds the lease.
+# KEYS: owner lease, call hash, calls set. ARGV: holder ("<worker>#<nonce>"), ttl ms,
+# worker, now, pid, call id. Bumps the epoch (the fencing token) and makes the lease
+# "<epoch>:<holder>". Returns {epoch, lease token, previous owner, its last sign of
+# life, the newest item it saw, who released the lease ('' if it expired), how many
+# confirmations the lease had had}; {-1} if the call is no longer live, {0} if someone
+# holds the lease.
 _CLAIM = """
 if redis.call('sismember', KEYS[3], ARGV[6]) == 0 then return {-1} end
-if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
-local previous = redis.call('hmget', KEYS[2], 'owner', 'seen_at', 'last_item', 'released_by')
+if redis.call('exists', KEYS[1]) == 1 then return {0} end
+local previous = redis.call('hmget', KEYS[2], 'owner', 'seen_at', 'last_item', 'released_by',
+                            'confirms')
 local epoch = redis.call('hincrby', KEYS[2], 'epoch', 1)
+local token = epoch .. ':' .. ARGV[1]
+redis.call('set', KEYS[1], token, 'PX', ARGV[2])
+redis.call('hincrby', KEYS[2], 'confirms', 1)
 redis.call('hset', KEYS[2], 'owner', ARGV[3], 'owner_pid', ARGV[5], 'claimed_at', ARGV[4],
            'previous_owner', previous[1] or '', 'seen_at', ARGV[4])
 redis.call('hdel', KEYS[2], 'released_at', 'released_by')
-return {epoch, previous[1] or '', previous[2] or '', previous[3] or '', previous[4] or ''}
+return {epoch, token, previous[1] or '', previous[2] or '', previous[3] or '', previous[4] or '',
+        previous[5] or '0'}
 """
-# KEYS: owner lease, call hash. ARGV: token, ttl ms, now. 1 if renewed, 0 if lost.
+# KEYS: owner lease, call hash. ARGV: token, ttl ms, now. 1 if renewed (a confirmation:
+# counted in 'confirms'), 0 if lost.
 _RENEW = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('pexpire', KEYS[1], ARGV[2])
+redis.call('hincrby', KEYS[2], 'confirms', 1)
 redis.call('hset', KEYS[2], 'seen_at', ARGV[3])
 return 1
 """
@@ -156,26 +167,36 @@ return 1
 class CallsPossiblyLost:
     """A new holder re-attached to a call whose sideband had gone.
 
-    From ``gap_start`` (the previous holder's last lease renewal: the last moment it is
-    known to have been alive; or the moment it detached, if it shut down and released
-    the lease: ``handover="released"``) to ``gap_end`` (the new sideband ready), events
-    reached no sideband: a function call the model made in that window is invisible
-    to the app (the API has no "list items"). ``rerun``/``errored`` are the recorded
-    calls that had no answer and were run again (idempotent tools) or answered with an
-    error output; ``followups`` the rounds given a new follow-up request.
+    From ``gap_start`` (the previous holder's last confirmation of its lease: the last
+    moment it is known to have been alive and in touch; or the moment it detached, if
+    it let go: ``handover="released"``) to ``gap_end`` (the new sideband ready), events
+    reached no sideband that could record or answer them: a function call the model
+    made in that window is invisible to the app (the API has no "list items").
+    ``rerun``/``errored`` are the recorded calls that had no answer and were run again
+    (idempotent tools) or answered with an error output; ``followups`` the rounds given
+    a new follow-up request. ``unconfirmed`` are calls whose output a previous holder
+    recorded as sent (write-ahead) but nobody saw in the conversation, and
+    ``unconfirmed_followups`` rounds whose follow-up create it recorded likewise: they
+    are not sent again (that could answer twice), so if the holder died between the
+    record and the write, they stay unanswered - reported here. ``waited_s`` is how long
+    the new holder waited after its claim before attaching, so that the previous
+    holder's fence deadline (plus the clock-drift bound) had surely passed.
     """
 
     call_id: str
     previous_owner: str
     new_owner: str
     epoch: int
-    handover: str  # "released" (the holder let go: shut down, sideband lost) or "expired"
+    handover: str  # "released" (the holder let go: shut down, fenced, lost) or "expired"
     gap_start: float
     gap_end: float
     gap_seconds: float
     rerun: tuple[str, ...] = ()
     errored: tuple[str, ...] = ()
     followups: tuple[str, ...] = ()
+    unconfirmed: tuple[str, ...] = ()
+    unconfirmed_followups: tuple[str, ...] = ()
+    waited_s: float = 0.0
     kind: str = "calls_possibly_lost"
 
     def to_json(self) -> dict[str, Any]:
@@ -207,7 +228,39 @@ class LostItemsFound:
         return dataclasses.asdict(self)
 
 
-Report = CallsPossiblyLost | LostItemsFound
+@dataclasses.dataclass(frozen=True)
+class HolderFenced:
+    """A holder stopped sending and detached: it could not confirm its lease within
+    ``fence_after`` seconds (cut off from Redis, paused), or found it taken. The call
+    goes on; the next holder (maybe this worker again) recovers it."""
+
+    call_id: str
+    owner: str
+    epoch: int
+    reason: str
+    fenced_at: float
+    kind: str = "holder_fenced"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class CallAnsweredTwice:
+    """A holder saw a second output for one function call in the conversation: the
+    fencing was breached (see the module docstring: it should never happen)."""
+
+    call_id: str
+    owner: str
+    tool_call_id: str
+    item_id: str | None
+    kind: str = "call_answered_twice"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+Report = CallsPossiblyLost | LostItemsFound | HolderFenced | CallAnsweredTwice
 
 
 # ---------------------------------------------------------------------- the registry
@@ -217,6 +270,7 @@ class _Held:
 
     token: str
     epoch: int
+    fence: Fence
     client: RealtimeClient | None = None
     recorder: _Recorder | None = None
 
@@ -228,6 +282,7 @@ class _Claim:
     seen_at: float
     last_item: str
     released: bool = False
+    wait_s: float = 0.0  # to wait before attaching: the previous holder's fence
 
 
 class CallRegistry:
@@ -237,6 +292,12 @@ class CallRegistry:
     worker process, after the fork: not in a gunicorn ``--preload`` master).
     ``close()`` detaches this worker's sidebands and releases their leases, so another
     worker takes each call over at its next scan (a graceful restart loses nothing).
+
+    ``fence_after`` (default ``0.75 * lease_ttl``) is how long a holder may go without
+    confirming its lease before it stops sending and detaches; ``clock_drift`` bounds
+    how much two machines' clocks may disagree on a length of time (0.01: 1%, far
+    above a crystal's 50 ppm). They must leave room: ``fence_after * (1 + clock_drift)
+    < lease_ttl * (1 - clock_drift)``.
     """
 
     def __init__(
@@ -249,6 +310,8 @@ class CallRegistry:
         tools: Iterable[Callable[..., Any] | ToolSpec],
         idempotent: Iterable[str] = (),
         lease_ttl: float = 5.0,
+        fence_after: float | None = None,
+        clock_drift: float = 0.01,
         prefix: str = "rt",
         max_workers: int = 8,
         name: str = "calls",
@@ -263,6 +326,18 @@ class CallRegistry:
         self.idempotent = frozenset(idempotent)
         self.lease_ttl = lease_ttl
         self.tick = lease_ttl / 4
+        self.fence_after = 0.75 * lease_ttl if fence_after is None else fence_after
+        self.clock_drift = clock_drift
+        if not 0 <= clock_drift < 0.5 or not (
+            0 < self.fence_after * (1 + clock_drift) < lease_ttl * (1 - clock_drift)
+        ):
+            raise ValueError(
+                f"fence_after={self.fence_after} with clock_drift={clock_drift} leaves no "
+                f"room under lease_ttl={lease_ttl}"
+            )
+        # A successor waits until the previous holder's last confirmation is this old,
+        # by its own clock: the previous holder's deadline, stretched by the drift bound.
+        self.takeover_after = self.fence_after * (1 + clock_drift) / (1 - clock_drift)
         self.prefix = prefix
         self.on_report = on_report
         self.drain_timeout = drain_timeout
@@ -270,9 +345,19 @@ class CallRegistry:
         self.redis = redis.Redis.from_url(
             redis_url, decode_responses=True, socket_timeout=1.0, socket_connect_timeout=1.0
         )
+        # The send guards ask Redis on the loop thread (shared by every sideband here):
+        # their own connections, with a short timeout.
+        guard_timeout = min(1.0, self.tick)
+        self._guard_redis = redis.Redis.from_url(
+            redis_url,
+            decode_responses=True,
+            socket_timeout=guard_timeout,
+            socket_connect_timeout=guard_timeout,
+        )
         self._claim = self.redis.register_script(_CLAIM)
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
+        self.merge = self.redis.register_script(MERGE)
         self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix=f"{name}-tool")
         self._attacher = ThreadPoolExecutor(2, thread_name_prefix=f"{name}-attach")
         self.loop_thread = LoopThread(f"{name}-loop")
@@ -280,6 +365,10 @@ class CallRegistry:
         self._name = name
         self._lock = threading.Lock()
         self._held: dict[str, _Held] = {}
+        # call id -> (its lease's confirmation count, when this worker first saw that
+        # count: monotonic): the previous holder's last confirmation was sent before
+        self._observed: dict[str, tuple[int, float]] = {}
+        self._fenced = 0
         self._stop = threading.Event()
         self._started = False
         self._closing = False  # no more claims; the held calls drain
@@ -337,6 +426,7 @@ class CallRegistry:
         self.loop_thread.stop(timeout)
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.redis.close()
+        self._guard_redis.close()
         atexit.unregister(self.close)
 
     # -- what the views call -------------------------------------------------------
@@ -407,38 +497,57 @@ class CallRegistry:
     # -- the registry thread -------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._fence_overdue()  # first: after a pause, before anything else
             try:
                 self._renew_all()
+            except redis.RedisError as exc:
+                # Redis unreachable: nobody here can confirm a lease; each holder fences
+                # itself at its deadline (below, or in its send guard, whichever first).
+                log.warning("registry: renewing: %s", exc)
+            except Exception:
+                log.exception("registry: renewing failed")
+            self._fence_overdue()
+            try:
                 self._reap()
                 self._scan()
                 self._heartbeat()
             except redis.RedisError as exc:
-                # Redis down: nobody can claim, and our sidebands keep working.
                 log.warning("registry: %s", exc)
             except Exception:
                 log.exception("registry: tick failed")
             self._stop.wait(self.tick)
 
+    def _fence_overdue(self) -> None:
+        """Fence every held call whose deadline has passed (it then detaches)."""
+        now = time.monotonic()
+        with self._lock:
+            fences = [h.fence for h in self._held.values()]
+        for fence in fences:
+            with contextlib.suppress(LeaseFenced):
+                fence.check(now)
+
     def _renew_all(self) -> None:
         with self._lock:
-            held = [(cid, h.token) for cid, h in self._held.items()]
+            held = list(self._held.items())
         if not held:
             return
         pipe = self.redis.pipeline(transaction=False)
-        now = str(time.time())
+        now = rounded(time.time())
         ttl = int(self.lease_ttl * 1000)
-        for call_id, token in held:
+        for call_id, h in held:
             self._renew(
                 keys=[self.key("call", call_id, "owner"), self.key("call", call_id)],
-                args=[token, ttl, now],
+                args=[h.token, ttl, now],
                 client=pipe,
             )
-        for (call_id, token), renewed in zip(held, pipe.execute(), strict=True):
-            if not renewed:
-                # Paused past the TTL, and maybe claimed by another worker already: two
-                # sidebands must never run one call's tools. Detach; the scan decides.
-                log.warning("registry: lost the lease of %s; detaching", call_id)
-                self._drop(call_id, token)
+        sent_at = time.monotonic()  # a confirmation counts from its sending
+        for (_, h), renewed in zip(held, pipe.execute(), strict=True):
+            if renewed:
+                h.fence.confirmed(sent_at)
+            else:
+                # Expired (paused past the TTL) and maybe claimed by another worker
+                # already: two sidebands must never answer one call. Fence; detach.
+                h.fence.fence("the lease was lost (expired or taken over)")
 
     def _reap(self) -> None:
         """Let go of calls whose sideband closed: ended, or dropped (then re-claimable)."""
@@ -460,12 +569,21 @@ class CallRegistry:
         if self._closing:
             return  # handing over: claim nothing new
         candidates = [str(c) for c in self.redis.smembers(self.key("calls")) if c not in mine]
-        if not candidates:
-            return
         pipe = self.redis.pipeline(transaction=False)
         for call_id in candidates:
             pipe.exists(self.key("call", call_id, "owner"))
-        orphans = [c for c, held in zip(candidates, pipe.execute(), strict=True) if not held]
+            pipe.hget(self.key("call", call_id), "confirms")
+        found = pipe.execute() if candidates else []
+        now = time.monotonic()
+        observed = {}
+        for i, call_id in enumerate(candidates):
+            confirms = int(found[2 * i + 1] or 0)
+            seen = self._observed.get(call_id)
+            observed[call_id] = (
+                seen if seen is not None and seen[0] == confirms else (confirms, now)
+            )
+        self._observed = observed  # only the live calls others hold (or nobody)
+        orphans = [c for i, c in enumerate(candidates) if not found[2 * i]]
         for call_id in orphans:
             if self._stop.is_set():
                 return
@@ -486,9 +604,17 @@ class CallRegistry:
     def _heartbeat(self) -> None:
         """Check in under ``rt:workers``; forget workers silent for 10 lease TTLs."""
         with self._lock:
-            held = len(self._held)
+            calls = sorted(self._held)
+            fenced = self._fenced
         now = time.time()
-        info = {"pid": os.getpid(), "started_at": self.started_at, "seen_at": now, "held": held}
+        info = {
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "seen_at": now,
+            "held": len(calls),
+            "calls": calls,
+            "fenced": fenced,
+        }
         workers = self.key("workers")
         self.redis.hset(workers, self.worker, json.dumps(info))
         stale = [
@@ -500,15 +626,33 @@ class CallRegistry:
             self.redis.hdel(workers, *stale)
 
     # -- claiming and attaching ----------------------------------------------------
+    def _fence_for(self, call_id: str, token: str, epoch: int, confirmed_at: float) -> Fence:
+        return Fence(
+            self._guard_redis,
+            keys={
+                "lease": self.key("call", call_id, "owner"),
+                "call": self.key("call", call_id),
+                "tools": self.key("call", call_id, "tools"),
+                "rounds": self.key("call", call_id, "rounds"),
+            },
+            token=token,
+            epoch=epoch,
+            ttl_ms=int(self.lease_ttl * 1000),
+            fence_after=self.fence_after,
+            confirmed_at=confirmed_at,
+            on_fenced=lambda why: self.defer(self._detach_fenced, call_id, token, why),
+        )
+
     def _register(self, call_id: str) -> tuple[_Claim, str]:
         """A new call: live, with this worker's lease, in one transaction (a scan in
         another worker never sees it live without a holder)."""
-        token = f"{self.worker}#{uuid.uuid4().hex[:12]}"
-        now = time.time()
+        token = f"1:{self.worker}#{uuid.uuid4().hex[:12]}"
+        now = rounded(time.time())
+        sent_at = time.monotonic()
         with self._lock:
             if self._closing:
                 raise RealtimeError("the registry is closing")
-            self._held[call_id] = _Held(token, 1)
+            self._held[call_id] = _Held(token, 1, self._fence_for(call_id, token, 1, sent_at))
         record: dict[Any, Any] = {
             "created_by": self.worker,
             "created_at": now,
@@ -518,6 +662,7 @@ class CallRegistry:
             "claimed_at": now,
             "previous_owner": "",
             "epoch": 1,
+            "confirms": 1,
         }
         try:
             pipe = self.redis.pipeline(transaction=True)
@@ -534,26 +679,35 @@ class CallRegistry:
         return _Claim(1, "", now, "", False), token
 
     def _try_claim(self, call_id: str) -> tuple[_Claim | None, str]:
-        token = f"{self.worker}#{uuid.uuid4().hex[:12]}"
+        holder = f"{self.worker}#{uuid.uuid4().hex[:12]}"
         ttl_ms = int(self.lease_ttl * 1000)
+        sent_at = time.monotonic()
         result = self._claim(
             keys=[
                 self.key("call", call_id, "owner"),
                 self.key("call", call_id),
                 self.key("calls"),
             ],
-            args=[token, ttl_ms, self.worker, time.time(), os.getpid(), call_id],
+            args=[holder, ttl_ms, self.worker, rounded(time.time()), os.getpid(), call_id],
         )
         epoch = int(result[0])
         if epoch <= 0:
-            return None, token
+            return None, holder
+        token, released = str(result[1]), bool(result[5])
+        # The previous holder sent its last confirmation before this worker first saw
+        # the lease's confirmation count at its current value: how long ago that was,
+        # by this worker's clock, bounds from below how far past its deadline it is.
+        seen = self._observed.get(call_id)
+        since = sent_at - seen[1] if seen is not None and seen[0] == int(result[6]) else 0.0
+        wait = 0.0 if released else max(0.0, self.takeover_after - since)
         claim = _Claim(
-            epoch, str(result[1]), float(result[2] or 0.0), str(result[3]), bool(result[4])
+            epoch, str(result[2]), float(result[3] or 0.0), str(result[4]), released, wait
         )
         with self._lock:
             closed = self._closing
             if not closed:
-                self._held[call_id] = _Held(token, epoch)
+                fence = self._fence_for(call_id, token, epoch, sent_at)
+                self._held[call_id] = _Held(token, epoch, fence)
         if closed:
             self._let_go(call_id, token)
             return None, token
@@ -561,6 +715,13 @@ class CallRegistry:
 
     def _attach_or_let_go(self, call_id: str, token: str, claim: _Claim) -> None:
         try:
+            if claim.wait_s > 0:
+                # A holder released nothing: it may still be sending until its deadline.
+                log.info("registry: %s: waiting %.3fs for its last holder's fence",
+                         call_id, claim.wait_s)  # fmt: skip
+                if self._stop.wait(claim.wait_s):
+                    self._drop(call_id, token)
+                    return
             self._attach(call_id, token, claim, recover=True)
         except Exception:
             log.exception("registry: attaching to %s failed", call_id)
@@ -569,6 +730,11 @@ class CallRegistry:
     def _attach(self, call_id: str, token: str, claim: _Claim, *, recover: bool) -> bool:
         """Attach a sideband to ``call_id`` under the lease ``token``; recover if asked.
         False if the lease was lost meanwhile or the call has ended."""
+        with self._lock:
+            h = self._held.get(call_id)
+        if h is None or h.token != token:
+            return False
+        fence = h.fence
         client = RealtimeClient(
             call_id=call_id,  # a sideband: attach to the browser's call
             api_key=self.api_key,
@@ -576,9 +742,10 @@ class CallRegistry:
             tools=self.tools,
             executor=self.pool,
             loop_thread=self.loop_thread,
+            send_guard=fence,  # nothing leaves once the lease may be lost
         )
         previous = claim.last_item if recover else None
-        recorder = _Recorder(self, call_id, client, check_previous=previous)
+        recorder = _Recorder(self, call_id, client, fence, check_previous=previous)
         try:
             client.connect()
         except CallNotFoundError:
@@ -593,18 +760,18 @@ class CallRegistry:
         attached_at = time.time()
         with self._lock:
             h = self._held.get(call_id)
-            if h is None or h.token != token:
+            if h is None or h.token != token or fence.fenced is not None:
                 h = None
             else:
                 h.client, h.recorder = client, recorder
-        if h is None:  # lost the lease while attaching
+        if h is None:  # lost the lease (or fenced) while attaching
             client.close()
             return False
         self.redis.hset(
             self.key("call", call_id),
             mapping={
-                "attached_at": attached_at,
-                "seen_at": attached_at,  # alive, attached: a gap starts after this
+                "attached_at": rounded(attached_at),
+                "seen_at": rounded(attached_at),  # alive, attached: a gap starts after this
                 "owner": self.worker,
                 "owner_pid": os.getpid(),
             },
@@ -613,6 +780,22 @@ class CallRegistry:
             self.redis.hincrby(self.key("call", call_id), "failovers", 1)
             self._recover(call_id, client, recorder, claim, attached_at)
         return True
+
+    def _detach_fenced(self, call_id: str, token: str, why: str) -> None:
+        """A holder fenced itself: detach (the call goes on), release the lease if it is
+        still ours (then any worker's next scan takes the call over), report."""
+        with self._lock:
+            h = self._held.get(call_id)
+            if h is None or h.token != token:
+                return
+            del self._held[call_id]
+            self._fenced += 1
+        fenced_at = time.time()
+        log.warning("registry: fenced %s (epoch %d): %s; detaching", call_id, h.epoch, why)
+        if h.client is not None:
+            h.client.close()
+        self._let_go(call_id, token, fenced_at)
+        self.report(HolderFenced(call_id, self.worker, h.epoch, why, rounded(fenced_at)))
 
     def _drop(self, call_id: str, token: str) -> None:
         """Forget a call this worker held (detach, release the lease if still ours)."""
@@ -630,7 +813,8 @@ class CallRegistry:
         """Release the lease if it is still ours: the next scan may claim the call."""
         keys = [self.key("call", call_id, "owner"), self.key("call", call_id)]
         with contextlib.suppress(redis.RedisError):
-            self._release(keys=keys, args=[token, detached_at or time.time(), self.worker])
+            at = rounded(detached_at or time.time())
+            self._release(keys=keys, args=[token, at, self.worker])
 
     def _revive(self, call_id: str) -> None:
         """Undo :meth:`_end` (a hang-up the API refused): live again, kept as long."""
@@ -646,7 +830,7 @@ class CallRegistry:
         if not self.redis.srem(self.key("calls"), call_id):
             return False
         pipe = self.redis.pipeline()
-        pipe.hset(self.key("call", call_id), "ended_at", time.time())
+        pipe.hset(self.key("call", call_id), "ended_at", rounded(time.time()))
         for k in self._call_keys(call_id):
             pipe.expire(k, _ENDED_KEPT_S)  # kept a while for whoever looks, then gone
         pipe.execute()
@@ -661,24 +845,50 @@ class CallRegistry:
         claim: _Claim,
         attached_at: float,
     ) -> None:
-        """Answer the recorded calls that had no answer; one new follow-up; report."""
+        """Answer the recorded calls that had no answer; one new follow-up; report.
+
+        Never twice: a call answered in the conversation, or recorded as sent by a
+        previous holder (write-ahead), is not answered again; a response this sideband
+        sees streaming is its tool runner's. Each answer goes through the fence, which
+        records it before it leaves."""
         records, rounds = recorder.load()
+        live = recorder.live_rounds()
         rerun: list[str] = []
         errored: list[str] = []
+        unconfirmed: list[str] = []
         for record in records.values():
-            if record.get("state") == "answered":
+            cid = str(record.get("call_id"))
+            if record.get("state") == "answered" or record.get("response_id") in live:
                 continue
+            if record.get("sent_epoch") is not None:
+                unconfirmed.append(cid)  # sent, echo unseen: never sent twice
+                continue
+            if not recorder.fence.claim_for_recovery(cid, recorder.sent_here(cid)):
+                continue  # this sideband's tool runner answered it meanwhile
             output, how = self._answer(client, recorder, record)
-            (rerun if how == "rerun" else errored).append(record["call_id"])
-            recorder.note_recovered(record["call_id"], how)
-            client.submit_tool_output(record["call_id"], output)
+            try:
+                client.submit_tool_output(cid, output)
+            except SendRefusedError as exc:
+                if isinstance(exc.__cause__, AlreadyAnswered):
+                    continue  # someone else's answer got there first
+                raise  # fenced: stop here; the detach follows, the next holder goes on
+            recorder.note_recovered(cid, how)
+            (rerun if how == "rerun" else errored).append(cid)
         wanted = self.wants_followup
-        pending = [rid for rid, r in rounds.items() if not r.get("followed") and wanted(r)]
-        unrecorded = {r.get("response_id") for r in records.values()} - set(rounds) - {None}
-        pending = sorted({*pending, *(str(rid) for rid in unrecorded)})
+        pending: set[str] = set()
+        unconfirmed_followups: list[str] = []
+        for rid, rnd in rounds.items():
+            if rid in live or rnd.get("followed") or not wanted(rnd):
+                continue
+            if rnd.get("create"):
+                unconfirmed_followups.append(rid)  # its create was sent, echo unseen
+            elif rnd.get("done"):
+                pending.add(rid)
+        unrecorded = {r.get("response_id") for r in records.values()} - set(rounds) - live
+        pending |= {str(rid) for rid in unrecorded if rid is not None}
         if pending:
-            recorder.rounds_recovered(pending)
-            client.request_response(reason=f"failover:{','.join(pending)}")
+            recorder.rounds_recovered(sorted(pending))
+            client.request_response(reason=f"failover:{','.join(sorted(pending))}")
         gap_start = claim.seen_at or attached_at
         self.report(
             CallsPossiblyLost(
@@ -688,17 +898,20 @@ class CallRegistry:
                 epoch=claim.epoch,
                 handover="released" if claim.released else "expired",
                 gap_start=gap_start,
-                gap_end=attached_at,
+                gap_end=rounded(attached_at),
                 gap_seconds=round(attached_at - gap_start, 3),
                 rerun=tuple(rerun),
                 errored=tuple(errored),
-                followups=tuple(pending),
+                followups=tuple(sorted(pending)),
+                unconfirmed=tuple(sorted(unconfirmed)),
+                unconfirmed_followups=tuple(sorted(unconfirmed_followups)),
+                waited_s=round(claim.wait_s, 3),
             )
         )
 
     def wants_followup(self, rnd: dict[str, Any]) -> bool:
         """Whether a round asks for a follow-up (``@tool(start_response=False)`` does not)."""
-        names = [str(rnd.get("names", {}).get(c)) for c in rnd.get("calls", [])]
+        names = [str((rnd.get("names") or {}).get(c)) for c in calls_of(rnd)]
         specs = [self.specs.get(n) for n in names]
         return not specs or any(s is None or s.start_response for s in specs)
 
@@ -767,7 +980,7 @@ class CallRegistry:
         )
 
     def defer(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn`` off the dispatcher thread (it may wait on the client)."""
+        """Run ``fn`` off the dispatcher and loop threads (it may wait on the client)."""
         with contextlib.suppress(RuntimeError):  # closing: nothing left to report to
             self._attacher.submit(fn, *args)
 
@@ -776,7 +989,10 @@ class _Recorder:
     """What one call's holder writes to the registry, from its sideband's events.
 
     The callbacks run on the client's dispatcher thread: they only write to Redis
-    (loopback, sub-millisecond) and never wait on the client.
+    (loopback, sub-millisecond) and never wait on the client. Every write is a merge
+    (:data:`calls_fence.MERGE`): an observation only adds to a record, so a stale
+    holder's late write never undoes a newer holder's; each names the epoch that made it.
+    The fence (loop thread) tells it what went out.
     """
 
     def __init__(
@@ -784,12 +1000,15 @@ class _Recorder:
         registry: CallRegistry,
         call_id: str,
         client: RealtimeClient,
+        fence: Fence,
         *,
         check_previous: str | None,
     ) -> None:
         self.registry = registry
         self.call_id = call_id
         self.client = client
+        self.fence = fence
+        self.epoch = fence.epoch
         self._tools_key = registry.key("call", call_id, "tools")
         self._rounds_key = registry.key("call", call_id, "rounds")
         self._call_key = registry.key("call", call_id)
@@ -799,6 +1018,7 @@ class _Recorder:
         self._rounds: dict[str, dict[str, Any]] = {}
         self._active: set[str] = set()  # responses created, not done (as this one saw)
         self._out_of_band: set[str] = set()  # their calls are not the conversation's
+        self._live: set[str] = set()  # responses this sideband saw events of
         self._check_previous = check_previous  # the newest item the last holder saw
         for kind, handler in (
             ("response.output_item.added", self._item_started),
@@ -808,18 +1028,29 @@ class _Recorder:
             ("conversation.item.added", self._item_added),
         ):
             client.on(kind, handler, raw=True)  # the dicts: no parsing, no openai import
+        fence.complete_rounds = self.complete_rounds
+        fence.note_sent = self.note_sent
+        fence.note_create = self.note_create
 
     def load(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-        """The records the previous holders left (merged under what this one saw)."""
+        """The records the previous holders left, merged with what this one saw."""
         r = self.registry.redis
         tools = {str(k): json.loads(v) for k, v in r.hgetall(self._tools_key).items()}
         rounds = {str(k): json.loads(v) for k, v in r.hgetall(self._rounds_key).items()}
         with self._lock:
             for call_id, record in tools.items():
-                self._records.setdefault(call_id, record)
+                merge(self._records.setdefault(call_id, {}), record)
             for rid, rnd in rounds.items():
-                self._rounds.setdefault(rid, rnd)
-            return dict(self._records), {k: dict(v) for k, v in self._rounds.items()}
+                merge(self._rounds.setdefault(rid, {}), rnd)
+            return (
+                {k: dict(v) for k, v in self._records.items()},
+                {k: dict(v) for k, v in self._rounds.items()},
+            )
+
+    def live_rounds(self) -> set[str]:
+        """Responses this sideband has seen events of: its tool runner answers them."""
+        with self._lock:
+            return set(self._live)
 
     def wait_settled(self, timeout: float) -> bool:
         """Until no response is running and every recorded call is answered and every
@@ -835,71 +1066,113 @@ class _Recorder:
             for r in self._rounds.values()
         )
 
-    # -- writing -------------------------------------------------------------------
-    def _save(self, record: dict[str, Any]) -> None:
-        with contextlib.suppress(redis.RedisError):
-            self.registry.redis.hset(self._tools_key, record["call_id"], json.dumps(record))
-
-    def _save_round(self, rid: str, rnd: dict[str, Any]) -> None:
-        with contextlib.suppress(redis.RedisError):
-            self.registry.redis.hset(self._rounds_key, rid, json.dumps(rnd))
-
-    def _record(self, call_id: str, **fields: Any) -> dict[str, Any]:
+    # -- what the fence says went out (loop thread) --------------------------------
+    def sent_here(self, call_id: str) -> bool:
         with self._lock:
-            record = self._records.setdefault(
-                call_id,
-                {"call_id": call_id, "state": "added", "started_at": time.time()},
+            return self._records.get(call_id, {}).get("sent_epoch") == self.epoch
+
+    def note_sent(self, call_id: str) -> None:
+        with self._lock:
+            merge(
+                self._records.setdefault(call_id, {"call_id": call_id}), {"sent_epoch": self.epoch}
             )
-            for k, v in fields.items():
-                if v is not None:
-                    record[k] = v
+
+    def note_create(self, response_ids: list[str], event_id: str) -> None:
+        with self._lock:
+            for rid in response_ids:
+                merge(
+                    self._rounds.setdefault(rid, {}),
+                    {"create": event_id, "create_epoch": self.epoch},
+                )
+
+    def complete_rounds(self) -> list[str]:
+        """The rounds a create sent now follows: every recorded call answered or sent,
+        and no create recorded for it yet."""
+        with self._lock:
+            by_response: dict[str, list[dict[str, Any]]] = {}
+            for record in self._records.values():
+                rid = record.get("response_id")
+                if isinstance(rid, str) and rid not in self._out_of_band:
+                    by_response.setdefault(rid, []).append(record)
+            return sorted(
+                rid
+                for rid, records in by_response.items()
+                if not (self._rounds.get(rid) or {}).get("create")
+                and not (self._rounds.get(rid) or {}).get("followed")
+                and all(r.get("state") == "answered" or r.get("sent_epoch") for r in records)
+            )
+
+    # -- writing -------------------------------------------------------------------
+    def _save(self, key: str, field: str, patch: dict[str, Any]) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.registry.merge(keys=[key], args=[field, json.dumps(patch)])
+
+    def _record(self, call_id: str, **fields: Any) -> None:
+        """Merge ``fields`` into a call's record, here and in Redis."""
+        patch = {
+            "call_id": call_id,
+            "epoch": self.epoch,
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        with self._lock:
+            merge(self._records.setdefault(call_id, {}), patch)
             self._changed.notify_all()
-            return dict(record)
+        self._save(self._tools_key, call_id, patch)
+
+    def _record_round(self, rid: str, **fields: Any) -> None:
+        patch = {"epoch": self.epoch, **{k: v for k, v in fields.items() if v is not None}}
+        with self._lock:
+            merge(self._rounds.setdefault(rid, {}), patch)
+            self._changed.notify_all()
+        self._save(self._rounds_key, rid, patch)
 
     def note_recovered(self, call_id: str, how: str) -> None:
-        self._save(self._record(call_id, recovered=how))
+        self._record(call_id, recovered=how, recovered_epoch=self.epoch)
 
     def rounds_recovered(self, response_ids: list[str]) -> None:
         """Rounds the new holder completed: followed by the next response created."""
         with self._lock:
             for rid in response_ids:
-                rnd = self._rounds.setdefault(rid, {"calls": [], "followed": False})
-                rnd["done"] = True
-                mine = (c for c, r in self._records.items() if r.get("response_id") == rid)
-                rnd["calls"] = sorted({*rnd.get("calls", []), *mine})
+                mine = [c for c, r in self._records.items() if r.get("response_id") == rid]
+                merge(self._rounds.setdefault(rid, {}), {"done": True, "calls": mine})
+
+    def _saw(self, response_id: Any) -> None:
+        if isinstance(response_id, str):
+            with self._lock:
+                self._live.add(response_id)
 
     # -- events (dispatcher thread) ------------------------------------------------
     def _item_started(self, event: dict[str, Any]) -> None:
+        self._saw(event.get("response_id"))
         item = event.get("item") or {}
         if item.get("type") != "function_call" or event.get("response_id") in self._out_of_band:
             return
-        record = self._record(
+        self._record(
             str(item.get("call_id")),
             name=item.get("name"),
             item_id=item.get("id"),
             response_id=event.get("response_id"),
+            state="added",
+            started_at=rounded(time.time()),
         )
-        self._save(record)
 
     def _arguments(self, event: dict[str, Any]) -> None:
+        self._saw(event.get("response_id"))
         if event.get("response_id") in self._out_of_band:
             return
-        call_id = str(event.get("call_id"))
-        with self._lock:
-            answered = self._records.get(call_id, {}).get("state") == "answered"
-        record = self._record(
-            call_id,
+        self._record(
+            str(event.get("call_id")),
             name=event.get("name"),
             item_id=event.get("item_id"),
             response_id=event.get("response_id"),
             arguments=event.get("arguments"),
-            state=None if answered else "arguments",
+            state="arguments",
         )
-        self._save(record)
 
     def _response_done(self, event: dict[str, Any]) -> None:
         response = event.get("response") or {}
         rid = response.get("id")
+        self._saw(rid)
         with self._changed:
             self._active.discard(str(rid))
             self._changed.notify_all()
@@ -910,52 +1183,42 @@ class _Recorder:
         if not calls:
             return
         for item in calls:
-            with self._lock:
-                answered = self._records.get(str(item.get("call_id")), {}).get("state")
-            self._save(
-                self._record(
-                    str(item.get("call_id")),
-                    name=item.get("name"),
-                    item_id=item.get("id"),
-                    response_id=rid,
-                    arguments=item.get("arguments"),
-                    state=None if answered in ("answered", "arguments") else "arguments",
-                )
+            self._record(
+                str(item.get("call_id")),
+                name=item.get("name"),
+                item_id=item.get("id"),
+                response_id=rid,
+                arguments=item.get("arguments"),
+                state="arguments",
             )
-        with self._lock:
-            rnd = self._rounds.setdefault(rid, {"calls": [], "followed": False})
-            rnd["calls"] = sorted({*rnd["calls"], *(str(i.get("call_id")) for i in calls)})
-            rnd["names"] = {
-                **rnd.get("names", {}),
-                **{str(i.get("call_id")): i.get("name") for i in calls},
-            }
-            rnd["done"] = True
-            saved = dict(rnd)
-            self._changed.notify_all()
-        self._save_round(rid, saved)
+        self._record_round(
+            rid,
+            calls=sorted(str(i.get("call_id")) for i in calls),
+            names={str(i.get("call_id")): i.get("name") for i in calls},
+            done=True,
+        )
 
     def _response_created(self, event: dict[str, Any]) -> None:
         """A response started in the conversation: every complete round is followed."""
         response = event.get("response") or {}
         rid = str(response.get("id"))
+        self._saw(rid)
         if "conversation_id" in response and response["conversation_id"] is None:
             self._out_of_band.add(rid)
             return
         with self._changed:
             self._active.add(rid)
-            followed = {
-                rid: rnd
-                for rid, rnd in self._rounds.items()
+            followed = [
+                k
+                for k, rnd in self._rounds.items()
                 if not rnd.get("followed")
                 and rnd.get("done")
-                and all(self._records.get(c, {}).get("state") == "answered" for c in rnd["calls"])
-            }
-            for rnd in followed.values():
-                rnd["followed"], rnd["by"] = True, self.registry.worker
-            saved = {k: dict(rnd) for k, rnd in followed.items()}
+                and all(self._records.get(c, {}).get("state") == "answered" for c in calls_of(rnd))
+            ]
             self._changed.notify_all()
-        for k, rnd in saved.items():
-            self._save_round(k, rnd)
+        for k in followed:
+            worker = self.registry.worker
+            self._record_round(k, followed=True, by=worker, followed_epoch=self.epoch)
 
     def _item_added(self, event: dict[str, Any]) -> None:
         item = event.get("item") or {}
@@ -970,13 +1233,21 @@ class _Recorder:
             with contextlib.suppress(redis.RedisError):
                 self.registry.redis.hset(self._call_key, "last_item", item_id)
         if item.get("type") == "function_call_output":
-            record = self._record(
-                str(item.get("call_id")),
+            call_id = str(item.get("call_id"))
+            with self._lock:
+                twice = self._records.get(call_id, {}).get("state") == "answered"
+            if twice:
+                self.registry.defer(
+                    self.registry.report,
+                    CallAnsweredTwice(self.call_id, self.registry.worker, call_id, item_id),
+                )
+            self._record(
+                call_id,
                 state="answered",
-                answered_at=time.time(),
+                answered_at=rounded(time.time()),
                 by=self.registry.worker,
+                answered_epoch=self.epoch,
             )
-            self._save(record)
 
     # -- asking (attach pool threads) ----------------------------------------------
     def retrieve(self, item_id: str, timeout: float) -> dict[str, Any] | None:
