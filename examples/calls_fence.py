@@ -171,7 +171,8 @@ class Fence:
 
     ``__call__`` is the client's ``send_guard`` (loop thread). ``on_fenced(why)`` is
     called once, when the holder fences itself (it must not block: the registry
-    detaches on another thread). ``complete_rounds()`` names the rounds a create sent
+    detaches on another thread); ``on_refused()`` after each event it refused for that.
+    ``complete_rounds()`` names the rounds a create sent
     now follows; ``note_sent(call_id)`` / ``note_create(rids, event_id)`` tell the
     holder's recorder what went out.
     """
@@ -187,6 +188,7 @@ class Fence:
         fence_after: float,
         confirmed_at: float,
         on_fenced: Callable[[str], None],
+        on_refused: Callable[[], None] = lambda: None,
     ) -> None:
         self._redis = client
         self._send_output = client.register_script(SEND_OUTPUT)
@@ -197,6 +199,7 @@ class Fence:
         self._ttl_ms = ttl_ms
         self.fence_after = fence_after
         self._on_fenced = on_fenced
+        self._on_refused = on_refused
         self._lock = threading.Lock()
         self._deadline = confirmed_at + fence_after
         self._fenced: str | None = None
@@ -256,6 +259,13 @@ class Fence:
     # -- the guard (loop thread) ---------------------------------------------------
     def __call__(self, event: Mapping[str, Any]) -> None:
         started = time.monotonic()
+        try:
+            self._guard(event, started)
+        except LeaseFenced:
+            self._on_refused()
+            raise
+
+    def _guard(self, event: Mapping[str, Any], started: float) -> None:
         self.check(started)
         kind = event.get("type")
         item = event.get("item") if kind == "conversation.item.create" else None

@@ -97,6 +97,8 @@ from typing import Any
 
 import redis
 from calls_fence import MERGE, AlreadyAnswered, Fence, LeaseFenced, calls_of, merge, rounded
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from rtclient import (
     CallNotFoundError,
@@ -342,17 +344,20 @@ class CallRegistry:
         self.on_report = on_report
         self.drain_timeout = drain_timeout
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.redis = redis.Redis.from_url(
-            redis_url, decode_responses=True, socket_timeout=1.0, socket_connect_timeout=1.0
-        )
+        # One command waits at most ``timeout`` and is not retried: the registry thread
+        # tries again every tick, and a holder cut off from Redis must find out in time.
         # The send guards ask Redis on the loop thread (shared by every sideband here):
-        # their own connections, with a short timeout.
-        guard_timeout = min(1.0, self.tick)
-        self._guard_redis = redis.Redis.from_url(
-            redis_url,
-            decode_responses=True,
-            socket_timeout=guard_timeout,
-            socket_connect_timeout=guard_timeout,
+        # their own connections.
+        timeout = min(1.0, self.tick)
+        self.redis, self._guard_redis = (
+            redis.Redis.from_url(
+                redis_url,
+                decode_responses=True,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+            for _ in range(2)
         )
         self._claim = self.redis.register_script(_CLAIM)
         self._renew = self.redis.register_script(_RENEW)
@@ -368,7 +373,8 @@ class CallRegistry:
         # call id -> (its lease's confirmation count, when this worker first saw that
         # count: monotonic): the previous holder's last confirmation was sent before
         self._observed: dict[str, tuple[int, float]] = {}
-        self._fenced = 0
+        self._fenced = 0  # holders fenced here
+        self._refused = 0  # events their guards refused (would have left after a deadline)
         self._stop = threading.Event()
         self._started = False
         self._closing = False  # no more claims; the held calls drain
@@ -605,7 +611,7 @@ class CallRegistry:
         """Check in under ``rt:workers``; forget workers silent for 10 lease TTLs."""
         with self._lock:
             calls = sorted(self._held)
-            fenced = self._fenced
+            fenced, refused = self._fenced, self._refused
         now = time.time()
         info = {
             "pid": os.getpid(),
@@ -614,6 +620,7 @@ class CallRegistry:
             "held": len(calls),
             "calls": calls,
             "fenced": fenced,
+            "refused": refused,
         }
         workers = self.key("workers")
         self.redis.hset(workers, self.worker, json.dumps(info))
@@ -641,7 +648,12 @@ class CallRegistry:
             fence_after=self.fence_after,
             confirmed_at=confirmed_at,
             on_fenced=lambda why: self.defer(self._detach_fenced, call_id, token, why),
+            on_refused=self._count_refused,
         )
+
+    def _count_refused(self) -> None:
+        with self._lock:
+            self._refused += 1
 
     def _register(self, call_id: str) -> tuple[_Claim, str]:
         """A new call: live, with this worker's lease, in one transaction (a scan in
