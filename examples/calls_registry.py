@@ -709,12 +709,14 @@ class CallRegistry:
         # The previous holder sent its last confirmation before this worker first saw
         # the lease's confirmation count at its current value: how long ago that was,
         # by this worker's clock, bounds from below how far past its deadline it is.
+        # Nothing to wait for if it let go (it detached first) or was this worker (it
+        # detached, or never attached, before its lease could be claimed here).
         seen = self._observed.get(call_id)
         since = sent_at - seen[1] if seen is not None and seen[0] == int(result[6]) else 0.0
-        wait = 0.0 if released else max(0.0, self.takeover_after - since)
-        claim = _Claim(
-            epoch, str(result[2]), float(result[3] or 0.0), str(result[4]), released, wait
-        )
+        previous = str(result[2])
+        done = released or previous == self.worker
+        wait = 0.0 if done else max(0.0, self.takeover_after - since)
+        claim = _Claim(epoch, previous, float(result[3] or 0.0), str(result[4]), released, wait)
         with self._lock:
             closed = self._closing
             if not closed:
