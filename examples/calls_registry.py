@@ -2,49 +2,112 @@
 
 The app runs as several worker processes (gunicorn ``-w 3``). Any worker may create a
 call; the call's **sideband** lives in exactly one of them at a time, the *holder*; any
-worker can hang a call up; and when the holder dies (``SIGKILL``, OOM, a lost machine)
-another worker re-attaches a sideband to the call while the browser keeps talking.
+worker can hang a call up; and when the holder dies (``SIGKILL``, OOM, a lost machine),
+is cut off from Redis or stalls, another worker re-attaches a sideband to the call
+while the browser keeps talking - and the two never both answer it (*fencing*, below).
 Only rtclient's public API is used: ``create_call``, ``hangup_call``,
-``RealtimeClient(call_id=...)``, ``on(..., raw=True)``, ``get_item``,
+``RealtimeClient(call_id=..., send_guard=...)``, ``on(..., raw=True)``, ``get_item``,
 ``submit_tool_output`` and ``request_response``.
 
-Why Redis: ownership is a **lease** - ``SET key token NX PX ttl`` claims it atomically,
-the holder renews it, and if the holder dies the key simply expires; no coordinator,
-no clean-up of a dead worker's rows. PostgreSQL could do the same with advisory locks
-or ``SELECT ... FOR UPDATE SKIP LOCKED`` plus heartbeat timestamps, but expiry would be
-ours to implement; Redis has it built in.
+Why Redis: ownership is a **lease** - claimed atomically with a Lua script (the key set
+only if absent, ``PX ttl``), renewed by the holder, and if the holder dies the key
+simply expires; no coordinator, no clean-up of a dead worker's rows. PostgreSQL could
+do the same with advisory locks or ``SELECT ... FOR UPDATE SKIP LOCKED`` plus heartbeat
+timestamps, but expiry would be ours to implement; Redis has it built in.
 
 Keys (``rt`` is the ``prefix``)::
 
     rt:calls                  SET   the live call ids
-    rt:call:<id>              HASH  created_by, created_at, owner, owner_pid, epoch,
-                                    claimed_at, attached_at, seen_at (the holder's last
-                                    sign of life: its claim, attach or latest renewal,
-                                    or its detach if it released the lease),
-                                    released_at/released_by (a lease let go, not
-                                    expired), last_item (the newest conversation item
-                                    the holder saw), previous_owner, failovers, ended_at
-    rt:call:<id>:owner        STR   the lease: "<worker>#<nonce>", PX = lease_ttl;
-                                    renewed by its holder every ``tick`` seconds
+    rt:call:<id>              HASH  created_by, created_at, owner, owner_pid, epoch
+                                    (the fencing token: bumped by every claim),
+                                    confirms (how many times a holder confirmed its
+                                    lease), claimed_at, attached_at, seen_at (the
+                                    holder's last sign of life: its claim, attach or
+                                    latest confirmation, or its detach if it released
+                                    the lease), released_at/released_by (a lease let
+                                    go, not expired), last_item (the newest
+                                    conversation item the holder saw), previous_owner,
+                                    failovers, ended_at
+    rt:call:<id>:owner        STR   the lease: "<epoch>:<worker>#<nonce>", PX =
+                                    lease_ttl; renewed by its holder every ``tick``
     rt:call:<id>:tools        HASH  tool call_id -> JSON {name, item_id, response_id,
                                     arguments, state: added|arguments|answered,
-                                    started_at, answered_at, by, recovered}
-    rt:call:<id>:rounds       HASH  response_id -> JSON {calls, done, followed, by}
-    rt:workers                HASH  worker id -> JSON {pid, started_at, seen_at, held}
+                                    started_at, epoch (who recorded it), sent_epoch,
+                                    sent_at, sent_event (write-ahead: an output left
+                                    under that epoch), answered_at, by,
+                                    answered_epoch, recovered, recovered_epoch}
+    rt:call:<id>:rounds       HASH  response_id -> JSON {calls, names, done, epoch,
+                                    create, create_epoch, create_at (write-ahead: the
+                                    follow-up create that left), followed, by,
+                                    followed_epoch}
+    rt:workers                HASH  worker id -> JSON {pid, started_at, seen_at, held,
+                                    calls, fenced, refused}
     rt:reports                LIST  JSON reports (newest first, the last 1000)
 
+Every record is written by merging (one Lua script, ``calls_fence.MERGE``): a state
+only advances (added < arguments < answered), lists grow, other fields keep their
+first value - so a stale holder's late write never undoes a newer holder's.
+
 Who does what. Every worker runs one ``<name>-registry`` thread that, every ``tick``
-(``lease_ttl / 4``): renews the leases it holds (compare-and-``PEXPIRE``, so a worker
-that lost its lease - paused longer than the TTL - notices and detaches instead of
-running tools next to the new holder); lets go of calls whose sideband closed (the
-call ended, or the connection dropped: the next scan re-attaches if the call is still
-up); and **scans** ``rt:calls`` for calls with no lease, claims each with
-``SET NX PX`` (one Lua script: only if the call is still live; bumps ``epoch``) and
-attaches a sideband on its attach pool. A killed holder's calls are re-attached within
-about ``lease_ttl + tick + attach time`` (measured: ``bench/failover.py``). A worker
-that shuts down (``close()``, run at exit: a deploy, a gunicorn restart) claims nothing
+(``lease_ttl / 4``): fences the holders past their deadline; renews the leases it
+holds (compare-and-``PEXPIRE``: a lease found taken fences its holder); lets go of
+calls whose sideband closed (the call ended, or the connection dropped: the next scan
+re-attaches if the call is still up); and **scans** ``rt:calls`` for calls with no
+lease, claims each (one Lua script: only if the call is still live; bumps ``epoch``)
+and attaches a sideband on its attach pool. No Redis command is retried and each
+waits at most ``min(1 s, tick)``: the thread tries again next tick. A worker that
+shuts down (``close()``, run at exit: a deploy, a gunicorn restart) claims nothing
 more, lets its tool rounds in progress finish (``drain_timeout``), then detaches and
 *releases* its leases: its calls move at the next scan, with nothing run twice.
+
+**Fencing** (``calls_fence.py`` has the mechanism). A holder cut off from Redis (its
+process alive, its sideband up) or paused past its lease (SIGSTOP, a long GC pause)
+must not go on answering next to its successor. So:
+
+* *The deadline.* A holder trusts its lease for ``fence_after`` = D (default 0.75 x
+  TTL) after sending the last confirmation that succeeded (its claim, a renewal, a
+  write-ahead), by its own monotonic clock. Its sideband's ``send_guard`` checks that
+  deadline on the loop thread right before every event is written - so also the first
+  send after waking from a pause - and past it refuses everything, for good; the
+  holder detaches (the guard or the registry thread, whichever notices first) and
+  releases the lease if it is still its own.
+* *The drift bound.* ``clock_drift`` = rho (default 1%) bounds how much two clocks may
+  disagree on a length of time. D(1+rho) < TTL(1-rho) is enforced: Redis expires the
+  lease only after the holder has fenced itself, in real time.
+* *The takeover wait.* A successor does not rely on Redis's clock alone: it attaches
+  only once the previous holder's last confirmation is at least D(1+rho)/(1-rho) old
+  *by its own clock* - measured from the first scan that saw the lease's ``confirms``
+  count at its final value (that confirmation was sent before). The lease takes TTL to
+  expire and the scan sees each count within a tick, so the wait W is normally 0: at
+  most D(1+rho)/(1-rho) - (TTL - tick) = 0.03 s with a 2 s TTL, plus any lateness of
+  the scans. It is skipped when the lease was released (its holder had detached
+  first) or last held by this worker.
+* *Write-ahead, fenced by Redis.* A tool output or a create leaves only after a script
+  has checked that the lease still holds this holder's token and recorded it
+  (``sent_epoch`` on the call, refused if it was answered or sent under another
+  epoch; ``create`` on each complete round it follows). A holder that cannot reach
+  Redis sends nothing. A successor never re-sends what was recorded as sent, even if
+  nobody saw its echo.
+* *The fencing token* is the epoch: the lease's value starts with it, and every record
+  names the epoch that wrote it.
+
+The takeover bound, from a fault to the successor's sideband ready: at most
+``TTL + tick + W + attach`` (the lease outlives the holder's last confirmation by TTL,
+the scan finds it within a tick, the takeover wait W, the attach), shorter when the
+fenced holder could release. Measured (``bench/chaos.py``: 3 workers, TTL 2 s,
+100 one-sided partitions of the holder and 100 pauses of a random worker, each lasting
+0.5-1.5 TTL): 171 takeovers, 1.87 s p50, 2.13 s p90, 2.46 s worst against a bound of
+2 + 0.5 + 0.03 + 0.25 (attach allowance) = 2.78 s, W at most 0.025 s; 0 double
+outputs, 0 double creates, 198 questions answered and 2 reported lost.
+
+The one residual window: a pause that lands after the guard passed an event and
+before it reaches the socket (the WebSocket transport's outbox: one turn of the loop
+thread). That event goes out when the process wakes, possibly after its deadline. It
+is bounded to what the guard passed in that turn (every later send is checked again,
+and refused), and it is covered: it was recorded before it left, so the successor
+treats it as sent and does not send it again - the call is answered once, late. If
+instead the process dies in that window, the recorded event never arrives; the
+successor lists it as ``unconfirmed`` in its report rather than guess.
 
 What is recorded, from the events the holder's sideband sees (``client.on``): each
 function call when its item is added (``response.output_item.added``: call id, item
@@ -52,30 +115,38 @@ id, response id), its arguments (``response.function_call_arguments.done``), its
 answer (the ``function_call_output`` item the server echoes in
 ``conversation.item.added`` - the output is *in the conversation*, stronger than
 "sent"), each round's ``response.done``, and whether a response started after the
-round was complete (``response.created``: the model has seen the outputs); no tool is
-wrapped. So a new holder knows exactly which calls were started but never answered,
-and which complete rounds never got their follow-up.
+round was complete (``response.created``: the model has seen the outputs); what left
+is recorded by the fence (write-ahead); no tool is wrapped. So a new holder knows
+which calls were started but never answered, and which complete rounds never got
+their follow-up.
 
-On re-attach the new holder **recovers**: a call with no answer is run again if its
-tool is in ``idempotent`` (arguments from the record, or, if the holder died before
-they were complete, from ``conversation.item.retrieve`` of the recorded item id), and
-answered with an error output otherwise (running it twice could repeat its effect:
-the model can tell the user, who can check). Then one new follow-up is requested
-through the gate for the recovered rounds - a new request, never a replay of the dead
-holder's ``response.create``. It then emits a typed :class:`CallsPossiblyLost` report:
-while no sideband was attached (``gap_start`` .. ``gap_end``), function calls the
-model made reached nobody, and the API offers no way to list them. If the first item
-added after the re-attach names, as its ``previous_item_id``, an item the registry
-never saw, the conversation grew during the gap: :class:`LostItemsFound` reports the
-newest such item (retrieved by id: e.g. a function call nobody answered). Reports are
-logged (WARNING), pushed to ``rt:reports`` and passed to ``on_report``. Never silent.
+On re-attach the new holder **recovers**: a call with no answer and no recorded output
+is run again if its tool is in ``idempotent`` (arguments from the record, or, if the
+holder died before they were complete, from ``conversation.item.retrieve`` of the
+recorded item id), and answered with an error output otherwise (running it twice could
+repeat its effect: the model can tell the user, who can check); its answer is recorded
+(``recovered``) and no holder answers that call again (the fence refuses a second
+output: the tool runner of the new sideband included). A response the new sideband
+sees streaming is left to its tool runner. Then one new follow-up is requested through
+the gate for the recovered rounds that have none recorded - a new request, never a
+replay. It then emits a typed :class:`CallsPossiblyLost` report: while no sideband
+could record (``gap_start`` .. ``gap_end``), function calls the model made reached
+nobody, and the API offers no way to list them. If the first item added after the
+re-attach names, as its ``previous_item_id``, an item the registry never saw, the
+conversation grew during the gap: :class:`LostItemsFound` reports the newest such item
+(retrieved by id: e.g. a function call nobody answered). A holder that fences itself
+reports :class:`HolderFenced`; a holder that sees a second output for one call in the
+conversation reports :class:`CallAnsweredTwice`. Reports are logged (WARNING), pushed
+to ``rt:reports`` and passed to ``on_report``. Never silent.
 
-Known limits (see the README): an output the dead holder sent whose echo it did not
-live to record is sent again by the new holder (a duplicate output item); a
-follow-up ``response.create`` that was on the wire when the holder died is not seen
-either, so the new holder requests another (the model may answer that round twice);
-and a response still streaming when the new sideband attaches has its calls run by
-the new sideband's tools as well as by recovery if the dead holder recorded them.
+Known limits (see the README): an output or create recorded as sent whose holder died
+before writing it is never sent (reported ``unconfirmed``); a call a holder recorded
+only after its successor had recovered (it was paused just as the model called it) is
+answered at the call's next takeover - the gap report covers it meanwhile; and when a
+response is
+still streaming as the new sideband attaches, a call of it that recovery answered
+first may still *run* in the new sideband's tool runner (its output is refused, so it
+is answered once; the client has no hook to skip a call before it runs).
 """
 
 from __future__ import annotations
