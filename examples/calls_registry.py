@@ -852,7 +852,8 @@ class CallRegistry:
         if h is None:  # lost the lease (or fenced) while attaching
             client.close()
             return False
-        self.redis.hset(
+        pipe = self.redis.pipeline(transaction=True)  # one step, as readers see it
+        pipe.hset(
             self.key("call", call_id),
             mapping={
                 "attached_at": rounded(attached_at),
@@ -862,7 +863,9 @@ class CallRegistry:
             },
         )
         if recover:
-            self.redis.hincrby(self.key("call", call_id), "failovers", 1)
+            pipe.hincrby(self.key("call", call_id), "failovers", 1)
+        pipe.execute()
+        if recover:
             self._recover(call_id, client, recorder, claim, attached_at)
         return True
 

@@ -348,7 +348,11 @@ class Registry:
         return answered and all(r.get("followed") for r in self.rounds(call_id).values())
 
     def wait_settled(self, call_id: str, timeout: float = 10.0) -> None:
-        wait_until(lambda: self.settled(call_id), timeout, f"{call_id}'s tool rounds recorded")
+        try:
+            wait_until(lambda: self.settled(call_id), timeout, f"{call_id}'s rounds recorded")
+        except AssertionError as exc:
+            state = {"tools": self.tools(call_id), "rounds": self.rounds(call_id)}
+            raise AssertionError(f"{exc}; the registry has {json.dumps(state)}") from None
 
     def workers(self, pids: set[int], fresh_within: float) -> set[int]:
         """Which of ``pids`` run a registry thread that checked in lately."""

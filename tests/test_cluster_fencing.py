@@ -139,15 +139,24 @@ def successor(cluster: Cluster, call_id: str, epoch: int, old: int) -> dict[str,
     )
 
 
-def detached(cluster: Cluster, pid: int, call_id: str, after: float) -> dict[str, Any]:
-    """Worker ``pid``'s first heartbeat after ``after`` that shows it fenced and not
-    holding ``call_id``."""
+def fences(cluster: Cluster, pid: int) -> int:
+    """How many times worker ``pid`` has fenced a holder (its heartbeat)."""
+    info = cluster.reg.worker(pid)
+    assert info is not None, f"worker {pid} has no heartbeat"
+    return int(info["fenced"])
+
+
+def detached(
+    cluster: Cluster, pid: int, call_id: str, after: float, fenced_before: int
+) -> dict[str, Any]:
+    """Worker ``pid``'s first heartbeat after ``after`` that shows it fenced once more
+    and no longer holding ``call_id``."""
 
     def check() -> dict[str, Any] | None:
         info = cluster.reg.worker(pid)
         if info is None or info["seen_at"] <= after:
             return None
-        return info if info["fenced"] >= 1 and call_id not in info["calls"] else None
+        return info if info["fenced"] > fenced_before and call_id not in info["calls"] else None
 
     return wait_until(check, 10 * LEASE_TTL, f"worker {pid} fenced, {call_id} detached")
 
@@ -175,6 +184,7 @@ def test_a_holder_cut_off_from_redis_fences_itself_and_its_successor_answers(
     reg, proxy = cluster.reg, cluster.proxy
     holder, epoch, running, pending = hold_a_tool_call(cluster, browser)
     since = len(cluster.emulator.call(browser.call_id)["client_events"])
+    fenced_before = fences(cluster, holder)
     assert proxy.cut(holder) >= 1  # its Redis goes silent; its sideband stays up
 
     info = successor(cluster, browser.call_id, epoch, holder)
@@ -198,7 +208,7 @@ def test_a_holder_cut_off_from_redis_fences_itself_and_its_successor_answers(
 
     healed_at = time.time()
     proxy.heal(holder)  # back in touch: it has detached and holds nothing
-    assert detached(cluster, holder, browser.call_id, healed_at)["calls"] == []
+    assert detached(cluster, holder, browser.call_id, healed_at, fenced_before)["calls"] == []
     assert browser.connected()  # the call never dropped for the browser
     assert browser.ask('lookup_order({"order_id": 8})').startswith("Tool results: lookup_order")
     reg.wait_settled(browser.call_id)
@@ -214,6 +224,7 @@ def test_a_holder_paused_past_its_lease_wakes_fenced_and_never_answers(
     reg = cluster.reg
     holder, epoch, running, pending = hold_a_tool_call(cluster, browser)
     since = len(cluster.emulator.call(browser.call_id)["client_events"])
+    fenced_before = fences(cluster, holder)
     os.kill(holder, signal.SIGSTOP)  # a long GC pause, mid tool call
     try:
         wait_until(lambda: process_state(holder) == "T", 10, f"worker {holder} stopped")
@@ -227,7 +238,7 @@ def test_a_holder_paused_past_its_lease_wakes_fenced_and_never_answers(
     # It wakes past its deadline with its tool's result in hand: the tool returns, and
     # the output it would send is refused; it detaches and says so.
     wait_until(lambda: holder in cluster.answered_by(), 10, "the woken holder's tool returning")
-    beat = detached(cluster, holder, browser.call_id, woke_at)
+    beat = detached(cluster, holder, browser.call_id, woke_at, fenced_before)
     fenced = wait_until(
         lambda: [r for r in reg.reports(browser.call_id, "holder_fenced") if r["epoch"] == epoch],
         10,
