@@ -169,6 +169,11 @@ class RealtimeClient(ConversationCalls, SessionShell):
     client requests the answer through the gate on ``input_audio_buffer.committed``.
     With nothing else starting responses, no create can cross a server response, so
     the server never rejects one - by construction, not by retry.
+
+    ``send_guard(event)`` runs on the loop thread at the last moment before each event
+    is written; if it raises, the event is not written and the sender gets
+    :class:`SendRefusedError` (a refused create fails its request, not retried; a
+    refused tool output is undelivered). E.g. a holder whose lease may be lost.
     """
 
     def __init__(
@@ -195,6 +200,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
         bridge_size: int = 1024,
         close_timeout: float = 10.0,
         client_turns: bool = False,
+        send_guard: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         if reasoning_effort is not None and reasoning_effort not in ev.REASONING_EFFORTS:
             raise ValueError(
@@ -214,6 +220,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
             close_timeout=close_timeout,
             bridge_size=bridge_size,
             on_audio=on_audio,
+            send_guard=send_guard,
         )
         self._core: RealtimeProtocol = core
         self._catalog = REALTIME_EVENTS

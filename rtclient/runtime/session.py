@@ -46,6 +46,7 @@ from rtclient.errors import (
     ConnectTimeoutError,
     ForkedProcessError,
     RealtimeError,
+    SendRefusedError,
     SignalingError,
     WaitTimeoutError,
     WrongThreadError,
@@ -98,6 +99,7 @@ class SessionShell:
         close_timeout: float,
         bridge_size: int,
         on_audio: Callable[[Any], object] | None = None,
+        send_guard: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         # Secret() strips whitespace around the key and refuses a key no API issues
         # (InvalidAPIKeyError, at construction); an all-whitespace key is no key. A
@@ -121,6 +123,7 @@ class SessionShell:
         self.close_timeout = close_timeout
         self._bridge_size = bridge_size
         self._core = core
+        self._send_guard = send_guard
         # The one lock close() takes: it guards the lifecycle and registers every waiter
         # (the one waiter rule: a waiter registered after close() fails at once). Never
         # held for I/O or while running user code.
@@ -442,6 +445,11 @@ class SessionShell:
         transport = self._transport
         if transport is None:
             raise ClosedError("not connected")
+        if self._send_guard is not None:  # the last moment before the write
+            try:
+                self._send_guard(event)
+            except Exception as exc:
+                raise SendRefusedError(f"{event.get('type')} refused: {exc}") from exc
         written: Written | None = transport.send(event)
         self._core.written(event)  # counters only: cannot raise
         return written
