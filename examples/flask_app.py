@@ -85,8 +85,8 @@ from rtclient import (
     hangup_call,
     tool,
 )
-from rtclient.client import DEFAULT_BASE_URL
 from rtclient.logs import short_id
+from rtclient.transports.signaling import resolve_base_url
 
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
@@ -310,7 +310,7 @@ def create_app(
     """
     app = Flask(__name__)
     key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-    url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    url = resolve_base_url(base_url)
     redis_url = redis_url or os.environ.get("REDIS_URL")
     secret_key = secret_key or os.environ.get("FLASK_SECRET_KEY")
     if not secret_key and redis_url:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 
     from rtclient._typed import AnyServerEvent, On
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 REALTIME_EVENTS = Catalog(
     api="realtime",
@@ -213,7 +211,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
             core,
             REALTIME_EVENTS,
             api_key=api_key,
-            base_url=base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+            base_url=base_url,
             executor=executor,
             loop_thread=loop_thread,
             connect_timeout=connect_timeout,

@@ -57,6 +57,7 @@ from rtclient.runtime.dispatcher import Catalog, Dispatcher, EventStream
 from rtclient.runtime.loop import LoopThread
 from rtclient.runtime.waiters import Waiters
 from rtclient.transports.base import Transport, Written, when_written
+from rtclient.transports.signaling import resolve_base_url
 
 SEND_TIMEOUT = 10.0
 
@@ -92,7 +93,7 @@ class SessionShell:
         catalog: Catalog,
         *,
         api_key: str | Callable[[], str] | None,
-        base_url: str,
+        base_url: str | None,
         executor: concurrent.futures.Executor | None,
         loop_thread: LoopThread | None,
         connect_timeout: float,
@@ -112,7 +113,7 @@ class SessionShell:
             )
         if not callable(api_key) and not self._key:
             raise RealtimeError("no API key: pass api_key= or set OPENAI_API_KEY")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = resolve_base_url(base_url)
         self._own_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             thread_name_prefix="rtclient-tool"
