@@ -142,6 +142,24 @@ def test_a_loop_far_behind_skips_silence_instead_of_flooding_the_socket(
     assert not session.errors
 
 
+def test_the_models_audio_is_decoded_only_for_someone_who_takes_it(
+    emu: Emulator, lt: LoopThread, links: list[Link]
+) -> None:
+    """GPT-Live's output is one continuous stream (ten deltas a second): a session with
+    an audio callback gets it as frames; one without receives the deltas and never
+    parses or decodes them (no playback position to keep: the client never truncates)."""
+    frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    primary(emu, lt, links, on_audio_frame=frames.put)
+    frame = frames.get(timeout=WAIT)
+    assert (frame.sample_rate, frame.format.name, frame.layout.name) == (24000, "s16", "mono")
+    assert frame.samples > 0
+    quiet, _ = primary(emu, lt, links)
+    for _ in range(3):
+        quiet.until("session.output_audio.delta")
+    playback = quiet.transport._playback
+    assert quiet.transport._pts == 0 and playback._ends_at == 0.0  # never decoded, never timed
+
+
 def test_without_silence_an_append_waits_for_audio(
     emu: Emulator, lt: LoopThread, links: list[Link]
 ) -> None:
