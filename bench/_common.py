@@ -15,7 +15,9 @@ Run as a script, this module *is* the emulator process the benches start::
 
 It prints one JSON line ``{"url": ..., "control": ..., "pid": ...}`` on stdout once it
 serves, and stops when its stdin closes (so it never outlives the bench that started
-it). Running it here rather than through ``python -m rtclient.emulator`` lets a bench
+it); with ``"live_bench": true`` a line ``delegate SECONDS`` on its stdin makes every
+GPT-Live session's model delegate that often (:class:`LiveDelegations`). Running it
+here rather than through ``python -m rtclient.emulator`` lets a bench
 turn off the emulator's record of server events and trim the records of closed
 sessions, so a 10,000-trial run does not grow the referee to gigabytes.
 """
@@ -113,6 +115,12 @@ class EmulatorProcess:
     def speech(self, call_id: str, text: str = "uh-huh", duration_ms: int = 200) -> Any:
         body = {"text": text, "duration_ms": duration_ms}
         return http_json(f"{self.control}/calls/{call_id}/speech", body)
+
+    def command(self, line: str) -> None:
+        """A line for the emulator process's stdin (``live_bench``: ``delegate 5``)."""
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
 
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)
@@ -246,6 +254,59 @@ class ThinkingModel:
         return outputs
 
 
+class LiveDelegations:
+    """Bench-only, in the emulator process (``live_bench``): every ``every_s`` seconds
+    each running GPT-Live session's model delegates (``session.force_delegation``),
+    the sessions staggered over the period. ``every_s`` 0 stops it. Driven by lines on
+    the emulator process's stdin (``delegate 5``), so the client process measured does
+    no HTTP of its own."""
+
+    def __init__(self, emulator: Any) -> None:
+        import random
+
+        self.emulator = emulator
+        self.every_s = 0.0
+        self.forced = 0
+        self._due: dict[str, float] = {}
+        self._random = random.Random(7)
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-delegations", daemon=True)
+        self._thread.start()
+
+    def set(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._due.clear()
+        self._changed.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._changed.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            every = self.every_s
+            if every <= 0:
+                self._changed.wait()
+                self._changed.clear()
+                continue
+            now = time.monotonic()
+            for session in self.emulator.live_sessions:
+                if not session.started or session.closed:
+                    continue
+                due = self._due.setdefault(session.id, now + self._random.uniform(0, every))
+                if now >= due:
+                    self._due[session.id] = due + every
+                    try:
+                        session.force_delegation("bench")
+                        self.forced += 1
+                    except Exception:
+                        pass  # it closed meanwhile
+            self._changed.wait(0.02)
+            self._changed.clear()
+
+
 def _serve(options: dict[str, Any]) -> int:
     from loguru import logger
 
@@ -254,6 +315,7 @@ def _serve(options: dict[str, Any]) -> int:
 
     pace = options.pop("pace", {})
     think_s = float(options.pop("think_s", 0.0))
+    live_bench = bool(options.pop("live_bench", False))
     model = ThinkingModel(think_s) if think_s > 0 else None
     emulator = Emulator(
         0, pace=Pace(**pace), model=model, record_server_events=False, **options
@@ -276,10 +338,21 @@ def _serve(options: dict[str, Any]) -> int:
                             session._client_events.clear()
                             session._errors.clear()
                         session.conversation._items.clear()
+                if live_bench:  # every input audio chunk is kept as a client event
+                    for live in emulator.live_sessions:
+                        with emulator._recorder.lock:
+                            live._client_events.clear()
+                            del live._transcript[:-100]
 
         threading.Thread(target=janitor, daemon=True).start()
-        sys.stdin.read()  # until the parent closes our stdin (or exits)
+        delegations = LiveDelegations(emulator) if live_bench else None
+        for line in sys.stdin:  # until the parent closes our stdin (or exits)
+            words = line.split()
+            if delegations is not None and words[:1] == ["delegate"]:
+                delegations.set(float(words[1]))
         stop.set()
+        if delegations is not None:
+            delegations.stop()
     return 0
 
 

@@ -33,6 +33,19 @@ How it fits together:
   ``FLASK_SECRET_KEY`` to one secret for all of them (without it, a single process
   makes its own at start-up; with ``REDIS_URL`` the app refuses to start).
 
+* **GPT-Live** (``--live``, or ``create_app(live=True)``): the same routes with the
+  same rules, for ``gpt-live-1``. ``GET /`` serves ``live_voice.html``; ``POST /calls``
+  creates a GPT-Live WebRTC session with the server's key (``rtclient.
+  create_live_session``: ``POST /v1/live/sessions``) - GPT-Live has no ephemeral keys,
+  so the browser always goes through this app, never straight to the API - and
+  attaches a sideband ``LiveClient(session_id=...)``. The voice model takes its own
+  turns; what it cannot answer it *delegates*, and the sideband runs
+  ``answer_delegation`` on this app's thread pool and appends its result for the model
+  to speak (exactly once; a handler that raises makes the model say so). The session's
+  ``client.data_channel`` lets the page send nothing on its channel: it only listens.
+  The browser's microphone stream keeps the session clock moving (a GPT-Live session
+  places appended text only while input audio flows). Phone calls and ``REDIS_URL``
+  stay Realtime-only here.
 * **Phone calls** (SIP): point the project's SIP trunk at OpenAI and its webhook at
   ``POST /webhooks/openai``. Each call rings there as a signed webhook; the route
   verifies it (``OPENAI_WEBHOOK_SECRET``), accepts the call with the same session and
@@ -45,6 +58,7 @@ Run it::
 
     OPENAI_API_KEY=sk-... python examples/flask_app.py   # the real API
     python examples/flask_app.py --emulator              # offline, embedded emulator
+    python examples/flask_app.py --emulator --live       # GPT-Live, offline
 
     # three workers, one shared registry (from examples/; see the README)
     REDIS_URL=redis://127.0.0.1:6379/0 OPENAI_API_KEY=sk-... FLASK_SECRET_KEY=... \
@@ -53,8 +67,11 @@ Run it::
 then open http://127.0.0.1:5000/ and press "Start call". Offline, type
 ``lookup_order({"order_id": 7})`` to make the emulator's model call the tool; the
 emulator offers only 127.0.0.1 ICE candidates, so start Chromium with
-``--allow-loopback-in-peer-connection``. Tested by ``tests/test_examples.py`` and,
-with a real Chromium, ``tests/test_browser.py``.
+``--allow-loopback-in-peer-connection``. Offline with ``--live``, make the emulator's
+user speak - ``curl -X POST http://127.0.0.1:PORT/_emulator/live/<session id>/speech -d
+'{"text": "Please delegate: where is order 7?"}'`` (the id is on the page) - and the
+model delegates; the page shows the answer it speaks. Tested by
+``tests/test_examples.py`` and, with a real Chromium, ``tests/test_browser.py``.
 """
 
 from __future__ import annotations
@@ -63,6 +80,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import secrets
 import sys
 import threading
@@ -78,13 +96,17 @@ from werkzeug.exceptions import HTTPException
 from rtclient import (
     CallNotFoundError,
     ClosedError,
+    DelegationTask,
+    LiveClient,
     LoopThread,
     RealtimeClient,
     RealtimeError,
     create_call,
+    create_live_session,
     hangup_call,
     tool,
 )
+from rtclient import sip as rtsip
 from rtclient.logs import short_id
 from rtclient.transports.signaling import resolve_base_url
 
@@ -96,6 +118,7 @@ from phone_calls import PhoneLine, RedisOnce  # noqa: E402 - once the path has i
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("voice.html")
+LIVE_PAGE = Path(__file__).with_name("live_voice.html")
 
 SESSION = {
     "type": "realtime",
@@ -141,6 +164,35 @@ def track_parcel(order_id: int) -> dict[str, Any]:
     return {"order_id": order_id, "carrier": order.get("carrier"), "parcel": where}
 
 
+LIVE_SESSION = {
+    "instructions": (
+        "You are the shop's voice assistant. You do not know the orders: delegate every "
+        "question about an order, and tell the user what the shop finds."
+    ),
+    # The page may send nothing on its data channel (it only listens): no browser can
+    # append instructions or results of its own. Sidebands are never restricted.
+    "client": {"data_channel": {"allowed_client_events": []}},
+}
+"""A GPT-Live session (``--live``): decided here, not by the browser."""
+
+
+def answer_delegation(task: DelegationTask) -> str:
+    """What the voice model hands over (GPT-Live): runs on the app's thread pool.
+
+    A delegation names no task - only its place in the conversation - so the request
+    is what the user said since the previous one (``task.request``). The return value
+    is spoken by the model, in its own words; raising makes it say the task failed.
+    """
+    found = re.search(r"\b(\d+)\b", task.request)
+    if found is None:
+        return "I need the order number to look that order up."
+    order = lookup_order(int(found.group(1)))
+    status, carrier = order["status"], order.get("carrier")
+    if status == "unknown":
+        return f"There is no order {order['order_id']} in the shop."
+    return f"Order {order['order_id']} is {status}" + (f" with {carrier}." if carrier else ".")
+
+
 CALLER = "rt_caller"
 """The session key holding this browser's caller id (random; the calls it created)."""
 MAX_CALLS_PER_SESSION = 2
@@ -166,15 +218,17 @@ class Calls:
         base_url: str,
         max_workers: int = 8,
         max_calls_per_caller: int = MAX_CALLS_PER_SESSION,
+        live: bool = False,
     ) -> None:
         self.api_key = api_key
         self.base_url = base_url
+        self.gpt_live = live  # GPT-Live sessions instead of Realtime calls
         self.max_calls_per_caller = max_calls_per_caller
         self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix="flask-tool")
         self.loop_thread = LoopThread("flask-calls")
         self._started = False
         self._lock = threading.Lock()
-        self._live: dict[str, RealtimeClient] = {}
+        self._live: dict[str, RealtimeClient | LiveClient] = {}
         self._callers: dict[str, str] = {}  # call id -> the caller that created it
         self._creating: Counter[str] = Counter()  # caller -> its calls being created
 
@@ -209,7 +263,9 @@ class Calls:
             self._callers[call_id] = caller
         return call_id, answer
 
-    def _create(self, offer_sdp: str) -> tuple[str, str, RealtimeClient]:
+    def _create(self, offer_sdp: str) -> tuple[str, str, RealtimeClient | LiveClient]:
+        if self.gpt_live:
+            return self._create_live(offer_sdp)
         call = create_call(
             offer_sdp,
             session=SESSION,  # the instructions and tools: decided here, not by the browser
@@ -235,6 +291,35 @@ class Calls:
             raise
         return call.call_id, call.sdp, client
 
+    def _create_live(self, offer_sdp: str) -> tuple[str, str, LiveClient]:
+        """GPT-Live: the session is created here with the server's key (there are no
+        ephemeral keys), then this app attaches its sideband with the delegation handler."""
+        answer = create_live_session(
+            offer_sdp,
+            session=LIVE_SESSION,
+            api_key=self.api_key,
+            base_url=self.base_url,
+            loop_thread=self.loop_thread,
+        )
+        client = LiveClient(
+            session_id=answer.session_id,  # a sideband: attach to the browser's session
+            api_key=self.api_key,
+            base_url=self.base_url,
+            delegation=answer_delegation,
+            executor=self.pool,
+            loop_thread=self.loop_thread,
+        )
+        try:
+            client.connect()
+        except RealtimeError:
+            # A session nobody answers delegations for is no use: end it, report it.
+            with contextlib.suppress(RealtimeError):
+                rtsip.hangup_call(
+                    answer.session_id, api="live", api_key=self.api_key, base_url=self.base_url
+                )
+            raise
+        return answer.session_id, answer.sdp, client
+
     def caller_of(self, call_id: str) -> str | None:
         """Who created ``call_id`` (the ``caller`` given to ``start_call``), if it is live."""
         self._forget_ended()
@@ -254,7 +339,12 @@ class Calls:
             pass  # it had already ended
         except ClosedError:  # the sideband was lost first: end the call by its id
             with contextlib.suppress(CallNotFoundError):
-                hangup_call(call_id, api_key=self.api_key, base_url=self.base_url)
+                if self.gpt_live:
+                    rtsip.hangup_call(
+                        call_id, api="live", api_key=self.api_key, base_url=self.base_url
+                    )
+                else:
+                    hangup_call(call_id, api_key=self.api_key, base_url=self.base_url)
         return True
 
     def live(self) -> list[str]:
@@ -263,7 +353,7 @@ class Calls:
         with self._lock:
             return list(self._live)
 
-    def get(self, call_id: str) -> RealtimeClient | None:
+    def get(self, call_id: str) -> RealtimeClient | LiveClient | None:
         with self._lock:
             return self._live.get(call_id)
 
@@ -294,6 +384,7 @@ def create_app(
     redis_url: str | None = None,
     secret_key: str | None = None,
     max_calls_per_session: int | None = None,
+    live: bool | None = None,
 ) -> Flask:
     """The app; ``api_key``/``base_url``/``redis_url``/``secret_key``/
     ``max_calls_per_session`` default to ``OPENAI_API_KEY``/``OPENAI_BASE_URL``/
@@ -307,8 +398,12 @@ def create_app(
     secret key signs the session cookie that says
     which calls are this browser's: several workers must share one, so with a Redis URL
     it is required (``RuntimeError`` otherwise); one process makes its own.
+
+    ``live`` (default ``RT_LIVE=1``): GPT-Live sessions instead of Realtime calls (one
+    process; ``ValueError`` with a Redis URL: the shared registry is Realtime-only).
     """
     app = Flask(__name__)
+    live = live if live is not None else os.environ.get("RT_LIVE") == "1"
     key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
     url = resolve_base_url(base_url)
     redis_url = redis_url or os.environ.get("REDIS_URL")
@@ -323,6 +418,8 @@ def create_app(
     limit = max_calls_per_session or int(
         os.environ.get("RT_MAX_CALLS_PER_SESSION") or MAX_CALLS_PER_SESSION
     )
+    if live and redis_url:
+        raise ValueError("GPT-Live sessions are this process's own here: drop REDIS_URL")
     calls: Any
     if redis_url:
         calls = shared_calls(
@@ -337,7 +434,11 @@ def create_app(
 
     else:
         calls = Calls(
-            api_key=key, base_url=url, max_workers=max_workers, max_calls_per_caller=limit
+            api_key=key,
+            base_url=url,
+            max_workers=max_workers,
+            max_calls_per_caller=limit,
+            live=live,
         )
     app.extensions["calls"] = calls
     phone = PhoneLine(
@@ -363,7 +464,7 @@ def create_app(
 
     @app.get("/")
     def page() -> Any:
-        return PAGE.read_text(encoding="utf-8")
+        return (LIVE_PAGE if live else PAGE).read_text(encoding="utf-8")
 
     @app.post("/calls")
     def start_call() -> Any:
@@ -377,7 +478,8 @@ def create_app(
             started = calls.start_call(offer, caller=caller)
         except RealtimeError as exc:
             log.warning("call not started: %s", exc)  # rtclient's errors never carry the key
-            return _error(502, f"the Realtime API failed: {type(exc).__name__}")
+            api = "GPT-Live API" if live else "Realtime API"
+            return _error(502, f"the {api} failed: {type(exc).__name__}")
         if started is None:
             limit = calls.max_calls_per_caller
             return _error(429, f"this browser already has {limit} live calls: end one first")
@@ -447,6 +549,7 @@ def main() -> None:
     parser.add_argument("--emulator", action="store_true", help="use the embedded emulator")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--redis", default=None, help="a shared registry, e.g. redis://...")
+    parser.add_argument("--live", action="store_true", help="GPT-Live sessions (gpt-live-1)")
     args = parser.parse_args()
     if not args.emulator and not os.environ.get("OPENAI_API_KEY"):
         sys.exit(NO_KEY)  # before anything starts: one line on stderr, exit status 1
@@ -463,10 +566,11 @@ def main() -> None:
             api_key="sk-emulator",
             redis_url=args.redis,
             secret_key=secret_key,
+            live=args.live,
         )
         print(f"emulator on {emulator.url}")
     else:
-        app = create_app(redis_url=args.redis, secret_key=secret_key)
+        app = create_app(redis_url=args.redis, secret_key=secret_key, live=args.live)
     try:
         app.run(host="127.0.0.1", port=args.port, threaded=True)
     finally:

@@ -29,7 +29,9 @@ __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
     from rtclient.calls import CallAnswer as CallAnswer
+    from rtclient.calls import LiveSessionAnswer as LiveSessionAnswer
     from rtclient.calls import create_call as create_call
+    from rtclient.calls import create_live_session as create_live_session
     from rtclient.calls import hangup_call as hangup_call
     from rtclient.client import Answer as Answer
     from rtclient.client import EventStream as EventStream
@@ -122,6 +124,7 @@ _EXPORTS = {
     "InternalServerError": "rtclient.errors",
     "InvalidAPIKeyError": "rtclient.errors",
     "LiveClient": "rtclient.live",
+    "LiveSessionAnswer": "rtclient.calls",
     "LoopThread": "rtclient.runtime.loop",
     "LoopThreadError": "rtclient.errors",
     "MessageTooLargeError": "rtclient.errors",
@@ -158,6 +161,7 @@ _EXPORTS = {
     "accept_call": "rtclient.sip",
     "answer_call": "rtclient.sip",
     "create_call": "rtclient.calls",
+    "create_live_session": "rtclient.calls",
     "hangup_call": "rtclient.calls",
     "refer_call": "rtclient.sip",
     "reject_call": "rtclient.sip",

@@ -12,7 +12,13 @@ and the session it wants - instructions, voice, and the tools registered with
         start_sideband(answer.call_id)             # RealtimeClient(call_id=...).connect()
         return answer.sdp, 201, {"Content-Type": "application/sdp"}
 
-Both helpers are synchronous and bounded by ``timeout``, for Flask or Django views and
+GPT-Live works the same way, with its own endpoint and no ephemeral keys at all - a
+browser *always* goes through the app: :func:`create_live_session` posts the offer as
+JSON to ``POST /live/sessions`` and returns the answer and the session's id; the app
+attaches ``LiveClient(session_id=answer.session_id, delegation=...)`` and answers the
+delegations.
+
+The helpers are synchronous and bounded by ``timeout``, for Flask or Django views and
 scripts. They run on ``loop_thread`` when given (e.g. the one the app's clients share),
 else on a private event loop for the duration of the call - so from ``async`` code,
 pass a ``loop_thread``. Errors are the client's: :class:`SignalingError` with the
@@ -41,6 +47,7 @@ from rtclient.tools import ToolSpec, build_spec
 from rtclient.transports import signaling
 
 T = TypeVar("T")
+DEFAULT_LIVE_MODEL = "gpt-live-1"
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,51 @@ def create_call(
     return _run(post(), timeout, loop_thread, "create_call")
 
 
+@dataclass(frozen=True)
+class LiveSessionAnswer:
+    """GPT-Live's answer to a browser's offer: the SDP to hand back, and the session id."""
+
+    sdp: str
+    session_id: str
+
+
+def create_live_session(
+    offer_sdp: str,
+    *,
+    session: Mapping[str, Any] | None = None,
+    model: str = DEFAULT_LIVE_MODEL,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    timeout: float = 10.0,
+    loop_thread: LoopThread | None = None,
+) -> LiveSessionAnswer:
+    """Create the GPT-Live WebRTC session a browser offered (``POST {base_url}/live/sessions``
+    with JSON ``{session, transport: {type: "webrtc", sdp}}``, the standard key); returns
+    the SDP answer and the session's id (``live_...``, kept byte for byte).
+
+    ``session`` is the session object (``instructions``, ``audio.output.voice``,
+    ``delegation``, ``client.data_channel`` - what the browser may send and hear -
+    ...); ``model`` is filled in; ``audio.format`` is refused (``ValueError``): WebRTC
+    negotiates the media format in SDP. An answer that holds no usable SDP hangs the
+    session up and raises :class:`SignalingError`.
+    """
+    key = _standard_key(api_key, "create_live_session")
+    config = {"model": model, **dict(session or {})}
+    audio = config.get("audio")
+    if isinstance(audio, Mapping) and "format" in audio:
+        raise ValueError("audio.format is for a primary WebSocket; WebRTC negotiates it in SDP")
+    url = signaling.resolve_base_url(base_url)
+
+    async def post() -> LiveSessionAnswer:
+        async with aiohttp.ClientSession() as http:
+            sdp, session_id = await signaling.post_live_session(
+                http, url, key, offer_sdp, session=config
+            )
+        return LiveSessionAnswer(sdp=sdp, session_id=session_id)
+
+    return _run(post(), timeout, loop_thread, "create_live_session")
+
+
 def hangup_call(
     call_id: str,
     *,
@@ -125,7 +177,7 @@ def _standard_key(api_key: str | Callable[[], str] | None, what: str) -> Secret:
     if key.is_ephemeral:
         raise RealtimeError(
             f"{what} needs a standard key; an ephemeral key belongs to the browser, "
-            "which posts its own offer"
+            "which posts its own offer (GPT-Live has none: its browsers go through the app)"
         )
     return key
 

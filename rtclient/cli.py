@@ -10,8 +10,12 @@ is staged by the emulator (``Faults.hold_turn_response``) so it happens on every
 Then the user barges in on a long answer (``response.cancel``, ``status=cancelled``)
 and asks again right away. It prints a coloured timeline (milliseconds since the demo's
 start) of the gate's decisions with the RCA's log tags, and a summary; piped into
-``head`` it stops printing quietly. ``--live`` runs the same against the real API
+``head`` it stops printing quietly. ``--api`` runs the same against the real API
 (``OPENAI_API_KEY``), where the race happens only when the timing makes it.
+
+``rtclient demo --live`` tells GPT-Live's story instead (:mod:`rtclient.cli_live`):
+three delegations on a thread pool - a slow one with spoken progress, a failing one,
+a fine one - each ended exactly once, nothing lost, against the emulator.
 
 The timeline is in the server's order: the server events it shows and the gate's lines
 about them come from one stream, rtclient's log, written on the loop thread as each
@@ -65,6 +69,9 @@ _COLOURS = {
     "SERVER_ERROR": "\033[1;31m",
     "SERVER": "\033[2;37m",
     "USER": "\033[1;36m",
+    "MODEL": "\033[1;34m",
+    "HANDLER": "\033[35m",
+    "DELEGATION": "\033[1;31m",
     "DEMO": "\033[1m",
 }
 _RESET = "\033[0m"
@@ -254,11 +261,21 @@ def _sample_tools(
 
 
 def demo(args: argparse.Namespace) -> int:
+    if args.live and (args.api or args.audio_in or args.audio_out):
+        print(
+            "--live tells its story against the emulator only, with no audio files: the "
+            "real GPT-Live model delegates when it hears a request (use LiveClient with a "
+            "microphone)",
+            file=sys.stderr,
+        )
+        return 2
     # The slow imports (aiortc, openai's types) come first: the timeline starts after.
     from rtclient import RealtimeClient, logs
 
-    if not args.live:
+    if not args.api:
         import rtclient.emulator  # noqa: F401
+    if args.live:
+        from rtclient import cli_live
 
     colour = args.color == "always" or (
         args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
@@ -273,9 +290,12 @@ def demo(args: argparse.Namespace) -> int:
             return True
         return bool(record["message"].startswith("[SERVER_EVENT]"))
 
-    sink = logger.add(timeline.sink, level="TRACE", filter=shown, format="{message}")
+    show = cli_live.sink_for(timeline) if args.live else timeline.sink
+    sink = logger.add(show, level="TRACE", filter=shown, format="{message}")
     logs.enable()
     try:
+        if args.live:
+            return cli_live.run(args, timeline)
         return _demo(args, timeline, RealtimeClient)
     finally:
         logs.disable()
@@ -285,9 +305,9 @@ def demo(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace, timeline: Timeline, client_class: Any) -> int:
     timeline.begin("start (times are milliseconds since this line)")
     emulator = None
-    if args.live:
+    if args.api:
         if not os.environ.get("OPENAI_API_KEY"):
-            print("--live needs OPENAI_API_KEY", file=sys.stderr)
+            print("--api needs OPENAI_API_KEY", file=sys.stderr)
             return 2
         options: dict[str, Any] = {}
     else:
@@ -301,8 +321,8 @@ def _demo(args: argparse.Namespace, timeline: Timeline, client_class: Any) -> in
         ).start()
         timeline.line("DEMO", f"emulator on {emulator.url} (WebRTC over loopback)")
         options = {"api_key": "sk-demo", "base_url": emulator.url, "loopback_only": True}
-    barrier = None if args.live else threading.Barrier(3)
-    spoken = None if args.live else threading.Event()
+    barrier = None if args.api else threading.Barrier(3)
+    spoken = None if args.api else threading.Event()
     latencies: dict[str, float] = {}
     try:
         with ThreadPoolExecutor(4, thread_name_prefix="tool") as pool:
@@ -483,8 +503,13 @@ def emulator_command(argv: Sequence[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtclient", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    d = commands.add_parser("demo", help="run the offline demo (or --live against the API)")
-    d.add_argument("--live", action="store_true", help="use the real API (OPENAI_API_KEY)")
+    d = commands.add_parser("demo", help="run the offline demo (or --api against the API)")
+    d.add_argument(
+        "--live",
+        action="store_true",
+        help="GPT-Live's story instead: three delegations on a thread pool (offline)",
+    )
+    d.add_argument("--api", action="store_true", help="use the real API (OPENAI_API_KEY)")
     d.add_argument("--audio-in", metavar="FILE", help="send this audio file as the user")
     d.add_argument("--audio-out", metavar="FILE", help="record the model's audio to FILE")
     d.add_argument(

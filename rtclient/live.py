@@ -386,14 +386,17 @@ class LiveClient(SessionShell):
 
     def stats(self) -> dict[str, int]:
         """Counters: the gate's (``lost`` must stay 0), the delegations', the function
-        calls', the connection's, and the silence that kept the clock moving."""
+        calls', the connection's, the silence that kept the clock moving and the silence
+        skipped because the loop thread fell too far behind (``silence_skipped_ms``)."""
         self._check_process()
         transport = self._transport
         silence = getattr(transport, "silence_sent_ms", 0) if transport is not None else 0
+        skipped = getattr(transport, "silence_skipped_ms", 0) if transport is not None else 0
         return {
             **self._core.stats(),
             "untyped_events": self._dispatcher.untyped_events,
             "silence_sent_ms": int(silence),
+            "silence_skipped_ms": int(skipped),
         }
 
 

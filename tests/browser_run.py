@@ -10,7 +10,13 @@ stdout) with what it saw; the test asserts on it. Scenarios:
 * ``two-sessions``: two browser contexts (two cookie jars: two users) each start a
   call; B tries to end A's call by its id, A's call goes on, each hangs up its own;
 * ``no-loopback-flag``: Chromium without ``--allow-loopback-in-peer-connection``, so
-  ICE on this loopback-only machine gathers nothing: what the page tells the user.
+  ICE on this loopback-only machine gathers nothing: what the page tells the user;
+* ``live-call`` (``--app flask``): the Flask example in GPT-Live mode. The page starts a
+  session (the app creates it and attaches its sideband), the emulator's scripted user
+  asks something that makes the model delegate - the words ride on the browser's
+  microphone audio, which is what moves the session clock - the app's handler answers
+  on its pool, the model speaks the result; another browser cannot end the session;
+  the user hangs up.
 
 Usage::
 
@@ -40,6 +46,8 @@ QUESTIONS = {
     "flask": 'Where is my order? lookup_order({"order_id": 7})',
     "django": 'Where is my order? order_status({"order_id": 1})',
 }
+LIVE_QUESTION = "Please delegate this: where is my order 7?"
+LIVE_ANSWER = "Order 7 is shipped with DHL."
 WAIT_MS = 20_000
 LOOPBACK_FLAG = "--allow-loopback-in-peer-connection"  # else no candidate on this machine
 CHROMIUM_FLAGS = [
@@ -54,6 +62,10 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 # What the page does for a POST (voice.html's postHeaders): run in a browser context.
+FETCH_LIVE_HANGUP = """async (callId) => {
+    const reply = await fetch(`calls/${encodeURIComponent(callId)}/hangup`, { method: "POST" });
+    return { status: reply.status, body: await reply.json() };
+}"""
 FETCH_HANGUP = """async ([callId, withToken]) => {
     const reply = await fetch(`calls/${encodeURIComponent(callId)}/hangup`, {
         method: "POST", headers: withToken ? postHeaders() : {},
@@ -75,16 +87,37 @@ def load_flask_example() -> Any:
     return module
 
 
+class Handled:
+    """The Flask example's delegation handler, wrapped: which thread ran it, how often."""
+
+    def __init__(self, handler: Callable[[Any], str]) -> None:
+        self.handler = handler
+        self.runs: list[dict[str, str]] = []
+
+    def __call__(self, task: Any) -> str:
+        result = self.handler(task)
+        self.runs.append(
+            {"id": task.id, "thread": threading.current_thread().name, "result": result}
+        )
+        return result
+
+
 @contextlib.contextmanager
 def serve(
-    app_name: str, emulator_url: str, out: Path
-) -> Iterator[tuple[str, Callable[[], list[str]]]]:
-    """The example app on 127.0.0.1: ``(its URL, a function listing its live calls)``."""
+    app_name: str, emulator_url: str, out: Path, *, live_mode: bool = False
+) -> Iterator[tuple[str, Callable[[], list[str]], Any]]:
+    """The example app on 127.0.0.1: ``(its URL, a function listing its live calls, the
+    app's extensions)``."""
     from werkzeug.serving import make_server
 
+    extensions: dict[str, Any] = {}
     if app_name == "flask":
-        app = load_flask_example().create_app(base_url=emulator_url, api_key=KEY)
+        module = load_flask_example()
+        if live_mode:
+            extensions["handled"] = module.answer_delegation = Handled(module.answer_delegation)
+        app = module.create_app(base_url=emulator_url, api_key=KEY, live=live_mode)
         calls = app.extensions["calls"]
+        extensions["calls"] = calls
         live, close = calls.live, calls.close
     else:
         os.environ.update(
@@ -114,7 +147,7 @@ def serve(
     serving = threading.Thread(target=server.serve_forever, name="app-server")
     serving.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/", live
+        yield f"http://127.0.0.1:{server.server_port}/", live, extensions
     finally:
         server.shutdown()
         serving.join(10)
@@ -129,12 +162,10 @@ def run(out: Path, chromium: str, app_name: str, scenario: str) -> dict[str, Any
     result: dict[str, Any] = {"interfaces": [name for _, name in socket.if_nameindex()]}
     started = time.monotonic()
     flags = CHROMIUM_FLAGS if scenario == "no-loopback-flag" else [LOOPBACK_FLAG, *CHROMIUM_FLAGS]
+    live_mode = scenario == "live-call"
     with (
         Emulator(turn_detection=None) as emulator,
-        serve(app_name, emulator.url, out) as (
-            url,
-            live,
-        ),
+        serve(app_name, emulator.url, out, live_mode=live_mode) as (url, live, extensions),
     ):
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
@@ -148,11 +179,14 @@ def run(out: Path, chromium: str, app_name: str, scenario: str) -> dict[str, Any
                     result["audio_frames_in"] = session.counters["audio_frames_in"]
                 elif scenario == "two-sessions":
                     result |= two_sessions(browser, url, emulator, QUESTIONS[app_name])
+                elif scenario == "live-call":
+                    result |= live_call(browser, url, out, emulator, extensions)
                 else:
                     result |= no_candidates(browser, url)
                 result["emulator"] = {
                     k: v for k, v in emulator.stats().items() if k != "by_session"
                 }
+                result["emulator_live"] = emulator.live_stats()
                 result["live_calls_after"] = live()
             finally:
                 browser.close()
@@ -267,6 +301,67 @@ def two_sessions(browser: Any, url: str, emulator: Any, question: str) -> dict[s
     }
 
 
+def live_call(
+    browser: Any, url: str, out: Path, emulator: Any, extensions: dict[str, Any]
+) -> dict[str, Any]:
+    """GPT-Live: start a session, the user asks (the emulator's script, carried by the
+    browser's audio), the app's handler answers, B cannot end it, A hangs up."""
+    user = Watched(browser.new_context())
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    call_id = user.start_call(url)
+    timings["load_to_connected_s"] = time.monotonic() - t0
+    session = emulator.live_session(call_id)
+    clock_moves = emulator.wait_for(lambda: session.clock_ms > 0, 10)
+    sideband = extensions["calls"].get(call_id)
+    t1 = time.monotonic()
+    session.simulate_speech(LIVE_QUESTION)  # the user speaks, on the browser's audio
+    user.page.wait_for_selector(f"#log li.assistant:has-text('{LIVE_ANSWER}')", timeout=WAIT_MS)
+    timings["question_to_spoken_answer_s"] = time.monotonic() - t1
+    log_lines = user.page.locator("#log li").all_inner_texts()
+    record = session.delegations()
+    other = Watched(browser.new_context())  # another user who learned the session's id
+    other.page.goto(url)
+    refused = other.page.evaluate(FETCH_LIVE_HANGUP, call_id)
+    up_after_refusal = not session.closed
+    stats = sideband.stats() if sideband is not None else {}
+    status = user.hang_up()
+    user.page.screenshot(path=str(out / "live-call-ended.png"), full_page=True)
+    closed = emulator.wait_for(lambda: session.closed, 10)
+    bodies = user.bodies(url) + other.bodies(url)
+    start_reply = next((json.loads(b) for b in user.bodies(url) if '"sdp"' in b), {})
+    offer = next((body for _, body in user.posts if body.startswith("v=0")), "")
+    return {
+        "call_id": call_id,
+        "media": session.media,
+        "clock_moved": clock_moves,
+        "clock_ms": session.clock_ms,
+        "audio_frames_in": session.counters.get("audio_frames_in", 0),
+        "log": log_lines,
+        "delegations": record["delegations"],
+        "handled": extensions["handled"].runs,
+        "sideband_stats": {k: stats.get(k) for k in (
+            "delegations", "delegations_answered", "delegation_errors", "appends_sent",
+            "lost", "duplicate_results", "late_results", "undelivered_results")},
+        "b_hangs_up_a": refused,
+        "a_up_after_b_tried": up_after_refusal,
+        "status": status,
+        "session_closed": closed,
+        "close_reason": session.close_reason,
+        "client_events": [e.get("type") for e in session.client_events],
+        "errors": session.errors,
+        "request_hosts": sorted(user.hosts | other.hosts),
+        "offer_candidates": candidates(offer),
+        "answer_candidates": candidates(start_reply.get("sdp", "")),
+        "key_in_any_response": any(KEY in body for body in bodies),
+        "responses_seen": len(bodies),
+        "console_errors": user.console_errors,
+        "other_console_errors": other.console_errors,
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+        "screenshot": str(out / "live-call-ended.png"),
+    }  # fmt: skip
+
+
 def no_candidates(browser: Any, url: str) -> dict[str, Any]:
     """Chromium without the loopback flag, on a machine with only loopback."""
     user = Watched(browser.new_context())
@@ -289,7 +384,9 @@ def main() -> int:
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--app", choices=["flask", "django"], default="flask")
     parser.add_argument(
-        "--scenario", choices=["call", "two-sessions", "no-loopback-flag"], default="call"
+        "--scenario",
+        choices=["call", "two-sessions", "no-loopback-flag", "live-call"],
+        default="call",
     )
     args = parser.parse_args()
     interfaces = [name for _, name in socket.if_nameindex()]

@@ -607,3 +607,93 @@ def test_the_chaos_table_is_the_chaos_results() -> None:
         f"| {all_['p50']:.2f} s p50, {all_['max']:.2f} s worst with a 2 s lease",
     ):
         quoted(phrase, README, "README chaos")
+
+
+# ------------------------------------------------------------- GPT-Live (bench/live.py)
+
+LIVE_HANDOFF_COLUMNS = {
+    "samples": "n",
+    "p50 us": "p50_us",
+    "p90 us": "p90_us",
+    "p99 us": "p99_us",
+    "mean us": "mean_us",
+}
+LIVE_SCALE_COLUMNS = {
+    "N": ("sessions", None),
+    "setup s": ("setup_s", None),
+    "connect p50 ms": ("connect_p50_ms", None),
+    "RSS/session KB": ("rss_per_session_kb", None),
+    "threads/session": ("threads_per_session", None),
+    "streaming ev/s": ("events_per_s", "streaming"),
+    "clock rate": ("clock_rate", "streaming"),
+    "process %": ("cpu_pct", "streaming"),
+    "loop %": ("loop_thread_pct", "streaming"),
+    "emulators %": ("emulator_cpu_pct", "streaming"),
+    "process us/ev": ("process_us_per_event", "streaming"),
+    "delegating ev/s": ("events_per_s", "delegating"),
+    "delegations/s": ("delegations_answered_per_s", "delegating"),
+    "clock rate delegating": ("clock_rate", "delegating"),
+    "process us/ev delegating": ("process_us_per_event", "delegating"),
+    "lost": ("lost", None),
+}
+LIVE_HANDOFF = "### A delegation result to the wire (`python bench/live.py --part handoff"
+LIVE_SCALE = "### A thousand GPT-Live sessions (`python bench/live.py --part scale"
+
+
+def test_the_live_handoff_table_is_the_live_handoff_results() -> None:
+    payload = load("live_handoff")
+    title = heading(BENCH_README, LIVE_HANDOFF)
+    assert "--name live_handoff`" in title and f"{payload['wall_s']:.0f} s)" in title, title
+    expected = {**payload["latency"]}
+    expected |= {f"breakdown: {k}": v for k, v in payload["breakdown_us"].items()}
+    rows = table_after(BENCH_README, LIVE_HANDOFF)
+    assert [row["path"] for row in rows] == list(expected)
+    for row in rows:
+        for header, key in LIVE_HANDOFF_COLUMNS.items():
+            value = fmt(expected[row["path"]][key])
+            assert row[header] == value, f"live_handoff {row['path']} {header}: {row[header]}"
+
+
+def test_the_live_scale_table_is_the_live_scale_results() -> None:
+    payload = load("live_scale")
+    title = heading(BENCH_README, LIVE_SCALE)
+    assert "--name live_scale`" in title and f"{payload['wall_s']:.0f} s)" in title, title
+    rows = table_after(BENCH_README, LIVE_SCALE)
+    results = payload["results"]
+    assert len(rows) == len(results) and all("failed" not in r for r in results)
+    for row, record in zip(rows, results, strict=True):
+        for header, (key, phase) in LIVE_SCALE_COLUMNS.items():
+            value = fmt((record[phase] if phase else record)[key])
+            assert row[header] == value, f"live_scale N={row['N']} {header}: {row[header]}"
+
+
+def test_the_live_figures_in_both_readmes_are_the_live_results() -> None:
+    handoff, scale = load("live_handoff"), load("live_scale")
+    latency, ratio = handoff["latency"], handoff["ratio"]
+    rounds = [r["client_over_bare_write_p50"] for r in handoff["per_round"]]
+    figure = (
+        f"{latency['client']['p50_us']:.0f} us p50 from the handler's return to the "
+        f"socket, {ratio['client_over_bare_write_p50']:.2f}x a bare `call_soon_threadsafe` "
+        f"hand-off that writes the same append ({latency['bare+write']['p50_us']:.0f} us; "
+        f"{span(rounds, 2)}x round by round)"
+    )
+    quoted(figure, README, "README live handoff")
+    quoted(figure, BENCH_README, "bench/README live handoff")
+    assert handoff["missing"] == 0 and handoff["client_stats"]["lost"] == 0
+    by_n = {r["sessions"]: r for r in scale["results"]}
+    big = by_n[max(by_n)]
+    figure = (
+        f"{max(by_n):,} GPT-Live WebSocket sessions in one process: "
+        f"~{big['rss_per_session_kb']:.0f} KB per session, "
+        f"{round(big['streaming']['events_per_s'], -2):,.0f} events/s received"
+    )
+    quoted(figure, README, "README live scale")
+    quoted(figure, BENCH_README, "bench/README live scale")
+    assert all(r["lost"] == 0 for r in scale["results"])
+    fit = scale["fit"]
+    quoted(
+        f"~{fit['marginal_kb_per_session']:.0f} KB per session from the line through every "
+        f"size (within {fit['residual_pct']:.1f}%)",
+        BENCH_README,
+        "bench/README live scale fit",
+    )

@@ -170,3 +170,61 @@ def test_without_the_loopback_flag_the_page_says_why_and_what_to_do(tmp_path: Pa
     assert result["log"] == [f"error: {status.removeprefix('failed - ')}"]
     assert result["posts"] == []  # the offer was never posted
     assert result["emulator"]["calls"] == 0 and result["live_calls_after"] == []
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_chromium_holds_a_gpt_live_session_whose_delegation_the_flask_app_answers(
+    tmp_path: Path,
+) -> None:
+    """The Flask example with ``live=True``: the page's offer goes to the app, which
+    creates the GPT-Live session (no ephemeral keys: never the browser itself) and
+    attaches its sideband. The emulator's user asks about an order - the words ride on
+    Chromium's microphone audio, the only thing moving the session clock - the model
+    delegates, the app's handler runs once on its pool, and its result is appended,
+    placed and spoken. Another browser gets 403 for the session; the user hangs up."""
+    result = browser_run(tmp_path, "flask", "live-call")
+
+    assert result["interfaces"] == ["lo"] and result["request_hosts"] == ["127.0.0.1"]
+    assert result["offer_candidates"] and set(result["offer_candidates"]) == {"127.0.0.1"}
+    assert result["answer_candidates"] and set(result["answer_candidates"]) == {"127.0.0.1"}
+    assert result["call_id"].startswith("live_") and result["media"] == "webrtc"
+
+    # the browser's WebRTC audio is the session clock
+    assert result["clock_moved"] and result["audio_frames_in"] > 0 and result["clock_ms"] > 0
+
+    # one delegation, answered once by the app's handler on its pool, placed once
+    (delegation,) = result["delegations"]
+    (run,) = result["handled"]
+    assert run["id"] == delegation["id"] and run["thread"].startswith("flask-tool")
+    answer = "Order 7 is shipped with DHL."
+    assert run["result"] == answer
+    assert [(a["kind"], a["content"], a["status"]) for a in delegation["appends"]] == [
+        ("commentary", answer, "landed")
+    ]
+    stats = result["sideband_stats"]
+    assert (stats["delegations"], stats["delegations_answered"], stats["appends_sent"]) == (1, 1, 1)
+    assert stats["lost"] == stats["duplicate_results"] == stats["undelivered_results"] == 0
+
+    # what the user saw: their words, the hand-over, the model's acknowledgement and answer
+    assert result["log"][0] == "you: Please delegate this: where is my order 7?"
+    assert result["log"][1] == f"delegation: {delegation['id']}: the shop is looking into it"
+    assert result["log"][2].startswith("assistant: ") and result["log"][2].endswith(answer)
+
+    # the session belongs to its browser session; the page sent nothing on its channel
+    refused = result["b_hangs_up_a"]
+    assert refused["status"] == 403, refused
+    assert refused["body"]["error"]["message"] == "this call belongs to another browser session"
+    assert result["a_up_after_b_tried"] is True
+    # every client event the session got is the sideband's one append: the page sent none
+    assert result["client_events"] == ["session.commentary.append"] and result["errors"] == []
+    assert result["status"] == "ended - you hung up" and result["session_closed"] is True
+    assert result["close_reason"] == "close_requested"
+    assert result["live_calls_after"] == []
+    assert result["key_in_any_response"] is False and result["responses_seen"] >= 2
+    assert result["console_errors"] == []
+    assert [e.lower() for e in result["other_console_errors"]] == [
+        "failed to load resource: the server responded with a status of 403 (forbidden)"
+    ]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(result["screenshot"], ARTIFACTS / "browser-live-call.png")
+    print(f"\ntimings: {result['timings']}; wall {result['wall_s']}s")

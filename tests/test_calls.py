@@ -113,3 +113,69 @@ def test_what_cannot_work_is_refused_before_any_request(
     with pytest.raises(SignalingError) as unreachable:
         create_call(offer, api_key=SECRET, base_url=base_url, timeout=5)
     assert unreachable.value.code == "connection_error" and SECRET not in str(unreachable.value)
+
+
+# -- GPT-Live: the browser always goes through the app (no ephemeral keys) ---------------
+
+
+def test_create_live_session_gets_the_session_and_the_sideband_attaches(
+    offer: str, lt: LoopThread
+) -> None:
+    from rtclient import LiveClient, LiveSessionAnswer, create_live_session
+    from rtclient.sip import hangup_call as hangup
+
+    with Emulator() as emu:
+        answer = create_live_session(
+            offer,
+            session={"instructions": "Delegate order questions.",
+                     "client": {"data_channel": {"allowed_client_events": []}}},
+            api_key="sk-test",
+            base_url=emu.url,
+            loop_thread=lt,
+        )  # fmt: skip
+        assert isinstance(answer, LiveSessionAnswer) and answer.sdp.startswith("v=0")
+        assert answer.session_id.startswith("live_")
+        config = emu.live_session(answer.session_id).config
+        assert config is not None and config["model"] == "gpt-live-1"
+        assert config["instructions"] == "Delegate order questions."
+        assert config["client"]["data_channel"]["allowed_client_events"] == []
+        # the app's sideband attaches to the session the browser will hold
+        with LiveClient(
+            session_id=answer.session_id, api_key="sk-test", base_url=emu.url, loop_thread=lt
+        ) as sideband:
+            assert sideband.session_id == answer.session_id
+        hangup(answer.session_id, api="live", api_key="sk-test", base_url=emu.url)
+        assert emu.live_session(answer.session_id).closed
+
+
+def test_create_live_session_refusals_are_typed_and_never_show_the_key(offer: str) -> None:
+    from rtclient import create_live_session
+
+    lines: list[str] = []
+    logger.enable("rtclient")
+    sink = logger.add(lambda m: lines.append(str(m)), level="TRACE", format="{message}")
+    try:
+        with Emulator(api_key="sk-the-right-one") as emu:
+            with pytest.raises(SignalingError) as wrong_key:
+                create_live_session(offer, api_key=SECRET, base_url=emu.url)
+            assert wrong_key.value.status == 401
+            with pytest.raises(SignalingError) as strict:  # the session object is strict
+                create_live_session(
+                    offer, session={"temperature": 0.2}, api_key="sk-the-right-one",
+                    base_url=emu.url,
+                )  # fmt: skip
+            assert (strict.value.status, strict.value.code) == (400, "unknown_parameter")
+            assert emu.live_stats()["sessions"] == 0
+    finally:
+        logger.remove(sink)
+        logger.disable("rtclient")
+    for text in (str(wrong_key.value), repr(wrong_key.value), "\n".join(lines)):
+        assert SECRET not in text
+    base_url = "http://127.0.0.1:9/v1"  # nothing listens: nothing may be posted
+    with pytest.raises(RealtimeError, match="standard key"):
+        create_live_session(offer, api_key="ek_browser", base_url=base_url)
+    with pytest.raises(ValueError, match=r"audio\.format"):
+        create_live_session(
+            offer, session={"audio": {"format": {"type": "audio/pcm", "rate": 24000}}},
+            api_key="sk", base_url=base_url,
+        )  # fmt: skip

@@ -92,12 +92,20 @@ def test_demo_with_real_audio_in_and_out(
         assert w.getnframes() > 0
 
 
-def test_live_demo_without_a_key_is_a_clear_error(
+def test_the_api_demo_without_a_key_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    assert main(["demo", "--live"]) == 2
+    assert main(["demo", "--api"]) == 2
     assert "OPENAI_API_KEY" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--api"], ["--audio-in", "x.wav"], ["--audio-out", "y.wav"]])
+def test_the_live_story_is_offline_and_has_no_audio_files(
+    extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--live", *extra]) == 2
+    assert "against the emulator only" in capsys.readouterr().err
 
 
 def test_emulator_command_serves_stats_until_interrupted() -> None:
@@ -320,12 +328,14 @@ def test_the_timeline_is_in_server_order_with_the_gates_true_state(
 # -- Ctrl-C: one line, status 130, no traceback, at any moment (issue 19) ----------------
 
 
-def _interrupted_demo(trigger: re.Pattern[str], *, twice: bool = False) -> tuple[int, str, str]:
+def _interrupted_demo(
+    trigger: re.Pattern[str], *, twice: bool = False, args: tuple[str, ...] = ()
+) -> tuple[int, str, str]:
     """Run `python -m rtclient demo`, send SIGINT the moment a line of its stdout or of
     its import-time report (stderr, `-X importtime`) matches ``trigger``."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}
     proc = subprocess.Popen(
-        [sys.executable, "-X", "importtime", "-m", "rtclient", "demo", "--color", "never"],
+        [sys.executable, "-X", "importtime", "-m", "rtclient", "demo", "--color", "never", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -475,3 +485,119 @@ def test_both_emulator_commands_take_the_same_options(name: str) -> None:
     assert proc.returncode == 0
     assert vad is None and deltas == 2 and refused == 401
     assert "DEBUG" in rest  # --log-level reached the emulator's handler
+
+
+# -- rtclient demo --live: GPT-Live's delegation story (issue 17) ------------------------
+
+SLOW_SAID = [
+    "I am searching the archive now, box 1 of 5.",
+    "Box 4 of 5 has a match, I am checking it.",
+]
+
+
+def test_the_live_demo_tells_the_delegation_story(capsys: pytest.CaptureFixture[str]) -> None:
+    """Three delegations on a pool: the slow one's two progress commentaries and its
+    result, the failing one's spoken failure notice, the fine one's result - each placed
+    once (the emulator's record), in the order the client received them, nothing lost."""
+    from rtclient.cli_live import FAILURE, FAILURE_NOTICE, RESULT_SLOW, SAID
+
+    assert main(["demo", "--live", "--color", "never"]) == 0
+    out = capsys.readouterr().out
+    lines = _timeline(out)
+    texts = [f"[{tag}] {text}" for _, tag, text in lines]
+    assert [ms for ms, _, _ in lines] == sorted(ms for ms, _, _ in lines)
+
+    def index(pattern: str) -> int:
+        found = [i for i, line in enumerate(texts) if re.search(pattern, line)]
+        assert len(found) == 1, (pattern, found)
+        return found[0]
+
+    created = re.findall(r"\[SERVER\] session\.delegation\.created (dlg_\w+) at \d+ ms", out)
+    assert len(created) == len(set(created)) == 3
+    slow, failing, fine = created
+    for delegation, kind in zip(created, ("slow", "failing", "staging"), strict=True):
+        ran = index(rf"^\[HANDLER\] {delegation} \(.*{kind}.*\) runs on delegation_\d: ")
+        assert index(rf"^\[SERVER\] session\.delegation\.created {delegation} ") < ran
+    # the slow one: two progress commentaries, then its result - each spoken once, in order
+    said = [index(rf"^\[HANDLER\] {slow} says \(progress\): '{re.escape(t)}'$") for t in SLOW_SAID]
+    spoken = [index(rf"^\[MODEL\] {re.escape(t)}$") for t in [*SLOW_SAID, RESULT_SLOW]]
+    assert said[0] < spoken[0] and said[1] < spoken[1] < spoken[2]
+    assert index(rf"^\[HANDLER\] {slow} returns its result$") < spoken[2]
+    # the failing one: the handler raised; the failure notice was spoken instead
+    raised = rf"failed \(error\): RuntimeError: {re.escape(FAILURE)}"
+    failed = index(rf"^\[DELEGATION\] {failing} {raised}")
+    assert failed < index(rf"^\[MODEL\] {re.escape(FAILURE_NOTICE)}$")
+    index(rf"^\[MODEL\] {re.escape(str(SAID['staging check']))}$")
+    assert len(re.findall(r"\[SERVER\] session\.commentary\.appended: placed", out)) == 5
+    assert index(r"^\[SERVER\] session\.closed \(close_requested\)$") > spoken[2]
+    assert not re.search(r"\[(SERVER_ERROR|ERROR|WARNING)\]|\[SERVER\] error|lost:", out)
+
+    summary = out[out.index("\nsummary\n") :]
+    assert re.search(rf"^  {slow} archive search \(slow\) +answered after 2 progress updates: "
+                     r"3 of 3 appends placed$", summary, re.M)  # fmt: skip
+    assert re.search(rf"^  {failing} inventory count \(failing\) +failed \(.*\): the failure "
+                     r"notice, 1 of 1 appends placed$", summary, re.M)  # fmt: skip
+    assert re.search(rf"^  {fine} staging check +answered at once: 1 of 1", summary, re.M)
+    assert _summary(out, "delegations") == 3 and _summary(out, "answered") == 2
+    assert _summary(out, "failed (handler raised)") == 1 and _summary(out, "timed out") == 0
+    assert _summary(out, "appends sent") == 5
+    assert _summary(out, "appends placed (the emulator's record)") == 5
+    assert _summary(out, "late or duplicate results") == 0 and _summary(out, "lost") == 0
+    assert _summary(out, "silence streamed (ms)") > 0  # the clock moved with no microphone
+    assert summary.rstrip().endswith("every append placed exactly once, nothing lost")
+
+
+def test_the_live_verdict_fails_when_an_append_is_repeated_or_unplaced() -> None:
+    """The summary's exit status reads the emulator's record, not the client's word."""
+    from rtclient.cli_live import FAILING, FINE, SLOW, Story, summarise
+
+    story = Story()
+    story.kind = {"d1": SLOW, "d2": FAILING, "d3": FINE}
+    stats = dict.fromkeys(
+        ["late_results", "duplicate_results", "results_after_close", "lost",
+         "undelivered_results", "appends_unplaced", "delegation_errors",
+         "delegation_timeouts", "delegations_answered", "silence_sent_ms"], 0,
+    )  # fmt: skip
+    stats |= {"delegations": 3, "appends_sent": 3}
+
+    def record(*appends: tuple[str, str, str]) -> dict[str, Any]:
+        return {"delegations": [
+            {"id": d, "appends": [{"content": c, "status": st} for dd, c, st in appends if dd == d]}
+            for d in ("d1", "d2", "d3")
+        ]}  # fmt: skip
+
+    good = record(("d1", "a", "landed"), ("d2", "b", "landed"), ("d3", "c", "landed"))
+    twice = record(("d1", "a", "landed"), ("d1", "a", "landed"), ("d3", "c", "landed"))
+    unplaced = record(("d1", "a", "landed"), ("d2", "b", "incomplete"), ("d3", "c", "landed"))
+    out = io.StringIO()
+    timeline = Timeline(False, out)
+    assert summarise(timeline, story, stats, good) == 0
+    assert summarise(timeline, story, stats, twice) == 1
+    assert summarise(timeline, story, stats, unplaced) == 1
+    assert out.getvalue().count("SOMETHING WAS LOST OR REPEATED") == 2
+
+
+def test_the_live_demo_piped_into_head_ends_quietly() -> None:
+    demo = shlex.join([sys.executable, "-m", "rtclient", "demo", "--live", "--color", "never"])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}
+    proc = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {demo} | head -5"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert len(proc.stdout.splitlines()) == 5
+
+
+def test_ctrl_c_during_the_live_story_prints_one_line_and_exits_130() -> None:
+    """Interrupted while the slow handler waits on the pool: one line, status 130."""
+    code, out, err = _interrupted_demo(
+        re.compile(r"\[HANDLER\] dlg_\w+ says \(progress\): 'I am searching"), args=("--live",)
+    )
+    report = [line for line in err.splitlines() if not line.startswith("import time:")]
+    assert code == 130, (out, report)
+    assert report == ["rtclient: interrupted"]
+    assert "Traceback" not in out + err

@@ -202,6 +202,74 @@ def test_flask_two_users_get_their_own_calls_tools_and_answers(
     assert users[0].http.post(f"/calls/{call_a}/hangup").status_code == 404
 
 
+class LiveBrowser(Browser):
+    """What live_voice.html does, with aiortc: audio on the track - aiortc's paced
+    silence, which is what moves a GPT-Live session's clock - and events in."""
+
+    def __init__(self, lt: LoopThread) -> None:
+        from aiortc import AudioStreamTrack
+
+        self._lt = lt
+        self.pc, self.channel, self.offer = lt.call(
+            make_offer(track=AudioStreamTrack()), timeout=10
+        )
+        self.call_id = None
+        self.inbox = None
+        self.http = None
+
+
+@pytest.mark.timeout(90)
+def test_flask_live_mode_answers_a_delegation_once_on_its_pool(
+    rt_emulator: Emulator, lt: LoopThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``create_app(live=True)``: the app creates the GPT-Live session for the browser's
+    offer (its key never leaves it) and attaches a sideband whose delegation handler
+    runs on the app's pool; its answer is placed once; the session is this browser
+    session's only."""
+    app = flask_example.create_app(base_url=rt_emulator.url, api_key=SECRET, live=True)
+    user = LiveBrowser(lt)
+    try:
+        http = app.test_client()
+        with caplog.at_level(logging.DEBUG):
+            page = http.get("/")
+            call_id = start_call(http, user)
+        assert page.status_code == 200 and "GPT-Live" in page.get_data(as_text=True)
+        assert call_id.startswith("live_")
+        session = rt_emulator.live_session(call_id)
+        assert session.media == "webrtc"
+        assert rt_emulator.wait_for(lambda: session.clock_ms > 0, 20)  # the browser's audio
+        session.simulate_speech("Please delegate: where is my order 8?")
+        assert rt_emulator.wait_for(
+            lambda: [a["status"] for a in session.appends()] == ["landed"], 20
+        )
+        (delegation,) = session.delegations()["delegations"]
+        assert [(a["kind"], a["content"]) for a in delegation["appends"]] == [
+            ("commentary", "Order 8 is processing.")
+        ]
+        calls = app.extensions["calls"]
+        stats = calls.get(call_id).stats()
+        assert (stats["delegations"], stats["delegations_answered"], stats["lost"]) == (1, 1, 0)
+        # another browser session may not end it; this one may
+        refused = app.test_client().post(f"/calls/{call_id}/hangup")
+        assert refused.status_code == 403
+        assert not session.closed
+        assert http.post(f"/calls/{call_id}/hangup").status_code == 200
+        assert rt_emulator.wait_for(lambda: session.closed, 10)
+        assert calls.live() == []
+        assert SECRET not in caplog.text and SECRET not in user.seen()
+        assert SECRET not in page.get_data(as_text=True)
+    finally:
+        user.close()
+        app.extensions["calls"].close()
+
+
+def test_flask_live_mode_is_one_process_only() -> None:
+    with pytest.raises(ValueError, match="REDIS_URL"):
+        flask_example.create_app(
+            api_key=SECRET, redis_url="redis://127.0.0.1:9/0", secret_key="s", live=True
+        )
+
+
 @pytest.mark.timeout(60)
 def test_flask_a_call_that_ends_without_hangup_is_forgotten(
     rt_emulator: Emulator, flask_app: Any, browsers: Any

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from rtclient.emulator import Emulator, Pace
 from rtclient.errors import NotFoundError, SignalingError
 from rtclient.runtime.loop import LoopThread
 from rtclient.transports.live import (
+    MAX_SILENCE_LAG_MS,
     LiveWebRTCTransport,
     LiveWebSocketTransport,
     webrtc_session,
@@ -116,6 +118,46 @@ def test_the_primary_socket_starts_first_then_silence_moves_the_clock(
     ack = link.until("session.commentary.appended", client_event_id=append_id)
     assert ack["start_ms"] > 0
     assert link.transport.silence_sent_ms >= 300 and link.transport.call_id == core.session_id
+
+
+def test_a_loop_far_behind_skips_silence_instead_of_flooding_the_socket(
+    emu: Emulator, lt: LoopThread, links: list[Link]
+) -> None:
+    """The loop thread is held for 1.5 s (as an overloaded process would hold it): on
+    waking, the pump catches up on at most MAX_SILENCE_LAG_MS of silence and skips the
+    rest - a bounded burst, not 15 chunks at once per session - and goes on in time."""
+    link, core = primary(emu, lt, links)
+    session = emu.live_session(core.session_id or "")
+    assert emu.wait_for(lambda: session.clock_ms >= 200, WAIT)
+    transport = link.transport
+    began, before = time.monotonic(), transport.silence_sent_ms
+    lt.call_soon(time.sleep, 1.5)  # the deliberate stall under test, not a wait
+    assert emu.wait_for(lambda: transport.silence_skipped_ms > 0, WAIT)
+    elapsed_ms = (time.monotonic() - began) * 1000
+    skipped, sent = transport.silence_skipped_ms, transport.silence_sent_ms - before
+    assert skipped >= 1500 - MAX_SILENCE_LAG_MS - 200
+    assert sent + skipped <= elapsed_ms + 200  # never ahead of real time: a bounded burst
+    clock = session.clock_ms
+    assert emu.wait_for(lambda: session.clock_ms >= clock + 300, WAIT)  # on it goes
+    assert not session.errors
+
+
+def test_the_models_audio_is_decoded_only_for_someone_who_takes_it(
+    emu: Emulator, lt: LoopThread, links: list[Link]
+) -> None:
+    """GPT-Live's output is one continuous stream (ten deltas a second): a session with
+    an audio callback gets it as frames; one without receives the deltas and never
+    parses or decodes them (no playback position to keep: the client never truncates)."""
+    frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    primary(emu, lt, links, on_audio_frame=frames.put)
+    frame = frames.get(timeout=WAIT)
+    assert (frame.sample_rate, frame.format.name, frame.layout.name) == (24000, "s16", "mono")
+    assert frame.samples > 0
+    quiet, _ = primary(emu, lt, links)
+    for _ in range(3):
+        quiet.until("session.output_audio.delta")
+    playback = quiet.transport._playback
+    assert quiet.transport._pts == 0 and playback._ends_at == 0.0  # never decoded, never timed
 
 
 def test_without_silence_an_append_waits_for_audio(

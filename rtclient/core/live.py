@@ -52,6 +52,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from rtclient import logs
 from rtclient.core import events as ev
 from rtclient.core.gate import GateMachine, Note, Trigger
 from rtclient.core.live_calls import TERMINAL, BackendCalls
@@ -474,15 +475,25 @@ class LiveCore:
 
     # -- server events -------------------------------------------------------------------
 
-    @_serialised
     def receive(self, text: str | bytes) -> list[Effect]:
-        """One server message (loop thread, in arrival order)."""
+        """One server message (loop thread, in arrival order). Its ``[SERVER_EVENT]``
+        trace line (:func:`rtclient.logs.trace_server_event`) is written first, outside
+        the lock: in arrival order, before any line about what it causes."""
         try:
             event = ev.decode(text)
         except ev.MalformedEventError as exc:
-            self.counters["malformed_events"] += 1
-            self._notes.append(("WARNING", "SERVER_EVENT", "malformed message skipped: {}", (exc,)))
-            return []
+            return self._malformed(exc)
+        logs.trace_server_event(event)
+        return self._received(event)
+
+    @_serialised
+    def _malformed(self, exc: ev.MalformedEventError) -> list[Effect]:
+        self.counters["malformed_events"] += 1
+        self._notes.append(("WARNING", "SERVER_EVENT", "malformed message skipped: {}", (exc,)))
+        return []
+
+    @_serialised
+    def _received(self, event: dict[str, Any]) -> list[Effect]:
         return self._on_event(event)
 
     @_serialised

@@ -23,7 +23,8 @@ timeline reaches it, so with no audio it waits - and closing then fails it with
 ``context_injection_incomplete``. A microphone (or a browser's) streams continuously,
 silence included; a server-side client often has no microphone. So the Live
 WebSocket transport streams **silence** in real time (``silence_ms`` chunks, paced
-by the loop's clock) from ``session.started`` to ``session.closed`` whenever no
+by the loop's clock; at most ``MAX_SILENCE_LAG_MS`` of catching up after a late
+wake-up) from ``session.started`` to ``session.closed`` whenever no
 ``audio_in`` is playing - before it, after a file ends, or all along
 (``stream_silence=False`` turns it off: the app then keeps the clock moving itself).
 Nothing is sent before ``session.started`` - audio neither. Over WebRTC the default
@@ -46,6 +47,7 @@ from rtclient.transports.webrtc import WebRTCTransport
 from rtclient.transports.websocket import WebSocketTransport
 
 DEFAULT_SILENCE_MS = 100
+MAX_SILENCE_LAG_MS = 500  # the silence a late wake-up may still catch up on
 _STARTED = "session.started"
 _CLOSED = "session.closed"
 LIVE_AUDIO_FORMAT = {"type": "audio/pcm", "rate": pcm.RATE}
@@ -105,6 +107,7 @@ class LiveWebSocketTransport(WebSocketTransport):
         self._session_id: str | None = None  # a primary's, from session.started
         self._audio_tasks: list[asyncio.Task[None]] = []
         self.silence_sent_ms = 0  # how much silence kept the clock moving (for stats)
+        self.silence_skipped_ms = 0  # silence not sent: the loop was too far behind
 
     def __repr__(self) -> str:
         kind = f"sideband session={self._call_id}" if self._call_id else "primary"
@@ -123,6 +126,16 @@ class LiveWebSocketTransport(WebSocketTransport):
 
     def _audio_ready(self) -> None:
         """Not yet: input audio waits for ``session.started`` (see :meth:`_receive`)."""
+
+    def _play(self, text: str) -> None:
+        """The model's audio, decoded only for someone who takes it (``on_audio``,
+        ``audio_out``). GPT-Live's output is one continuous stream - ten deltas a second
+        of mostly silence - and the client never truncates it (the model handles
+        barge-in), so there is no playback position to keep: a session that wants no
+        audio neither parses nor base64-decodes it here (bench/live.py: that was ~10%
+        of the loop thread's time per session)."""
+        if self._on_audio_frame is not None or self._recording is not None:
+            super()._play(text)
 
     def _receive(self, text: str) -> None:
         # Peek as the base class peeks for audio: only these two types can match.
@@ -166,14 +179,26 @@ class LiveWebSocketTransport(WebSocketTransport):
             await self._pump_silence()  # the file ended: the clock must not stop
 
     async def _pump_silence(self) -> None:
-        """PCM16 zeros, ``silence_ms`` at a time, in real time by the loop's clock (a
-        late wake-up sends what is due at once: the timeline never falls behind)."""
+        """PCM16 zeros, ``silence_ms`` at a time, in real time by the loop's clock. A
+        late wake-up sends what is due at once, up to ``MAX_SILENCE_LAG_MS``: a loop
+        further behind than that (a process holding more sessions than it can stream)
+        skips the rest (``silence_skipped_ms``) - the session clock then runs slower
+        than real time, which delays placements, instead of a catch-up burst per
+        session per wake-up that loads the loop more the further behind it is (measured
+        in bench/live.py: memory grew without bound at 1,000 sessions)."""
         loop = asyncio.get_running_loop()
         chunk = base64.b64encode(bytes(pcm.BYTES_PER_MS * self._silence_ms)).decode()
         text = json.dumps({"type": self.AUDIO_IN, "audio": chunk}, separators=(",", ":"))
         began = loop.time()
+        step = self._silence_ms
         while not self._closing:
             due_ms = (loop.time() - began) * 1000
+            lag = due_ms - self.silence_sent_ms
+            if lag > MAX_SILENCE_LAG_MS:
+                skipped = (lag - MAX_SILENCE_LAG_MS) // step * step + step
+                began += skipped / 1000  # the schedule moves on: that silence is not sent
+                due_ms -= skipped
+                self.silence_skipped_ms += int(skipped)
             while self.silence_sent_ms <= due_ms:
                 try:
                     self._send_text(text, self.AUDIO_IN)
