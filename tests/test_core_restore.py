@@ -51,7 +51,9 @@ def user_text(item_id: str, text: str, previous: str | None) -> list[dict[str, A
     return [added, {**added, "type": "conversation.item.done"}]
 
 
-def assistant(item_id: str, previous: str | None, *, audio: str | None = None, text: str = "") -> list[dict[str, Any]]:  # noqa: E501
+def assistant(
+    item_id: str, previous: str | None, *, audio: str | None = None, text: str = ""
+) -> list[dict[str, Any]]:
     part = {"type": "output_audio", "transcript": None} if audio else {"type": "output_text"}
     started = {
         "id": item_id,
@@ -81,7 +83,9 @@ def assistant(item_id: str, previous: str | None, *, audio: str | None = None, t
     return events
 
 
-def call(item_id: str, call_id: str, previous: str | None, rid: str = "resp_1") -> list[dict[str, Any]]:  # noqa: E501
+def call(
+    item_id: str, call_id: str, previous: str | None, rid: str = "resp_1"
+) -> list[dict[str, Any]]:
     started = {
         "id": item_id,
         "type": "function_call",
@@ -443,7 +447,19 @@ def test_a_sideband_round_that_completes_while_detached_is_followed_up_by_the_ne
     old = core(log=log)
     for event in call("item_f1", "call_1", None, rid="resp_1"):
         old.receive(json.dumps(event))
-    starts = [f for f in old.step({"type": "response.done", "response": {"id": "resp_1", "output": [call("item_f1", "call_1", None)[3]["item"]]}}) if isinstance(f, Start)]  # noqa: E501
+    starts = [
+        f
+        for f in old.step(
+            {
+                "type": "response.done",
+                "response": {
+                    "id": "resp_1",
+                    "output": [call("item_f1", "call_1", None)[3]["item"]],
+                },
+            }
+        )
+        if isinstance(f, Start)
+    ]
     assert len(starts) == 1
     old.detach(SessionReplacedError("lost"), defer_rounds=True)
     future: Future[Any] = Future()

@@ -442,7 +442,7 @@ class SessionShell:
             if self._reconnect_stop.wait(policy.delay(attempt, draws.random())):
                 return  # close()
             try:
-                event = self._reconnect_attempt(attempt)
+                self._reconnect_attempt(attempt)
             except BaseException as exc:
                 if self._life.ending or self._life.error is not None:
                     return
@@ -451,7 +451,6 @@ class SessionShell:
                 if not isinstance(exc, RETRYABLE) or isinstance(exc, ReconnectFailedError):
                     break
                 continue
-            self._dispatcher.put(event)
             logger.info("[RECONNECT] reconnected after {} attempt(s)", attempt)
             return
         failure = ReconnectFailedError(
@@ -461,7 +460,7 @@ class SessionShell:
         logger.error("[RECONNECT] giving up: {}", failure)
         self._shut_down(failure)
 
-    def _reconnect_attempt(self, attempt: int) -> dict[str, Any]:
+    def _reconnect_attempt(self, attempt: int) -> None:
         """One attempt: retire the previous connection, build the next with a new core
         (published step by step, as ``_build`` does), wait until ready, restore."""
         loop_thread = self._loop_thread
@@ -491,8 +490,8 @@ class SessionShell:
         event = self._after_reopen(attempt, deadline)
         with self._lock:
             self._check_reconnecting()
+            self._dispatcher.put(event)  # before a next loss's rtclient.reconnecting
             self._reconnecting = False
-        return event
 
     def _check_reconnecting(self) -> None:
         """Lock held: the attempt may go on (``close()`` or a give-up did not come)."""
