@@ -48,7 +48,7 @@ class StallingProxy:
         self._server: asyncio.AbstractServer | None = None
         self._refusing = False
         self.accepted = 0
-        self.refused = threading.Event()  # set at each connection refused
+        self._accepting = threading.Condition()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
         listener.bind(("127.0.0.1", 0))
@@ -75,10 +75,11 @@ class StallingProxy:
         self._server = await asyncio.start_server(self._handle, sock=listener)
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        self.accepted += 1
+        with self._accepting:
+            self.accepted += 1
+            self._accepting.notify_all()
         if self._refusing:
             _reset(client_w)
-            self.refused.set()
             return
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         self._writers += [client_w, up_w]
@@ -138,9 +139,13 @@ class StallingProxy:
 
         async def refuse() -> None:
             self._refusing = on
-            self.refused.clear()
 
         self._call(refuse())
+
+    def wait_accepted(self, count: int, timeout: float) -> bool:
+        """Until ``count`` connections in all were accepted (or refused)."""
+        with self._accepting:
+            return self._accepting.wait_for(lambda: self.accepted >= count, timeout)
 
     def close(self) -> None:
         async def shut() -> None:
