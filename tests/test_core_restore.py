@@ -496,3 +496,18 @@ def test_recovered_calls_run_once_and_get_one_follow_up() -> None:
     again = run(c.recover(found), c)
     again += run(c.finish_rounds({"resp_gap": found}), c)
     assert not [f for f in again if isinstance(f, (Send, Start))]
+
+
+def test_an_output_the_client_wrote_is_restored_with_its_call_echoed_or_not() -> None:
+    log = fed(user_text("item_u1", "get_weather", None), call("item_f1", "call_1", "item_u1"))
+    item = {"id": output_item_id("call_1"), "type": "function_call_output", "call_id": "call_1"}
+    log.client_event({"type": "conversation.item.create", "item": {**item, "output": "sunny"}})
+    # the connection died before the echo: the client still knows what it answered
+    plan = plan_restore(log.snapshot())
+    assert [i["id"] for i in plan.items] == ["item_u1", "item_f1", output_item_id("call_1")]
+    assert plan.items[-1] == {**item, "output": "sunny"}
+    # the echo changes nothing but the certainty
+    for event in output(output_item_id("call_1"), "call_1", "item_f1"):
+        log.server_event(event)
+    assert [i.id for i in log.snapshot()] == ["item_u1", "item_f1", output_item_id("call_1")]
+    assert log.unechoed_outputs() == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -425,3 +426,103 @@ def test_a_tool_running_when_the_sideband_drops_is_answered_once_over_the_new_on
             with contextlib.suppress(Exception):
                 sideband.close()
             browser.close()
+
+
+def test_a_tool_running_when_an_own_session_is_lost_is_not_carried_into_the_new_one() -> None:
+    release, started = threading.Event(), threading.Event()
+
+    @tool(name="get_weather")
+    def slow_weather(city: str = "Oslo") -> str:
+        """The weather in a city, slowly."""
+        started.set()
+        assert release.wait(WAIT)
+        return f"rainy in {city}"
+
+    with (
+        Emulator(turn_detection=None) as emu,
+        ThreadPoolExecutor(1, thread_name_prefix="test-tool") as pool,
+    ):
+        client = RealtimeClient(
+            api_key=KEY,
+            base_url=emu.url,
+            transport="websocket",
+            session={"output_modalities": ["text"]},
+            tools=[slow_weather],
+            executor=pool,
+            reconnect=FAST,
+        )
+        seen = Seen(client, "rtclient.reconnected")
+        with client, ThreadPoolExecutor(1) as asker:
+            asked = asker.submit(client.ask, "get_weather", timeout=WAIT)
+            assert started.wait(WAIT)
+            own_session(emu, client).close()
+            with pytest.raises(SessionReplacedError):
+                asked.result(WAIT)
+            event = Reconnected.model_validate(seen.wait(of_type("rtclient.reconnected")))
+            assert [(n.type, n.reason) for n in event.not_restored] == [
+                ("function_call", "no output")
+            ]
+            release.set()
+            pool.submit(lambda: None).result(WAIT)  # the tool's outcome has been handled
+            assert client.stats()["undelivered_outputs"] == 1  # discarded, and counted
+            assert client.ask("hello").text == "You said: hello"
+            new = own_session(emu, client)
+            assert not [e for e in new.client_events if is_output(e)]
+
+
+def test_an_attempt_whose_connection_is_lost_while_restoring_is_retried() -> None:
+    with Emulator(turn_detection=None) as emu:
+        client = RealtimeClient(
+            api_key=KEY,
+            base_url=emu.url,
+            transport="websocket",
+            session={"output_modalities": ["text"]},
+            reconnect=Reconnect(max_attempts=50, backoff=0.02, backoff_max=0.05),
+        )
+        seen = Seen(client, "rtclient.reconnected")
+        with client:
+            client.ask("hello")
+            emu.set_faults(close_after_events=2)  # new sessions end after their session.updated
+            own_session(emu, client).close()
+            assert emu.wait_for(lambda: len(emu.sessions) >= 3, WAIT)  # an attempt was cut
+            emu.set_faults(close_after_events=None)
+            event = seen.wait(of_type("rtclient.reconnected"))
+            assert event["attempts"] >= 2 and event["restored_items"] == 2
+            assert client.ask("again").text == "You said: again"
+            assert client.stats()["lost"] == 0
+            # and a second loss is survived the same way
+            own_session(emu, client).close()
+            seen.wait(lambda e: e["type"] == "rtclient.reconnected" and e is not event)
+            assert client.ask("third").text == "You said: third"
+            restored = item_creates(own_session(emu, client).client_events)
+            assert len(restored) == 5  # hello, its answer, again, its answer, and "third"
+            assert client.stats()["reconnects"] == 2
+
+
+def test_close_while_the_new_session_is_being_restored_leaves_nothing_running() -> None:
+    with Emulator(turn_detection=None) as emu:
+        client = RealtimeClient(
+            api_key=KEY,
+            base_url=emu.url,
+            transport="websocket",
+            session={"output_modalities": ["text"]},
+            reconnect=FAST,
+        )
+        client.connect()
+        try:
+            client.ask("hello")
+            # the next session takes the restored items and never answers them
+            emu.set_faults(ignore_event_type="conversation.item.create")
+            own_session(emu, client).close()
+            assert emu.wait_for(
+                lambda: any(
+                    e.get("type") == "conversation.item.create"
+                    for s in emu.sessions[1:]
+                    for e in s.client_events
+                ),
+                WAIT,
+            )
+        finally:
+            client.close(timeout=10)
+        assert client.closed and len(emu.sessions) == 2
+        assert emu.wait_for(lambda: emu.sessions[1].closed, WAIT)  # its socket was closed

@@ -226,12 +226,7 @@ class ConversationLog:
             elif kind == "conversation.item.create":
                 item = event.get("item")
                 if isinstance(item, Mapping) and item.get("type") == "function_call_output":
-                    call_id = item.get("call_id")
-                    if isinstance(call_id, str):
-                        self._answered.add(call_id)
-                        self._outputs[call_id] = copy.deepcopy(dict(event))
-                        while len(self._outputs) > _OUTPUTS_KEPT:
-                            self._outputs.popitem(last=False)
+                    self._output_written(event, item)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -287,6 +282,23 @@ class ConversationLog:
         """The ``session`` of every ``session.update`` the server accepted, in order."""
         with self._lock:
             return copy.deepcopy(self._updates)
+
+    def _output_written(self, event: Mapping[str, Any], item: Mapping[str, Any]) -> None:
+        """Lock held: an output this client wrote. Known to the client whether or not
+        its echo comes back: one with an item id (the tool runner's) joins the log at
+        once, where the server appends it (its echo then only confirms it)."""
+        call_id, item_id, output = item.get("call_id"), item.get("id"), item.get("output")
+        if not isinstance(call_id, str):
+            return
+        self._answered.add(call_id)
+        self._outputs[call_id] = copy.deepcopy(dict(event))
+        while len(self._outputs) > _OUTPUTS_KEPT:
+            self._outputs.popitem(last=False)
+        if isinstance(item_id, str) and isinstance(output, str) and item_id not in self._items:
+            seen = SeenItem(item_id, "function_call_output", call_id=call_id, output=output)
+            seen.done = True
+            self._items[item_id] = seen
+            self._insert(item_id, _LAST)
 
     # -- server events (lock held) ----------------------------------------------------
 

@@ -425,9 +425,12 @@ class SessionShell:
         old_waiters.fail_all(replaced)
         self._pins.append((marker, old_core))
         self._dispatcher.put(marker)
-        thread = self._reconnect_thread
-        if thread is not None:
-            thread.start()
+        with self._lock:
+            # Started under the lock (a brief wait for the thread to exist): close()
+            # either comes first and nothing starts, or finds it started and joins it.
+            thread = self._reconnect_thread
+            if thread is not None and not self._life.ending and self._life.error is None:
+                thread.start()
 
     def _reconnect_run(self) -> None:
         """The reconnect thread: attempts with backoff until one restores, the policy
@@ -448,7 +451,7 @@ class SessionShell:
                     return
                 last = exc
                 logger.warning("[RECONNECT] attempt {} failed: {!r}", attempt, exc)
-                if not isinstance(exc, RETRYABLE) or isinstance(exc, ReconnectFailedError):
+                if not isinstance(exc, RETRYABLE):
                     break
                 continue
             logger.info("[RECONNECT] reconnected after {} attempt(s)", attempt)
@@ -468,6 +471,8 @@ class SessionShell:
         with self._lock:
             self._check_reconnecting()
             previous, self._transport = self._transport, None
+            if self._keeps_conversation() and self._parked is None:
+                self._parked = []  # a failed attempt's connection took the outputs
         if previous is not None:
             try:
                 loop_thread.call(previous.close(hangup=True), timeout=self.close_timeout)
