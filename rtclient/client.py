@@ -441,7 +441,11 @@ class RealtimeClient(ConversationCalls, SessionShell):
                 self._waiters.forget(("oob", oob_id))
                 raise
             return ResponseTicket(future, reason, self._may_block, self._catalog)
-        trigger, effects = self._core.request(reason, params)
+        try:
+            trigger, effects = self._core.request(reason, params)
+        except ClosedError:
+            self._check_open()  # the gate closed under us: reconnecting, or closed
+            raise
         self._apply(effects)
         return ResponseTicket(trigger.future, reason, self._may_block, self._catalog)
 
@@ -450,6 +454,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
         (``timeout=None``: until the answer or the close of the client)."""
         self._may_block("ask()", True)
         deadline = time.monotonic() + timeout if timeout is not None else None
+        gen = self._gen  # a reconnect meanwhile fails the rounds of this connection
         ticket = self.send_text(text)
         assert ticket is not None
         done = ticket.result(remaining(deadline))
@@ -463,7 +468,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
                 commentary.append(preamble)
             if not ev.function_calls(done) or not self._core.tools.specs:
                 break
-            waiter = self._waiters.register(("followup", str(rid)))
+            waiter = self._register_for(("followup", str(rid)), gen)
             what = f"the tool round of {rid} and its follow-up response"
             calls, followup = wait_for(waiter, remaining(deadline), what)
             calls_made.extend(calls)
@@ -495,6 +500,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
         self._check_open()
         if wait:
             self._may_block("interrupt(wait=True)", True)
+        gen = self._gen
         response_id = self._core.interrupt()
         if response_id is not None:
             try:
@@ -506,7 +512,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
         self._send(ev.output_audio_buffer_clear())
         if response_id is None or not wait:
             return None
-        waiter = self._waiters.register(("done", response_id))  # fails at once if closed
+        waiter = self._register_for(("done", response_id), gen)  # fails at once if closed
         done: dict[str, Any] = wait_for(
             waiter, timeout, f"the cancelled response {response_id} to finish"
         )

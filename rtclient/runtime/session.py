@@ -516,6 +516,19 @@ class SessionShell:
             if thread.is_alive():
                 logger.warning("[RECONNECT] the reconnect thread did not stop within {}s", timeout)
 
+    def _register_for(self, key: tuple[str, str], gen: int) -> concurrent.futures.Future[Any]:
+        """``key``'s waiter, for what the connection of generation ``gen`` will answer
+        (a round's follow-up, a cancelled response's done): if that connection has been
+        replaced since, it fails at once with :class:`SessionReplacedError` instead of
+        waiting on a new connection that will never answer it. (The check runs under
+        the lock the replacement takes; raising there registers nothing.)"""
+
+        def same_connection() -> None:
+            if self._gen != gen:
+                raise SessionReplacedError("the connection this waited on was replaced")
+
+        return self._waiters.register(key, also=same_connection)
+
     def _flush_parked(self) -> int:
         """Send the outputs held while re-attaching (the reconnect thread, once the new
         connection is ready). Returns how many."""
