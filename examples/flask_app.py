@@ -85,8 +85,8 @@ from rtclient import (
     hangup_call,
     tool,
 )
-from rtclient.client import DEFAULT_BASE_URL
 from rtclient.logs import short_id
+from rtclient.transports.signaling import resolve_base_url
 
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
@@ -132,6 +132,8 @@ def track_parcel(order_id: int) -> dict[str, Any]:
         give_up = time.monotonic() + 30
         while not os.path.exists(carrier_open) and time.monotonic() < give_up:
             time.sleep(0.01)
+        with open(f"{carrier_open}.answered", "a") as answered:  # tests: which worker ran it
+            answered.write(f"{os.getpid()}\n")
     else:
         time.sleep(float(os.environ.get("SHOP_CARRIER_SECONDS", "0.2")))  # the carrier's API
     order = ORDERS.get(order_id) or {}
@@ -308,7 +310,7 @@ def create_app(
     """
     app = Flask(__name__)
     key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-    url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    url = resolve_base_url(base_url)
     redis_url = redis_url or os.environ.get("REDIS_URL")
     secret_key = secret_key or os.environ.get("FLASK_SECRET_KEY")
     if not secret_key and redis_url:

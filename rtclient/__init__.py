@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from rtclient.errors import ReconnectingError as ReconnectingError
     from rtclient.errors import ResponseRejectedError as ResponseRejectedError
     from rtclient.errors import SendError as SendError
+    from rtclient.errors import SendRefusedError as SendRefusedError
     from rtclient.errors import ServerError as ServerError
     from rtclient.errors import SessionClosedError as SessionClosedError
     from rtclient.errors import SessionExpiredError as SessionExpiredError
@@ -147,6 +148,7 @@ _EXPORTS = {
     "ResponseRejectedError": "rtclient.errors",
     "ResponseTicket": "rtclient.client",
     "SendError": "rtclient.errors",
+    "SendRefusedError": "rtclient.errors",
     "ServerError": "rtclient.errors",
     "SessionClosedError": "rtclient.errors",
     "SessionExpiredError": "rtclient.errors",

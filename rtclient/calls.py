@@ -41,7 +41,6 @@ from rtclient.tools import ToolSpec, build_spec
 from rtclient.transports import signaling
 
 T = TypeVar("T")
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def create_call(
     described = session_tools(tools)
     if described:
         config.setdefault("tools", described)
-    url = _base_url(base_url)
+    url = signaling.resolve_base_url(base_url)
 
     async def post() -> CallAnswer:
         async with aiohttp.ClientSession() as http:
@@ -98,7 +97,7 @@ def hangup_call(
 ) -> None:
     """End ``call_id`` for every connection on it (the browser and any sideband)."""
     key = _standard_key(api_key, "hangup_call")
-    url = _base_url(base_url)
+    url = signaling.resolve_base_url(base_url)
 
     async def post() -> None:
         async with aiohttp.ClientSession() as http:
@@ -129,10 +128,6 @@ def _standard_key(api_key: str | Callable[[], str] | None, what: str) -> Secret:
             "which posts its own offer"
         )
     return key
-
-
-def _base_url(base_url: str | None) -> str:
-    return (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
 
 
 def _run(

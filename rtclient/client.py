@@ -27,7 +27,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -69,8 +68,6 @@ if TYPE_CHECKING:
     from openai.types.realtime import ResponseDoneEvent
 
     from rtclient._typed import AnyServerEvent, On
-
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 def _to_model(event: Mapping[str, Any]) -> Any:
@@ -229,6 +226,11 @@ class RealtimeClient(ConversationCalls, SessionShell):
     ``rtclient.reconnected`` (:class:`~rtclient.core.restore.Reconnected`: what was
     restored). A ``response.create`` is never replayed. Off by default: a lost
     connection closes the client, as ever.
+
+    ``send_guard(event)`` runs on the loop thread at the last moment before each event
+    is written; if it raises, the event is not written and the sender gets
+    :class:`SendRefusedError` (a refused create fails its request, not retried; a
+    refused tool output is undelivered). E.g. a holder whose lease may be lost.
     """
 
     def __init__(
@@ -256,6 +258,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
         close_timeout: float = 10.0,
         client_turns: bool = False,
         reconnect: Reconnect | bool | None = None,
+        send_guard: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         if reasoning_effort is not None and reasoning_effort not in ev.REASONING_EFFORTS:
             raise ValueError(
@@ -276,13 +279,14 @@ class RealtimeClient(ConversationCalls, SessionShell):
             core,
             REALTIME_EVENTS,
             api_key=api_key,
-            base_url=base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+            base_url=base_url,
             executor=executor,
             loop_thread=loop_thread,
             connect_timeout=connect_timeout,
             close_timeout=close_timeout,
             bridge_size=bridge_size,
             on_audio=on_audio,
+            send_guard=send_guard,
         )
         self._core: RealtimeProtocol = core
         self._catalog = REALTIME_EVENTS

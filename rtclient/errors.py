@@ -157,6 +157,11 @@ class MessageTooLargeError(SendError):
         self.limit = limit
 
 
+class SendRefusedError(RealtimeError):
+    """The client's ``send_guard`` refused an event: it was not written. The guard's own
+    exception is the cause (``__cause__``). A refused ``response.create`` is not retried."""
+
+
 class WaitTimeoutError(RealtimeError, TimeoutError):
     """A blocking call waited its whole ``timeout``; the message says what for.
 

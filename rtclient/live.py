@@ -55,7 +55,6 @@ from rtclient.transports.live import (
 if TYPE_CHECKING:
     from rtclient._typed_live import AnyLiveEvent, OnLive
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 LIVE_EVENTS = Catalog(
     api="live",
@@ -166,7 +165,7 @@ class LiveClient(SessionShell):
             core,
             LIVE_EVENTS,
             api_key=api_key,
-            base_url=base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+            base_url=base_url,
             executor=executor,
             loop_thread=loop_thread,
             connect_timeout=connect_timeout,

@@ -260,6 +260,55 @@ def process_state(pid: int) -> str:
     return stat[stat.rindex(")") + 2]
 
 
+# ------------------------------------------------------- the emulator's record of a call
+TICKET_KEY = "rtclient_ticket"
+
+
+def sideband_creates(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``response.create`` events a sideband sent (rtclient's carry a ticket)."""
+    return [
+        e
+        for e in record["client_events"]
+        if e.get("type") == "response.create"
+        and TICKET_KEY in ((e.get("response") or {}).get("metadata") or {})
+    ]
+
+
+def creator_pid(event_id: str) -> int:
+    """The pid in an rtclient ticket id, ``rtc_<pid hex>_...``."""
+    return int(event_id.split("_")[1], 16)
+
+
+def sender_pid(event: Mapping[str, Any]) -> int | None:
+    """The process that sent ``event``, from its rtclient event id (``evt_rtc_<pid
+    hex>_<n>``, or a create's ticket ``rtc_<pid hex>_...``); None for the browser's."""
+    parts = str(event.get("event_id") or "").removeprefix("evt_").split("_")
+    if len(parts) >= 3 and parts[0] == "rtc":
+        with contextlib.suppress(ValueError):
+            return int(parts[1], 16)
+    return None
+
+
+def outputs_for(record: dict[str, Any], call_id: str) -> list[str]:
+    return [
+        e["item"]["output"]
+        for e in record["client_events"]
+        if e.get("type") == "conversation.item.create"
+        and e["item"].get("type") == "function_call_output"
+        and e["item"].get("call_id") == call_id
+    ]
+
+
+def outputs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``function_call_output`` items created, in order."""
+    return [
+        e
+        for e in events
+        if e.get("type") == "conversation.item.create"
+        and (e.get("item") or {}).get("type") == "function_call_output"
+    ]
+
+
 # ---------------------------------------------------------------------- the registry
 class Registry:
     """What the app's workers share in Redis (``examples/calls_registry.py``), read-only."""
@@ -307,7 +356,11 @@ class Registry:
         return answered and all(r.get("followed") for r in self.rounds(call_id).values())
 
     def wait_settled(self, call_id: str, timeout: float = 10.0) -> None:
-        wait_until(lambda: self.settled(call_id), timeout, f"{call_id}'s tool rounds recorded")
+        try:
+            wait_until(lambda: self.settled(call_id), timeout, f"{call_id}'s rounds recorded")
+        except AssertionError as exc:
+            state = {"tools": self.tools(call_id), "rounds": self.rounds(call_id)}
+            raise AssertionError(f"{exc}; the registry has {json.dumps(state)}") from None
 
     def workers(self, pids: set[int], fresh_within: float) -> set[int]:
         """Which of ``pids`` run a registry thread that checked in lately."""
@@ -318,6 +371,14 @@ class Registry:
             if info["pid"] in pids and now - info["seen_at"] < fresh_within:
                 alive.add(int(info["pid"]))
         return alive
+
+    def worker(self, pid: int) -> dict[str, Any] | None:
+        """The heartbeat of worker ``pid`` (what it holds, how many times it fenced)."""
+        for value in self.r.hvals(self.key("workers")):
+            info = json.loads(value)
+            if info["pid"] == pid:
+                return dict(info)
+        return None
 
     def attached_after(self, call_id: str, epoch: int, pid: int) -> dict[str, str] | None:
         """The call's record once a worker other than ``pid`` attached at an epoch

@@ -569,3 +569,81 @@ def test_every_committed_result_is_quoted() -> None:
     for png in RESULTS.glob("*.png"):
         assert png.with_suffix(".json").exists(), f"{png.name} has no result file"
     assert re.search(r"^bench/results/local/$", (ROOT / ".gitignore").read_text(), re.M)
+
+
+CHAOS_COLUMNS = {
+    "trials": "trials",
+    "double outputs": "double_outputs",
+    "double creates": "double_creates",
+    "double answers": "double_answers",
+    "answered": "answered",
+    "reported lost": "reported_lost",
+    "takeovers": "takeovers",
+}
+
+
+def test_the_chaos_table_is_the_chaos_results() -> None:
+    """bench/chaos.py: fencing holds (no double anything, every question accounted for)
+    and the text quotes the run: bench/README's table, its prose, the README's bound."""
+    chaos = load("chaos")
+    conf, table = chaos["config"], chaos["table"]
+    assert (conf["partitions"], conf["pauses"], conf["workers"], conf["ttl_s"]) == (
+        100,
+        100,
+        3,
+        2.0,
+    )
+    for kind, figures in table.items():
+        assert figures["trials"] == conf[f"{kind}s"]
+        assert figures["double_outputs"] == figures["double_creates"] == 0, kind
+        assert figures["double_answers"] == figures["unaccounted"] == 0, kind
+        assert figures["answered"] + figures["reported_lost"] == figures["trials"], kind
+    assert chaos["double_outputs"] == chaos["double_creates"] == chaos["double_answers"] == 0
+    assert chaos["rejections"] == 0 and chaos["holders_fenced"] > 0
+    bound = chaos["takeover_bound"]
+    # the design's bound: TTL + tick + the takeover wait's worst + an attach allowance
+    tick, after = conf["tick_s"], conf["takeover_after_s"]
+    expected = conf["ttl_s"] + tick + max(0.0, after - (conf["ttl_s"] - tick))
+    assert bound["bound_s"] == round(expected + bound["attach_allowance_s"], 3)
+    assert chaos["takeover_s"]["max"] <= bound["bound_s"] and chaos["waited_s"]["max"] < 0.1
+
+    rows = {
+        r["kind"]: r
+        for r in table_after(BENCH_README, "### Latest figures (`python bench/chaos.py")
+    }
+    assert set(rows) == set(table)
+    for kind, figures in table.items():
+        for header, key in CHAOS_COLUMNS.items():
+            assert rows[kind][header] == fmt(figures[key]), (kind, header)
+        took = figures["takeover_s"]
+        cells = (rows[kind]["takeover p50 s"], rows[kind]["p90 s"], rows[kind]["worst s"])
+        assert cells == (fmt(took["p50"]), fmt(took["p90"]), fmt(took["max"])), kind
+    quoted(f"`python bench/chaos.py --name chaos`, {chaos['wall_s']:.0f} s", BENCH_README, "bench")
+    all_ = chaos["takeover_s"]
+    answered = sum(f["answered"] for f in table.values())
+    lost = sum(f["reported_lost"] for f in table.values())
+    pause_holder = table["pause"]["holder_hit"]
+    released = sum(f["handovers"].get("released", 0) for f in table.values())
+    for phrase in (
+        f"(the holder in {pause_holder} of {table['pause']['trials']})",
+        f"{chaos['holders_fenced']} holders fenced themselves, their send guards refused "
+        f"{chaos['sends_refused_by_fence']} events",
+        f"= **{bound['bound_s']:.2f} s**",
+        f"the worst of {all_['n']} takeovers took {all_['max']:.2f} s",
+        f"{chaos['waited_s']['max']:.3f} s at most",
+        f"down to {all_['min']:.2f} s",
+        f"({released} of {all_['n']} were released)",
+    ):
+        quoted(phrase, BENCH_README, "bench/README chaos")
+    for phrase in (
+        f"{all_['n']} takeovers, **{all_['p50']:.2f} s p50, {all_['p90']:.2f} s p90, "
+        f"{all_['max']:.2f} s worst**",
+        f"**0 double outputs, 0 double creates**, {answered} questions answered and {lost} "
+        "reported lost",
+        f"= {bound['bound_s']:.2f} s with a 2 s lease",
+        f"the wait W {chaos['waited_s']['max']:.3f} s at most",
+        f"takeover {all_['p50']:.2f} s p50, {all_['max']:.2f} s worst (bound "
+        f"{bound['bound_s']:.2f} s)",
+        f"| {all_['p50']:.2f} s p50, {all_['max']:.2f} s worst with a 2 s lease",
+    ):
+        quoted(phrase, README, "README chaos")

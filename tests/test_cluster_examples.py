@@ -28,6 +28,7 @@ from cluster import (
     API_KEY,
     EXAMPLES,
     SECRET_KEY,
+    TICKET_KEY,
     App,
     Browser,
     EmulatorServer,
@@ -36,8 +37,11 @@ from cluster import (
     RedisServer,
     Registry,
     child_env,
+    creator_pid,
+    outputs_for,
     process_state,
     redis_server_missing,
+    sideband_creates,
     wait_until,
 )
 from threads import run_at_once
@@ -53,7 +57,6 @@ BOUND = 3 * LEASE_TTL  # re-attach bound asserted: generous, this is not a speed
 # track_parcel's "carrier API" answers only once this file exists: the kill lands while
 # the call runs, however loaded the machine (a fixed latency would be a race)
 CARRIER_OPEN = Path(tempfile.gettempdir()) / f"rtclient-carrier-open-{os.getpid()}"
-TICKET_KEY = "rtclient_ticket"
 
 
 @pytest.fixture(scope="module")
@@ -166,21 +169,6 @@ def failover_report(reg: Registry, call_id: str, epoch: int) -> dict[str, Any]:
     return found[0]
 
 
-def sideband_creates(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ``response.create`` events a sideband sent (rtclient's carry a ticket)."""
-    return [
-        e
-        for e in record["client_events"]
-        if e.get("type") == "response.create"
-        and TICKET_KEY in ((e.get("response") or {}).get("metadata") or {})
-    ]
-
-
-def creator_pid(event_id: str) -> int:
-    """The pid in an rtclient ticket id, ``rtc_<pid hex>_...``."""
-    return int(event_id.split("_")[1], 16)
-
-
 def assert_no_replayed_create(record: dict[str, Any], before_kill: int, dead: int) -> int:
     """Every create unique; none sent after the kill repeats one sent before, and none
     after it comes from the dead worker. Returns how many the survivors sent."""
@@ -195,16 +183,6 @@ def assert_no_replayed_create(record: dict[str, Any], before_kill: int, dead: in
     assert all(creator_pid(e["event_id"]) != dead for e in late), "the dead worker sent?"
     assert not {e["event_id"] for e in late} & early
     return len(late)
-
-
-def outputs_for(record: dict[str, Any], call_id: str) -> list[str]:
-    return [
-        e["item"]["output"]
-        for e in record["client_events"]
-        if e.get("type") == "conversation.item.create"
-        and e["item"].get("type") == "function_call_output"
-        and e["item"].get("call_id") == call_id
-    ]
 
 
 def hangup_from_another_worker(app: App, browser: Browser) -> dict[str, str]:

@@ -67,6 +67,7 @@ from rtclient.effects import Dispatch, Effect, Later, Lost, Send, Settle, Start
 from rtclient.errors import (
     ClosedError,
     MessageTooLargeError,
+    SendRefusedError,
     ServerError,
     SessionExpiredError,
 )
@@ -277,7 +278,7 @@ class RealtimeProtocol:
                     observer.create_sent(ticket)
                 logger.info("[RESPONSE_CREATE] {} sent", ticket.event_id)
                 return []
-            retry = not isinstance(error, ClosedError | MessageTooLargeError)
+            retry = not isinstance(error, ClosedError | MessageTooLargeError | SendRefusedError)
             return self._fire(self.gate.rollback(ticket, error, retry=retry))
         if send.kind == "cancel":
             if error is None:

@@ -79,6 +79,7 @@ from rtclient.errors import (
     RealtimeError,
     ReconnectFailedError,
     ReconnectingError,
+    SendRefusedError,
     SessionReplacedError,
     SignalingError,
     WaitTimeoutError,
@@ -90,6 +91,7 @@ from rtclient.runtime.dispatcher import Catalog, Dispatcher, EventStream
 from rtclient.runtime.loop import LoopThread
 from rtclient.runtime.waiters import Waiters
 from rtclient.transports.base import Transport, Written, when_written
+from rtclient.transports.signaling import resolve_base_url
 
 SEND_TIMEOUT = 10.0
 # Failures a later reconnect attempt may not meet (the network, a busy or restarting
@@ -136,13 +138,14 @@ class SessionShell:
         catalog: Catalog,
         *,
         api_key: str | Callable[[], str] | None,
-        base_url: str,
+        base_url: str | None,
         executor: concurrent.futures.Executor | None,
         loop_thread: LoopThread | None,
         connect_timeout: float,
         close_timeout: float,
         bridge_size: int,
         on_audio: Callable[[Any], object] | None = None,
+        send_guard: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         # Secret() strips whitespace around the key and refuses a key no API issues
         # (InvalidAPIKeyError, at construction); an all-whitespace key is no key. A
@@ -155,7 +158,7 @@ class SessionShell:
             )
         if not callable(api_key) and not self._key:
             raise RealtimeError("no API key: pass api_key= or set OPENAI_API_KEY")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = resolve_base_url(base_url)
         self._own_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             thread_name_prefix="rtclient-tool"
@@ -166,6 +169,7 @@ class SessionShell:
         self.close_timeout = close_timeout
         self._bridge_size = bridge_size
         self._core = core
+        self._send_guard = send_guard
         # The one lock close() takes: it guards the lifecycle and registers every waiter
         # (the one waiter rule: a waiter registered after close() fails at once). Never
         # held for I/O or while running user code.
@@ -782,6 +786,11 @@ class SessionShell:
         transport = self._transport
         if transport is None:
             raise ClosedError("not connected")
+        if self._send_guard is not None:  # the last moment before the write
+            try:
+                self._send_guard(event)
+            except Exception as exc:
+                raise SendRefusedError(f"{event.get('type')} refused: {exc}") from exc
         written: Written | None = transport.send(event)
         self._core.written(event)  # counters only: cannot raise
         return written

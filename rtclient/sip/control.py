@@ -42,12 +42,17 @@ from urllib.parse import quote
 
 import aiohttp
 
-from rtclient.calls import _base_url, _run, _standard_key, session_tools
+from rtclient.calls import _run, _standard_key, session_tools
 from rtclient.core.events import DEFAULT_MODEL
 from rtclient.errors import CallNotFoundError, SignalingError
 from rtclient.runtime.loop import LoopThread
 from rtclient.tools import ToolSpec
-from rtclient.transports.signaling import connection_error, missing_v1_hint, signaling_error
+from rtclient.transports.signaling import (
+    connection_error,
+    missing_v1_hint,
+    resolve_base_url,
+    signaling_error,
+)
 
 from .webhooks import Api, IncomingCall
 
@@ -225,7 +230,7 @@ def _control(
     loop_thread: LoopThread | None,
 ) -> None:
     key = _standard_key(api_key, f"{verb}_call")
-    base = _base_url(base_url)
+    base = resolve_base_url(base_url)
     url = f"{base}/{_ROUTES[api]}/{quote(call_id, safe='')}/{verb}"
     headers = {"Authorization": f"Bearer {key.reveal()}"}
 

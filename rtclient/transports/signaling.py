@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -57,6 +58,7 @@ from rtclient.errors import (
 from rtclient.logs import short_id
 from rtclient.transports.endpoint import Endpoint
 
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CALL_NOT_FOUND = "call_id_not_found"
 REALTIME_CALLS = "realtime/calls"
 LIVE_SESSIONS = "live/sessions"
@@ -71,6 +73,12 @@ ERRORS_BY_STATUS: dict[int, type[SignalingError]] = {
     422: UnprocessableEntityError,
     429: RateLimitError,
 }
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    """``base_url``, else ``OPENAI_BASE_URL``, else the API's (the ``openai`` package's
+    convention: it includes ``/v1``); no trailing slash."""
+    return (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
 
 
 def websocket_url(base_url: str, path: str = "realtime") -> str:
