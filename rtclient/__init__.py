@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from rtclient.core.gate import Trigger as Trigger
     from rtclient.core.live_protocol import DelegationTask as DelegationTask
     from rtclient.core.live_protocol import Notices as Notices
+    from rtclient.core.restore import Reconnect as Reconnect
+    from rtclient.core.restore import Reconnected as Reconnected
+    from rtclient.core.restore import Reconnecting as Reconnecting
     from rtclient.errors import APIConnectionError as APIConnectionError
     from rtclient.errors import APITimeoutError as APITimeoutError
     from rtclient.errors import AuthenticationError as AuthenticationError
@@ -66,12 +69,15 @@ if TYPE_CHECKING:
     from rtclient.errors import PermissionDeniedError as PermissionDeniedError
     from rtclient.errors import RateLimitError as RateLimitError
     from rtclient.errors import RealtimeError as RealtimeError
+    from rtclient.errors import ReconnectFailedError as ReconnectFailedError
+    from rtclient.errors import ReconnectingError as ReconnectingError
     from rtclient.errors import ResponseRejectedError as ResponseRejectedError
     from rtclient.errors import SendError as SendError
     from rtclient.errors import SendRefusedError as SendRefusedError
     from rtclient.errors import ServerError as ServerError
     from rtclient.errors import SessionClosedError as SessionClosedError
     from rtclient.errors import SessionExpiredError as SessionExpiredError
+    from rtclient.errors import SessionReplacedError as SessionReplacedError
     from rtclient.errors import SignalingError as SignalingError
     from rtclient.errors import ToolError as ToolError
     from rtclient.errors import ToolErrorWarning as ToolErrorWarning
@@ -136,6 +142,11 @@ _EXPORTS = {
     "RateLimitError": "rtclient.errors",
     "RealtimeClient": "rtclient.client",
     "RealtimeError": "rtclient.errors",
+    "Reconnect": "rtclient.core.restore",
+    "ReconnectFailedError": "rtclient.errors",
+    "Reconnected": "rtclient.core.restore",
+    "Reconnecting": "rtclient.core.restore",
+    "ReconnectingError": "rtclient.errors",
     "ResponseGate": "rtclient.core.gate",
     "ResponseRejectedError": "rtclient.errors",
     "ResponseTicket": "rtclient.client",
@@ -144,6 +155,7 @@ _EXPORTS = {
     "ServerError": "rtclient.errors",
     "SessionClosedError": "rtclient.errors",
     "SessionExpiredError": "rtclient.errors",
+    "SessionReplacedError": "rtclient.errors",
     "SignalingError": "rtclient.errors",
     "Ticket": "rtclient.core.gate",
     "ToolCall": "rtclient.tools",

@@ -16,6 +16,8 @@ from rtclient.core import events as ev
 
 TARGET = Path(__file__).with_name("_typed.py")
 PACKAGE = "openai.types.realtime"
+# rtclient's own events (``rtclient.core.restore``): type -> model name
+OWN = {"rtclient.reconnecting": "Reconnecting", "rtclient.reconnected": "Reconnected"}
 
 HEADER = '''\
 """The typing of ``RealtimeClient.on``: one overload per server event type.
@@ -28,6 +30,7 @@ type checkers only: importing this module imports nothing of ``openai``.
 type checker checks ``cb`` against it; ``raw=True`` gives the ``dict`` for any name.
 The old beta names have no GA model: their callbacks get the ``dict``. ``"*"`` gives
 the union, or the ``dict`` of an event no model describes (see ``RealtimeClient.on``).
+rtclient's own ``rtclient.reconnecting``/``rtclient.reconnected`` get their models.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ def render() -> str:
         lines.append(f"    from {module} import (")
         lines.extend(f"        {name}," for name in names)
         lines.append("    )")
+    lines += ["", f"    from rtclient.core.restore import {', '.join(sorted(OWN.values()))}"]
     lines += [
         "",
         "    AnyServerEvent: TypeAlias = RealtimeServerEvent | dict[str, Any]",
@@ -86,6 +90,8 @@ def render() -> str:
     ]
     for kind, model in models.items():
         lines += _overload(f'Literal["{kind}"]', f"Callable[[{model.__name__}], object]", False)
+    for kind, name in OWN.items():
+        lines += _overload(f'Literal["{kind}"]', f"Callable[[{name}], object]", False)
     beta = ", ".join(f'"{name}"' for name in sorted(ev.SERVER_EVENT_TYPES - set(models)))
     lines += _overload(f"Literal[{beta}]", "Callable[[dict[str, Any]], object]", None)
     lines += _overload('Literal["*"]', "Callable[[AnyServerEvent], object]", False)

@@ -8,6 +8,7 @@ type checkers only: importing this module imports nothing of ``openai``.
 type checker checks ``cb`` against it; ``raw=True`` gives the ``dict`` for any name.
 The old beta names have no GA model: their callbacks get the ``dict``. ``"*"`` gives
 the union, or the ``dict`` of an event no model describes (see ``RealtimeClient.on``).
+rtclient's own ``rtclient.reconnecting``/``rtclient.reconnected`` get their models.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ if TYPE_CHECKING:
         OutputAudioBufferStarted,
         OutputAudioBufferStopped,
     )
+
+    from rtclient.core.restore import Reconnected, Reconnecting
 
     AnyServerEvent: TypeAlias = RealtimeServerEvent | dict[str, Any]
     """What ``"*"`` callbacks and ``events()`` get: a model, or the dict of an event
@@ -456,6 +459,22 @@ class On(Protocol):
         self,
         event_type: Literal["session.updated"],
         callback: Callable[[SessionUpdatedEvent], object],
+        *,
+        raw: Literal[False] = False,
+    ) -> Unsubscribe: ...
+    @overload
+    def __call__(
+        self,
+        event_type: Literal["rtclient.reconnecting"],
+        callback: Callable[[Reconnecting], object],
+        *,
+        raw: Literal[False] = False,
+    ) -> Unsubscribe: ...
+    @overload
+    def __call__(
+        self,
+        event_type: Literal["rtclient.reconnected"],
+        callback: Callable[[Reconnected], object],
         *,
         raw: Literal[False] = False,
     ) -> Unsubscribe: ...

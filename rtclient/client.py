@@ -16,7 +16,10 @@ Who runs what:
 
 The decisions live in :class:`rtclient.core.realtime.RealtimeProtocol` (no threads, no
 I/O); the threads, waiting and guards in :class:`rtclient.runtime.session.SessionShell`.
-This module holds the options and the public API.
+This module holds the options and the public API, and - with ``reconnect=`` - what a
+new connection is given (the decisions: :mod:`rtclient.core.restore`): an own session's
+conversation restored into a new session, or a sideband's call re-attached with the
+tool calls made meanwhile answered.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import concurrent.futures
 import dataclasses
 import functools
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from rtclient import transports
 from rtclient._typed import BETA_ONLY
@@ -36,11 +40,27 @@ from rtclient.core.events import DEFAULT_MODEL
 from rtclient.core.gate import ResponseGate
 from rtclient.core.lifecycle import State
 from rtclient.core.realtime import Observer, RealtimeProtocol
-from rtclient.errors import ClosedError, WaitTimeoutError
+from rtclient.core.restore import (
+    EVENT_MODELS,
+    NOT_RESTORED_SHOWN,
+    RECONNECTED,
+    RECONNECTING,
+    ConversationLog,
+    NotRestored,
+    Reconnect,
+    Reconnected,
+    Reconnecting,
+    SeenItem,
+    gap_calls,
+    merge_session,
+    plan_restore,
+)
+from rtclient.effects import Send
+from rtclient.errors import ClosedError, ServerError, SessionReplacedError, WaitTimeoutError
 from rtclient.logs import logger
 from rtclient.runtime.dispatcher import Catalog, EventStream
 from rtclient.runtime.loop import LoopThread
-from rtclient.runtime.session import SEND_TIMEOUT, SessionShell, remaining, wait_for
+from rtclient.runtime.session import SEND_TIMEOUT, Core, SessionShell, remaining, wait_for
 from rtclient.tools import ToolCall, ToolRunner, ToolSpec
 from rtclient.transports import AudioFrameCallback, AudioIn, Transport
 
@@ -50,16 +70,44 @@ if TYPE_CHECKING:
     from rtclient._typed import AnyServerEvent, On
 
 
+def _to_model(event: Mapping[str, Any]) -> Any:
+    """A server event's ``openai`` model, or one of rtclient's own events' models."""
+    own = EVENT_MODELS.get(str(event.get("type")))
+    return ev.to_model(event) if own is None else own.model_validate(event)
+
+
+def _prepare(event_types: Iterable[str]) -> None:
+    ev.prepare_models([t for t in event_types if t not in EVENT_MODELS])
+
+
 REALTIME_EVENTS = Catalog(
     api="realtime",
-    types=ev.SERVER_EVENT_TYPES,
+    types=ev.SERVER_EVENT_TYPES | {RECONNECTING, RECONNECTED},  # + the client's own
     raw_only=BETA_ONLY,
-    prepare=ev.prepare_models,
-    to_model=ev.to_model,
+    prepare=_prepare,
+    to_model=_to_model,
     close_matches=ev.close_matches,
 )
+# Gap probe: appended to a re-attached call's conversation to learn its newest item
+# (from the probe's previous_item_id), then deleted at once.
+PROBE_TEXT = "(rtclient re-attached to this call; this note is deleted at once)"
+_DUPLICATE = frozenset({"item_create_duplicate_item_id"})
+_UNKNOWN_ITEM = frozenset({"item_retrieve_invalid_item_id"})
 
 __all__ = ["Answer", "EventStream", "RealtimeClient", "ResponseTicket"]
+
+
+@dataclasses.dataclass
+class _Loss:
+    """What a reconnect starts from: when and why the connection was lost, its core,
+    what the client had seen of its conversation, and the requests to ask again."""
+
+    started: float
+    error: BaseException
+    core: RealtimeProtocol
+    seen: list[SeenItem]
+    rerequest: list[tuple[str, Mapping[str, Any] | None]]
+    call_id: str | None
 
 
 class ResponseTicket:
@@ -168,6 +216,17 @@ class RealtimeClient(ConversationCalls, SessionShell):
     With nothing else starting responses, no create can cross a server response, so
     the server never rejects one - by construction, not by retry.
 
+    ``reconnect=Reconnect(...)`` (or ``True`` for the defaults) makes a lost connection
+    survivable (README "Reconnect"): an own session moves, after a backoff, to a *new*
+    session holding the conversation as the client saw it (text as text, audio as its
+    transcript, tool calls with their outputs); a sideband re-attaches to the same call
+    and answers, once, the tool calls made while it was away. Whatever waited on the old
+    connection fails with :class:`SessionReplacedError`; ``on()`` subscriptions, tools
+    and ``events()`` iterators carry over, and get ``rtclient.reconnecting`` then
+    ``rtclient.reconnected`` (:class:`~rtclient.core.restore.Reconnected`: what was
+    restored). A ``response.create`` is never replayed. Off by default: a lost
+    connection closes the client, as ever.
+
     ``send_guard(event)`` runs on the loop thread at the last moment before each event
     is written; if it raises, the event is not written and the sender gets
     :class:`SendRefusedError` (a refused create fails its request, not retried; a
@@ -198,15 +257,24 @@ class RealtimeClient(ConversationCalls, SessionShell):
         bridge_size: int = 1024,
         close_timeout: float = 10.0,
         client_turns: bool = False,
+        reconnect: Reconnect | bool | None = None,
         send_guard: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         if reasoning_effort is not None and reasoning_effort not in ev.REASONING_EFFORTS:
             raise ValueError(
                 f"reasoning_effort must be one of {ev.REASONING_EFFORTS}, not {reasoning_effort!r}"
             )
+        policy = Reconnect() if reconnect is True else reconnect or None
+        if policy is not None and (isinstance(audio_in, str) or audio_out is not None):
+            raise ValueError(
+                "reconnect= cannot be combined with audio_in=<file> or audio_out=<file>: a "
+                "new connection would play the file again from its start (a replay of the "
+                "user's speech) or record over it; pass a track or on_audio= instead"
+            )
         tool_runner = ToolRunner(tools)
         gate = ResponseGate(confirm_timeout=confirm_timeout, max_attempts=max_attempts)
-        core = RealtimeProtocol(gate, tool_runner, client_turns=client_turns)
+        log = ConversationLog() if policy is not None else None
+        core = RealtimeProtocol(gate, tool_runner, client_turns=client_turns, log=log)
         super().__init__(
             core,
             REALTIME_EVENTS,
@@ -223,6 +291,10 @@ class RealtimeClient(ConversationCalls, SessionShell):
         self._core: RealtimeProtocol = core
         self._catalog = REALTIME_EVENTS
         self._kind = "RealtimeClient"
+        self._reconnect = policy
+        self._confirm_timeout, self._max_create_attempts = confirm_timeout, max_attempts
+        self._loss: _Loss | None = None
+        self._reconnects = 0
         audio = audio_in is not None or audio_out is not None or on_audio is not None
         self._transport_kind = transports.choose(
             transport, call_id, self._key, audio=audio, base_url=self.base_url
@@ -264,13 +336,14 @@ class RealtimeClient(ConversationCalls, SessionShell):
     def _make_transport(self) -> Transport:
         """The connection this client speaks over (the only place that knows which)."""
         options = dict(self._transport_options)
+        on_message, on_closed = self._transport_handlers()
         common: dict[str, Any] = {
             "base_url": self.base_url,
             "api_key": self._key,
             "model": self.model,
             "session": self._session_config(),
-            "on_message": self._on_message,
-            "on_closed": self._on_connection_lost,
+            "on_message": on_message,
+            "on_closed": on_closed,
         }
         if self._transport_kind == "webrtc":
             return transports.WebRTCTransport(**common, **options)
@@ -292,6 +365,14 @@ class RealtimeClient(ConversationCalls, SessionShell):
         self._apply([self._core.watchdog()])
 
     def _session_config(self) -> dict[str, Any]:
+        """The session config a connection applies: the client's options, and (after a
+        reconnect) every ``session.update`` the server accepted since."""
+        config = self._base_session_config()
+        log = self._core.log
+        updates = log.session_updates() if log is not None else []
+        return merge_session(config, updates) if updates else config
+
+    def _base_session_config(self) -> dict[str, Any]:
         config = dict(self._session)
         if self._core.tools.specs:
             config.setdefault("tools", self._core.tools.session_tools())
@@ -364,7 +445,11 @@ class RealtimeClient(ConversationCalls, SessionShell):
                 self._waiters.forget(("oob", oob_id))
                 raise
             return ResponseTicket(future, reason, self._may_block, self._catalog)
-        trigger, effects = self._core.request(reason, params)
+        try:
+            trigger, effects = self._core.request(reason, params)
+        except ClosedError:
+            self._check_open()  # the gate closed under us: reconnecting, or closed
+            raise
         self._apply(effects)
         return ResponseTicket(trigger.future, reason, self._may_block, self._catalog)
 
@@ -373,6 +458,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
         (``timeout=None``: until the answer or the close of the client)."""
         self._may_block("ask()", True)
         deadline = time.monotonic() + timeout if timeout is not None else None
+        gen = self._gen  # a reconnect meanwhile fails the rounds of this connection
         ticket = self.send_text(text)
         assert ticket is not None
         done = ticket.result(remaining(deadline))
@@ -386,7 +472,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
                 commentary.append(preamble)
             if not ev.function_calls(done) or not self._core.tools.specs:
                 break
-            waiter = self._waiters.register(("followup", str(rid)))
+            waiter = self._register_for(("followup", str(rid)), gen)
             what = f"the tool round of {rid} and its follow-up response"
             calls, followup = wait_for(waiter, remaining(deadline), what)
             calls_made.extend(calls)
@@ -418,6 +504,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
         self._check_open()
         if wait:
             self._may_block("interrupt(wait=True)", True)
+        gen = self._gen
         response_id = self._core.interrupt()
         if response_id is not None:
             try:
@@ -429,7 +516,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
         self._send(ev.output_audio_buffer_clear())
         if response_id is None or not wait:
             return None
-        waiter = self._waiters.register(("done", response_id))  # fails at once if closed
+        waiter = self._register_for(("done", response_id), gen)  # fails at once if closed
         done: dict[str, Any] = wait_for(
             waiter, timeout, f"the cancelled response {response_id} to finish"
         )
@@ -496,9 +583,27 @@ class RealtimeClient(ConversationCalls, SessionShell):
 
     def stats(self) -> dict[str, int]:
         """Counters: the gate's (creates, coalesced, rejections, rearmed, confirm
-        timeouts, lost - which must stay 0), the tools', and the connection's."""
+        timeouts, lost - which must stay 0), the tools', and the connection's; after a
+        reconnect, summed over every connection (``reconnects`` counts them)."""
         self._check_process()
-        return {**self._core.stats(), "untyped_events": self._dispatcher.untyped_events}
+        with self._lock:
+            cores = [*cast("list[RealtimeProtocol]", self._retired), self._core]
+        if len(cores) == 1:
+            counters = self._core.stats()
+        else:
+            counters = {}
+            runners: set[int] = set()
+            for core in cores:
+                part = {**core.gate.stats().as_dict(), **core.counters}
+                if id(core.tools) not in runners:  # a sideband's cores share one runner
+                    runners.add(id(core.tools))
+                    part.update(vars(core.tools.stats))
+                for name, value in part.items():
+                    counters[name] = counters.get(name, 0) + value
+        extra = {"untyped_events": self._dispatcher.untyped_events}
+        if self._reconnect is not None:
+            extra["reconnects"] = self._reconnects
+        return {**counters, **extra}
 
     @property
     def gate(self) -> ResponseGate:
@@ -512,3 +617,200 @@ class RealtimeClient(ConversationCalls, SessionShell):
     def remove_observer(self, observer: Observer) -> None:
         if observer in self._core.observers:
             self._core.observers.remove(observer)
+
+    # -- reconnects (README "Reconnect"; the decisions: rtclient.core.restore) ------------
+
+    def _keeps_conversation(self) -> bool:
+        return self._attach_call_id is not None  # a sideband: the call outlives it
+
+    def _carried(self, core: Core) -> bool:
+        return isinstance(core, RealtimeProtocol) and core.tools is self._core.tools
+
+    def _parks(self, send: Send) -> bool:
+        return send.kind == "output"
+
+    def _next_core(self) -> RealtimeProtocol:
+        """A new gate for every connection; a sideband keeps its tool runner and log (the
+        same call), an own session starts both afresh (a new conversation)."""
+        old = self._core
+        if self._keeps_conversation():
+            tools, log = old.tools, old.log
+        else:
+            tools, log = ToolRunner(old.tools.specs.values()), ConversationLog()
+        gate = ResponseGate(
+            confirm_timeout=self._confirm_timeout, max_attempts=self._max_create_attempts
+        )
+        return RealtimeProtocol(
+            gate, tools, client_turns=self._client_turns, log=log, observers=old.observers
+        )
+
+    def _begin_replacement(
+        self, old: Core, replaced: SessionReplacedError, error: BaseException
+    ) -> dict[str, Any]:
+        """Loop thread, at the loss: detach the old core (its requests fail with
+        ``replaced``), keep what the restore starts from, say so to the app."""
+        policy = self._reconnect
+        assert policy is not None and isinstance(old, RealtimeProtocol)
+        sideband = self._keeps_conversation()
+        waiting = old.detach(replaced, defer_rounds=sideband)
+        seen = old.log.snapshot() if old.log is not None and not sideband else []
+        again = [(t.reason, t.params) for t in waiting] if policy.rerequest and not sideband else []
+        self._loss = _Loss(time.monotonic(), error, old, seen, again, self.call_id)
+        mode: Literal["session", "sideband"] = "sideband" if sideband else "session"
+        event = Reconnecting(
+            mode=mode, reason=str(error), call_id=self.call_id, failed_requests=len(waiting)
+        )
+        return event.model_dump()
+
+    def _after_reopen(self, attempt: int, deadline: float) -> dict[str, Any]:
+        """The reconnect thread, the new connection ready: restore, then the event."""
+        loss = self._loss
+        assert loss is not None
+        if self._keeps_conversation():
+            event = self._reattached(loss, deadline)
+        else:
+            event = self._restored(loss, deadline)
+        event.attempts = attempt
+        event.seconds = round(time.monotonic() - loss.started, 4)
+        self._reconnects += 1
+        return event.model_dump()
+
+    def _restored(self, loss: _Loss, deadline: float) -> Reconnected:
+        """A new session: create the conversation the client saw, then (opt-in) ask
+        again for what was waiting - new requests through the new gate."""
+        policy = self._reconnect
+        assert policy is not None
+        plan = plan_restore(loss.seen, policy.restore_items)
+        answers = []
+        for item in plan.items:
+            event = ev.with_event_id({"type": "conversation.item.create", "item": item})
+            answers.append((item, self._expect(event, item["id"])))
+            self._send(event)
+        counts = dict(plan.counts)
+        not_restored = list(plan.not_restored)
+        for (item, answer), kind in zip(answers, plan.kinds, strict=True):
+            try:
+                wait_for(answer, remaining(deadline), f"the restore of {item['id']}")
+            except ServerError as exc:
+                counts[kind] -= 1
+                why = f"refused by the server ({exc.code})"
+                not_restored.append(NotRestored(id=item["id"], type=item["type"], reason=why))
+        again: list[str] = []
+        for reason, params in loss.rerequest:
+            _, effects = self._core.request(f"rerequest:{reason}", params)
+            self._apply(effects)
+            again.append(reason)
+        logger.info(
+            "[RECONNECT] new session: {} item(s) restored, {} not, {} request(s) asked again",
+            sum(counts.values()),
+            len(not_restored),
+            len(again),
+        )
+        return Reconnected(
+            mode="session",
+            attempts=0,
+            seconds=0.0,
+            call_id=self.call_id,
+            previous_call_id=loss.call_id,
+            restored_items=sum(counts.values()),
+            restored={k: v for k, v in counts.items() if v},
+            not_restored=not_restored[:NOT_RESTORED_SHOWN],
+            not_restored_count=len(not_restored),
+            rerequested=again,
+        )
+
+    def _reattached(self, loss: _Loss, deadline: float) -> Reconnected:
+        """The same call: send the outputs held meanwhile, resend (idempotently, by item
+        id) the ones whose arrival is unknown, follow up the rounds completed or left
+        open meanwhile, then look for calls made while no sideband was attached."""
+        core, log = self._core, self._core.log
+        assert log is not None
+        uncertain = log.unechoed_outputs()
+        self._flush_parked()
+        resent = 0
+        for output in uncertain:
+            item = output.get("item") or {}
+            if not isinstance(item.get("id"), str):
+                continue  # not the runner's (submit_tool_output): no id to make it idempotent
+            event = ev.with_event_id({"type": "conversation.item.create", "item": item})
+            try:
+                self._answer(event, item["id"], deadline, "a resent output", _DUPLICATE)
+                resent += 1
+            except ServerError as exc:
+                if exc.code not in _DUPLICATE:
+                    raise
+        effects = core.adopt(loss.core.hand_over(core))
+        effects.extend(core.finish_rounds(log.open_rounds()))
+        self._apply(effects)
+        found, checked = self._newest_unseen(deadline)
+        calls = gap_calls(log, found)
+        ids = [str(c["call_id"]) for c in calls]
+        if calls and core.tools.specs:
+            self._apply(core.recover(calls))
+        if ids:
+            logger.warning("[RECONNECT] tool call(s) made while detached: {}", ids)
+        return Reconnected(
+            mode="sideband",
+            attempts=0,
+            seconds=0.0,
+            call_id=self.call_id,
+            previous_call_id=loss.call_id,
+            recovered_calls=ids if core.tools.specs else [],
+            unanswered_calls=[] if core.tools.specs else ids,
+            resent_outputs=resent,
+            gap_checked=checked,
+        )
+
+    def _newest_unseen(self, deadline: float) -> tuple[list[dict[str, Any]], bool]:
+        """The call's newest item if this client never saw it (the API lists no
+        conversation: a probe item appended, then deleted, names it as its previous
+        item), and whether the look succeeded."""
+        log = self._core.log
+        assert log is not None
+        probe_id = "rtcp_" + uuid.uuid4().hex[:24]
+        probe = {
+            "id": probe_id,
+            "type": "message",
+            "role": "system",
+            "content": [{"type": "input_text", "text": PROBE_TEXT}],
+        }
+        try:
+            create = ev.with_event_id({"type": "conversation.item.create", "item": probe})
+            added = self._answer(create, probe_id, deadline, "the probe")
+            delete = ev.with_event_id({"type": "conversation.item.delete", "item_id": probe_id})
+            self._answer(delete, probe_id, deadline, "the probe's delete")
+            newest = added.get("previous_item_id")
+            if not isinstance(newest, str) or log.knows(newest):
+                return [], True
+            get = ev.with_event_id({"type": "conversation.item.retrieve", "item_id": newest})
+            answer = self._answer(get, newest, deadline, "the newest item", _UNKNOWN_ITEM)
+        except ServerError as exc:
+            logger.warning("[RECONNECT] the call's newest item could not be read: {}", exc)
+            return [], False
+        item = answer.get("item")
+        return ([item] if isinstance(item, dict) else []), True
+
+    def _expect(
+        self, event: dict[str, Any], item_id: str | None, quiet: frozenset[str] = frozenset()
+    ) -> concurrent.futures.Future[Any]:
+        """The future of ``event``'s answer, registered before it is sent. An error with
+        a code in ``quiet`` is an answer the caller expects (logged at DEBUG)."""
+        self._core.expect_answer(event, item_id, quiet)
+        future: concurrent.futures.Future[Any] = self._waiters.register(
+            ("request", event["event_id"])
+        )
+        return future
+
+    def _answer(
+        self,
+        event: dict[str, Any],
+        item_id: str | None,
+        deadline: float,
+        what: str,
+        quiet: frozenset[str] = frozenset(),
+    ) -> dict[str, Any]:
+        """Send ``event`` and wait (until ``deadline``) for its answer, or its error."""
+        answer = self._expect(event, item_id, quiet)
+        self._send(event)
+        result: dict[str, Any] = wait_for(answer, remaining(deadline), what)
+        return result

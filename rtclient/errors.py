@@ -82,6 +82,28 @@ class ConnectionLostError(ClosedError):
     """The data channel or peer connection closed while work was in flight."""
 
 
+class SessionReplacedError(ConnectionLostError):
+    """The connection was lost and the client (``reconnect=``) is moving to a new one:
+    what waited on the old connection - a ticket, an ``ask()``, an answer, a tool
+    round's follow-up - ends with this. Nothing of it is replayed on the new
+    connection; the client itself stays usable once ``rtclient.reconnected`` arrives."""
+
+
+class ReconnectingError(ConnectionLostError):
+    """A call made while the client re-establishes a lost connection (between
+    ``rtclient.reconnecting`` and ``rtclient.reconnected``): nothing was sent; try
+    again once reconnected."""
+
+
+class ReconnectFailedError(ConnectionLostError):
+    """Every reconnect attempt failed (or one failed for good: the call ended, the key
+    was refused); the client is closed. ``attempts`` says how many were made."""
+
+    def __init__(self, message: str, *, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
 class SessionClosedError(ClosedError):
     """A GPT-Live session ended (``session.closed``); ``reason`` is the server's
     (``close_requested``, ``expired``, ``content``, ``remote_hangup``,

@@ -8,6 +8,8 @@ Between a client and the emulator, it forwards both ways until told otherwise:
   the client's socket soon has nowhere to write: a write in progress stays in progress.
 * ``kill()``: both connections are reset (``SO_LINGER`` 0: an RST, not a FIN), as when
   a peer or a middlebox vanishes.
+* ``refuse(True)``: from then on a new connection is reset as soon as it is accepted (a
+  server out of reach), until ``refuse(False)``; ``accepted`` counts connections.
 
 It runs its own asyncio loop on its own thread, stopped (and joined) by ``close()``.
 """
@@ -25,6 +27,15 @@ _RCVBUF = 64 * 1024
 _CHUNK = 64 * 1024
 
 
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with an RST (``SO_LINGER`` 0), not a FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
 class StallingProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -35,6 +46,9 @@ class StallingProxy:
         self._frozen: asyncio.Event | None = None
         self._swallow = 0
         self._server: asyncio.AbstractServer | None = None
+        self._refusing = False
+        self.accepted = 0
+        self._accepting = threading.Condition()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
         listener.bind(("127.0.0.1", 0))
@@ -61,6 +75,12 @@ class StallingProxy:
         self._server = await asyncio.start_server(self._handle, sock=listener)
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        with self._accepting:
+            self.accepted += 1
+            self._accepting.notify_all()
+        if self._refusing:
+            _reset(client_w)
+            return
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         self._writers += [client_w, up_w]
         await asyncio.gather(
@@ -110,15 +130,22 @@ class StallingProxy:
 
         async def kill() -> None:
             for writer in self._writers:
-                sock = writer.get_extra_info("socket")
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(
-                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                        )
-                writer.transport.abort()
+                _reset(writer)
 
         self._call(kill())
+
+    def refuse(self, on: bool = True) -> None:
+        """Reset every new connection at once while ``on`` (see the module docstring)."""
+
+        async def refuse() -> None:
+            self._refusing = on
+
+        self._call(refuse())
+
+    def wait_accepted(self, count: int, timeout: float) -> bool:
+        """Until ``count`` connections in all were accepted (or refused)."""
+        with self._accepting:
+            return self._accepting.wait_for(lambda: self.accepted >= count, timeout)
 
     def close(self) -> None:
         async def shut() -> None:

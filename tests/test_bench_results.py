@@ -65,6 +65,19 @@ SCALE_COLUMNS = {
     "close s": "close_s",
     "lost": "lost",
 }
+RECONNECT_COLUMNS = {
+    "variant": "variant",
+    "drops": "trials",
+    "items restored": "items_restored",
+    "restore p50 ms": "restore_p50_ms",
+    "restore p90 ms": "restore_p90_ms",
+    "restore worst ms": "restore_worst_ms",
+    "drop to restored p50 ms": "drop_p50_ms",
+    "attempts (max)": "attempts_max",
+    "replayed creates": "replayed_creates",
+    "answered after": "answered",
+    "lost": "lost",
+}
 SCALE_AUDIO_COLUMNS = {
     "variant": "variant",
     "CPU %/session (median)": "cpu_pct_per_session",
@@ -190,6 +203,33 @@ def test_the_connect_table_is_the_connect_results() -> None:
         for header, cell in row.items():
             value = fmt(variants[row["variant"]][CONNECT_COLUMNS[header]])
             assert cell == value, f"connect {row['variant']} {header}: {cell} != {value}"
+
+
+def test_the_reconnect_table_and_figures_are_the_reconnect_results() -> None:
+    payload = load("reconnect")
+    start = "### Latest figures (`python bench/reconnect.py --name reconnect`"
+    assert f"{payload['wall_s']:.0f} s)" in heading(BENCH_README, start)
+    variants = {r["variant"]: r for r in payload["results"]}
+    rows = table_after(BENCH_README, start)
+    assert [row["variant"] for row in rows] == list(variants)
+    for row in rows:
+        for header, cell in row.items():
+            value = fmt(variants[row["variant"]][RECONNECT_COLUMNS[header]])
+            assert cell == value, f"reconnect {row['variant']} {header}: {cell} != {value}"
+    for result in variants.values():  # the promise, not only the text
+        assert result["replayed_creates"] == 0 and result["lost"] == 0
+        assert result["answered"] == result["trials"]
+    ws, rtc, long = variants["websocket"], variants["webrtc"], variants["websocket-200"]
+    drops = sum(r["trials"] for r in variants.values())
+    for text, where in ((README, "README reconnect"), (BENCH_README, "bench/README reconnect")):
+        quoted(f"{ws['restore_p50_ms']:.1f} ms p50", text, where)
+        quoted(f"{rtc['restore_p50_ms']:.1f} ms p50", text, where)
+        quoted(f"{long['items_restored']} items", text, where)
+        quoted(f"{long['restore_p50_ms']:.1f} ms p50", text, where)
+    quoted(f"{drops} drops, 0 replayed creates", README, "README reconnect")
+    quoted(f"a session lost {drops} times", README, "README benchmarks")
+    quoted(f"{payload['referee']['sessions']} sessions, 0 replayed creates", BENCH_README, "")
+    assert (RESULTS / "reconnect.png").exists()
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ def blocks(language: str) -> list[str]:
 
 
 def test_the_readme_has_the_blocks_this_file_runs() -> None:
-    assert len(blocks("bash")) == 2 and len(blocks("python")) == 10
+    assert len(blocks("bash")) == 2 and len(blocks("python")) == 11
 
 
 def test_quickstart_test_command_is_what_ci_runs() -> None:
@@ -44,7 +44,7 @@ def test_quickstart_demo_command_runs() -> None:
     assert "lost triggers" in proc.stdout
 
 
-@pytest.mark.parametrize("index", [0, 1, 2, 3, 5, 6, 7, 8, 9])
+@pytest.mark.parametrize("index", [0, 1, 2, 3, 5, 6, 7, 8, 9, 10])
 def test_python_block_runs(index: int, capsys: pytest.CaptureFixture[str]) -> None:
     from rtclient import logs
 

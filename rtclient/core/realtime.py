@@ -29,6 +29,16 @@ Everything that decides what a Realtime session does lives here; the shell
   round's reader (``ask``) gets ``(calls, follow-up future)`` under ``("followup", id)``.
 * **Out of band** (``conversation: "none"``): its own create, outside the gate, with
   its id in the response metadata; its done (or error) settles ``("oob", id)``.
+* **Reconnects** (``RealtimeClient(reconnect=...)``; :mod:`rtclient.core.restore`).
+  With a :class:`~rtclient.core.restore.ConversationLog` the core records what it sees
+  and writes. One core serves one connection: when it is lost, :meth:`detach` closes
+  its gate (every waiting request fails with the shell's error; a create is never
+  replayed) and says which requests were waiting. A re-attached sideband's new core
+  shares the tool runner (the call's tool rounds go on) and takes over the rounds that
+  completed while detached (:meth:`hand_over`, :meth:`adopt`); :meth:`recover` hands
+  the runner calls found on the server that nobody saw, :meth:`finish_rounds` rounds
+  whose ``response.done`` was missed - the runner answers each call once, whatever
+  connection carries it.
 
 The core is thread-safe: each method may be called from the loop thread, the
 dispatcher, a tool thread or a caller; state is behind the gate's lock, the runner's
@@ -37,6 +47,7 @@ lock and one lock of its own, none held while an effect is applied.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -51,6 +62,7 @@ from rtclient.core.gate import (
     Trigger,
     is_out_of_band,
 )
+from rtclient.core.restore import ConversationLog
 from rtclient.effects import Dispatch, Effect, Later, Lost, Send, Settle, Start
 from rtclient.errors import (
     ClosedError,
@@ -69,6 +81,7 @@ ANSWERED_BY = {
     "conversation.item.retrieve": "conversation.item.retrieved",
     "conversation.item.delete": "conversation.item.deleted",
     "conversation.item.truncate": "conversation.item.truncated",
+    "conversation.item.create": "conversation.item.added",  # an item created with its id
 }
 _ANSWERS = frozenset(ANSWERED_BY.values())
 _CANCELS_KEPT = 64
@@ -88,12 +101,27 @@ class RealtimeProtocol:
     """One Realtime session's decisions. See the module docstring."""
 
     def __init__(
-        self, gate: ResponseGate, tools: ToolRunner, *, client_turns: bool = False
+        self,
+        gate: ResponseGate,
+        tools: ToolRunner,
+        *,
+        client_turns: bool = False,
+        log: ConversationLog | None = None,
+        observers: list[Observer] | None = None,
     ) -> None:
         self.gate = gate
         self.tools = tools
         self.client_turns = client_turns
-        self.observers: list[Observer] = []
+        self.observers: list[Observer] = observers if observers is not None else []
+        # Reconnects: what this client saw and wrote, the requests still waiting, the
+        # rounds that completed while detached, errors a probe expects.
+        self.log = log
+        self._waiting: list[Trigger] = []
+        self._detached = False
+        self._deferred: list[RoundComplete] = []
+        self._successor: RealtimeProtocol | None = None
+        self._quiet: dict[str, frozenset[str]] = {}
+        self._recovered = 0
         self._lock = threading.Lock()
         self._cancels: OrderedDict[str, str] = OrderedDict()  # cancel event_id -> response
         # Requests waiting for their answer: event_id -> (answering type, item id or None).
@@ -121,7 +149,9 @@ class RealtimeProtocol:
         """Ask the gate for a response; the trigger's future resolves with its done.
         Raises :class:`ClosedError` once the session is closed."""
         trigger = Trigger(reason, dict(params) if params else None)
-        return trigger, self._fire(self.gate.request(trigger))
+        ticket = self.gate.request(trigger)
+        self._note_waiting(trigger)
+        return trigger, self._fire(ticket)
 
     def out_of_band(self, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         """A create outside the conversation and the gate; its waiter is ``("oob", id)``."""
@@ -131,14 +161,21 @@ class RealtimeProtocol:
         event["response"] = {**params, "metadata": metadata}
         return oob_id, event
 
-    def expect_answer(self, event: Mapping[str, Any], item_id: str | None) -> None:
-        """``event`` (a key of :data:`ANSWERED_BY`) waits for its answer about ``item_id``."""
+    def expect_answer(
+        self, event: Mapping[str, Any], item_id: str | None, quiet: frozenset[str] = frozenset()
+    ) -> None:
+        """``event`` (a key of :data:`ANSWERED_BY`) waits for its answer about ``item_id``.
+        An error with a code in ``quiet`` is an answer the caller expects (a probe): it
+        is logged at DEBUG, not ERROR."""
         with self._lock:
             self._expected[event["event_id"]] = (ANSWERED_BY[event["type"]], item_id)
+            if quiet:
+                self._quiet[event["event_id"]] = quiet
 
     def forget_answer(self, event_id: str) -> None:
         with self._lock:
             self._expected.pop(event_id, None)
+            self._quiet.pop(event_id, None)
 
     def interrupt(self) -> str | None:
         """The response to cancel now, if any (the gate marks an unconfirmed create of
@@ -159,11 +196,72 @@ class RealtimeProtocol:
         self.gate.cancel_failed(response_id)
 
     def watchdog(self) -> Later:
-        """The confirm watchdog's next tick (it reports; it never sends)."""
-        return Later(min(1.0, self.gate.machine.confirm_timeout / 4), "watchdog")
+        """The confirm watchdog's next tick (it reports; it never sends). It belongs to
+        this core's gate: a tick that reaches another core's (a reconnect's) is dropped."""
+        return Later(min(1.0, self.gate.machine.confirm_timeout / 4), "watchdog", self.gate)
 
     def close(self, error: BaseException) -> None:
         self.gate.close(error)
+
+    # -- reconnects ----------------------------------------------------------------
+
+    def detach(self, error: BaseException, *, defer_rounds: bool = False) -> list[Trigger]:
+        """This core's connection is gone: close the gate with ``error`` (every request
+        waiting on it fails; nothing is replayed) and return those requests. With
+        ``defer_rounds`` (a sideband: the call goes on) a tool round completing from now
+        on keeps its follow-up for the next connection's core (:meth:`take_deferred`)."""
+        with self._lock:
+            self._detached = defer_rounds
+            waiting = [t for t in self._waiting if not t.future.done()]
+            self._waiting.clear()
+        self.gate.close(error)
+        return waiting
+
+    def hand_over(self, successor: RealtimeProtocol) -> list[RoundComplete]:
+        """The rounds that completed while detached (each handed out once); a round that
+        completes here from now on goes straight to ``successor``."""
+        with self._lock:
+            deferred, self._deferred = self._deferred, []
+            self._successor = successor
+            return deferred
+
+    def adopt(self, rounds: list[RoundComplete]) -> list[Effect]:
+        """Request, through this core's gate, the follow-ups of ``rounds`` (completed
+        while the previous connection was lost: never requested, so not a replay)."""
+        fx: list[Effect] = []
+        for done in rounds:
+            fx.extend(self._followup(done))
+        return fx
+
+    def recover(self, calls: list[dict[str, Any]]) -> list[Effect]:
+        """Hand the runner ``calls`` (``function_call`` items found on the server that no
+        event of this client announced) as one round: each is run and answered once
+        (the runner skips a call it knows), then the round's one follow-up."""
+        if not calls:
+            return []
+        with self._lock:
+            self._recovered += 1
+            rid = f"rtclient_recovered_{self._recovered}"
+        return self.finish_rounds({rid: calls})
+
+    def finish_rounds(self, rounds: Mapping[str, list[dict[str, Any]]]) -> list[Effect]:
+        """Tell the runner each response of ``rounds`` is done, with its calls (a
+        ``response.done`` a re-attached sideband missed): its round completes once every
+        call has an output, and its follow-up is requested. A done the runner has
+        already seen changes nothing."""
+        fx: list[Effect] = []
+        for rid, calls in rounds.items():
+            done = {"type": "response.done", "response": {"id": rid, "output": list(calls)}}
+            fx.extend(self._steps(self.tools.on_event(done)))
+        return fx
+
+    def _note_waiting(self, trigger: Trigger) -> None:
+        """Keep the request (only with a log: a reconnect asks which were waiting)."""
+        if self.log is None:
+            return
+        with self._lock:
+            self._waiting = [t for t in self._waiting if not t.future.done()]
+            self._waiting.append(trigger)
 
     def stats(self) -> dict[str, int]:
         gate = self.gate.stats().as_dict()
@@ -198,6 +296,8 @@ class RealtimeProtocol:
         nothing here can raise and make a sent create look failed)."""
         if event.get("type") == "response.create":
             self.counters["creates_sent"] += 1
+        if self.log is not None:
+            self.log.client_event(event)
 
     def finished(
         self, start: Start, future: Any, submit_error: BaseException | None
@@ -207,7 +307,7 @@ class RealtimeProtocol:
 
     def timer(self, later: Later) -> list[Effect]:
         if later.kind == "watchdog":
-            if self.gate.closed:
+            if self.gate.closed or (later.ref is not None and later.ref is not self.gate):
                 return []
             self.gate.tick()
             return [self.watchdog()]
@@ -225,6 +325,8 @@ class RealtimeProtocol:
             return []
         self.counters["events_received"] += 1
         logs.trace_server_event(event)  # before the gate's lines for it: server order
+        if self.log is not None:
+            self.log.server_event(event)
         kind = event["type"]
         if kind not in ev.SERVER_EVENT_TYPES:
             self.counters["unknown_events"] += 1
@@ -295,18 +397,23 @@ class RealtimeProtocol:
     def _error(self, event: dict[str, Any]) -> list[Effect]:
         error = ServerError.from_event(event)
         self.counters["server_errors"] += 1
-        if error.event_id is not None and not error.event_id.startswith(ev.EVENT_ID_PREFIXES):
+        with self._lock:
+            quiet = self._quiet.pop(error.event_id, frozenset()) if error.event_id else None
+        if quiet and error.code in quiet:
+            logger.debug("[SERVER_ERROR] {} (expected) for {}", error.code, error.event_id)
+        elif error.event_id is not None and not error.event_id.startswith(ev.EVENT_ID_PREFIXES):
             # another connection's event (a sideband sees the browser's errors): not ours
             logger.debug(
                 "[SERVER_ERROR] {} for another connection's {}", error.code, error.event_id
             )
             return []
-        logger.error(
-            "[SERVER_ERROR] {} {} (event_id={})",
-            error.code or error.type,
-            error.message,
-            error.event_id,
-        )
+        else:
+            logger.error(
+                "[SERVER_ERROR] {} {} (event_id={})",
+                error.code or error.type,
+                error.message,
+                error.event_id,
+            )
         fx: list[Effect] = []
         if error.event_id:
             with self._lock:
@@ -337,6 +444,7 @@ class RealtimeProtocol:
             event_id = next((e for e, want in self._expected.items() if want == key), None)
             if event_id is not None:
                 del self._expected[event_id]
+                self._quiet.pop(event_id, None)
         return [] if event_id is None else [Settle(("request", event_id), event)]
 
     def _keep_client_turns(self, event: dict[str, Any]) -> list[Effect]:
@@ -428,6 +536,8 @@ class RealtimeProtocol:
         for step in steps:
             if isinstance(step, OutputReady):
                 event = ev.function_call_output(step.call.call_id, step.text)
+                if self.log is not None:  # an id makes a resend idempotent (a duplicate
+                    event["item"]["id"] = output_item_id(step.call.call_id)  # is refused)
                 fx.append(Send(event, kind="output", ref=step, written=True))
             elif isinstance(step, RoundComplete):
                 fx.extend(self._followup(step))
@@ -443,6 +553,13 @@ class RealtimeProtocol:
         key = ("followup", done.response_id)
         if not any(c.wants_response for c in done.calls):
             return [Settle(key, (done.calls, None), keep=True)]
+        with self._lock:
+            successor = self._successor
+            if self._detached and successor is None:  # the call goes on: the next core asks
+                self._deferred.append(done)
+                return []
+        if self._detached and successor is not None:
+            return successor._followup(done)
         trigger = Trigger(f"tool_calls:{done.response_id}")
         for observer in self.observers:
             observer.round_complete(trigger)  # before the gate: its create may leave at once
@@ -450,7 +567,15 @@ class RealtimeProtocol:
             ticket = self.gate.request(trigger)
         except ClosedError as exc:
             return [Settle(key, exc, keep=True)]
+        self._note_waiting(trigger)
         return [Settle(key, (done.calls, trigger.future), keep=True), *self._fire(ticket)]
+
+
+def output_item_id(call_id: str) -> str:
+    """The item id of this client's output for ``call_id``: the same on every send, so
+    the server refuses a second copy (``item_create_duplicate_item_id``) - a resend
+    after a lost connection cannot answer a call twice. At most 32 characters."""
+    return "rtco_" + hashlib.blake2b(call_id.encode(), digest_size=12).hexdigest()
 
 
 def _turn_detection(session: Any) -> dict[str, Any] | None:
