@@ -556,10 +556,6 @@ def test_accept_bodies_take_each_apis_shape_and_are_checked_before_sending(
         status, refused = api_post(emu.url, path, body, KEY)
         assert status == 400 and refused["error"]["code"].startswith(code), refused
     assert record(emu.control_url, rung["call_id"])["status"] == "ringing"
-    live_call = desk.only("live")
-    with pytest.raises(ValueError, match="attach"):
-        answer_call(live_call, **api(emu))  # a Live sideband is not a RealtimeClient
-    assert record(emu.control_url, rung["call_id"])["status"] == "ringing"
 
 
 def test_a_call_the_caller_gave_up_on_is_gone_and_answer_call_says_so(
@@ -671,3 +667,33 @@ def test_a_live_call_is_answered_with_your_sideband_and_hung_up_if_it_fails(
         answer_call(desk.calls[-1], attach=fails, **api(emu))
     ended = record(emu.control_url, broken["call_id"])
     assert ended["status"] == "ended", "a call whose sideband failed is hung up"
+
+
+def test_a_live_call_gets_a_live_client_sideband_by_default(emu: Emulator, desks: Any) -> None:
+    """No attach=: a GPT-Live call's sideband is rtclient's own LiveClient, attached
+    right after the accept; the caller's keypresses reach on_dtmf through it."""
+    from rtclient import LiveClient
+
+    desk = desks()
+    rung = ring(emu, desk, apis=["live"])
+    keys: list[Dtmf] = []
+    pressed = threading.Event()
+
+    def got(key: Dtmf) -> None:
+        keys.append(key)
+        pressed.set()
+
+    side = answer_call(desk.only("live"), on_dtmf=got, **api(emu))
+    try:
+        assert isinstance(side, LiveClient) and not side.closed
+        live = record(emu.control_url, rung["call_id"])
+        assert (live["answered_by"], live["accept_body"]["session"]["type"]) == ("live", "live")
+        wait_until(
+            lambda: emu.live_session(rung["session_id"]).snapshot()["sidebands"], 10, "attach"
+        )
+        control(emu.control_url, "POST", f"/sip/calls/{rung['session_id']}/dtmf", {"digits": "5"})
+        assert pressed.wait(10)
+        assert [(k.key, k.api) for k in keys] == [("5", "live")]
+    finally:
+        side.close()
+        hangup_call(desk.only("live"), **api(emu))

@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cluster import (
@@ -141,13 +142,19 @@ def test_the_example_answers_refuses_dedupes_rejects_and_transfers_phone_calls(
         assert "shop's voice assistant" in accepted["instructions"]
         assert tool_name in [t["name"] for t in accepted["tools"]]
         session = emu.session(call_id)
-        greeted = [
-            e
-            for e in session.client_events
-            if e.get("type") == "response.create"
-            and "Greet" in (e.get("response") or {}).get("instructions", "")
-        ]
-        assert len(greeted) == 1, "the sideband greets the caller through its gate"
+
+        def greeted() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in session.client_events
+                if e.get("type") == "response.create"
+                and "Greet" in (e.get("response") or {}).get("instructions", "")
+            ]
+
+        # the greeting is requested as the webhook is answered: its create may still be
+        # on its way when the dial returns
+        emu.wait_for(lambda: bool(greeted()), 10)
+        assert len(greeted()) == 1, "the sideband greets the caller through its gate"
 
         # the caller asks; server VAD answers; the app's tool runs once on its pool
         status, _ = control(ctl, "POST", f"/sip/calls/{call_id}/speech", {"text": question})

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, overload
 
 from rtclient.client import RealtimeClient
+from rtclient.core.live_protocol import DelegationTask
 from rtclient.errors import RealtimeError
+from rtclient.live import LiveClient
 from rtclient.logs import logger, short_id
 from rtclient.runtime.loop import LoopThread
 from rtclient.tools import ToolSpec
@@ -100,6 +102,7 @@ def answer_call(
     model: str | None = None,
     greeting: str | None = None,
     on_dtmf: Callable[[Dtmf], object] | None = None,
+    delegation: Callable[[DelegationTask], Any] | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
     timeout: float = 10.0,
@@ -116,6 +119,7 @@ def answer_call(
     model: str | None = None,
     greeting: str | None = None,
     on_dtmf: Callable[[Dtmf], object] | None = None,
+    delegation: Callable[[DelegationTask], Any] | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
     timeout: float = 10.0,
@@ -131,6 +135,7 @@ def answer_call(
     model: str | None = None,
     greeting: str | None = None,
     on_dtmf: Callable[[Dtmf], object] | None = None,
+    delegation: Callable[[DelegationTask], Any] | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
     timeout: float = 10.0,
@@ -145,18 +150,18 @@ def answer_call(
     for through the gate as soon as the sideband is up (the caller hears nothing
     until a response runs). ``on_dtmf``: see the module docstring.
 
-    ``attach(call_id)`` replaces the Realtime sideband with your own connected client
-    - required for a GPT-Live call (``call.api == "live"``), whose sideband is a Live
-    client; ``on_dtmf`` then subscribes on what it returns (``on(..., raw=True)``).
+    GPT-Live (``call.api == "live"``): accepts with ``{"session": {"type": "live", ...}}``,
+    then connects a sideband ``LiveClient(session_id=..., delegation=delegation,
+    tools=tools, executor=executor)``: ``delegation`` handles the model's client
+    delegations on the executor, ``tools`` are Responses delegation's client-side
+    functions. ``greeting`` is Realtime-only (a Live model takes its own turns).
+
+    ``attach(call_id)`` replaces either sideband with your own connected client;
+    ``on_dtmf`` then subscribes on what it returns (``on(..., raw=True)``).
 
     Raises the accept's refusal (:class:`~rtclient.errors.CallNotFoundError`: the call
     is gone or the other API answered it), or the attach's (after hanging the call up).
     """
-    if attach is None and call.api != "realtime":
-        raise ValueError(
-            f"a {call.api} call's sideband is not a RealtimeClient: pass attach= "
-            "(a function of the call id that returns your connected sideband client)"
-        )
     common: dict[str, Any] = {"api_key": api_key, "base_url": base_url}
     accept_call(
         call,
@@ -175,6 +180,18 @@ def answer_call(
             if on_dtmf is not None:
                 watch_dtmf(client, on_dtmf, api=call.api)
             return client
+        if call.api == "live":
+            client = LiveClient(
+                session_id=call.call_id,  # a sideband on the phone call's Live session
+                delegation=delegation,
+                tools=tools,
+                executor=executor,
+                loop_thread=loop_thread,
+                **common,
+            )
+            if on_dtmf is not None:
+                watch_dtmf(client, on_dtmf, api="live")
+            return client.connect(timeout)
         client = RealtimeClient(
             call_id=call.call_id,  # a sideband on the phone call
             tools=tools,
@@ -190,7 +207,7 @@ def answer_call(
         return client
     except BaseException:
         # A call without its sideband (its tools) is no use to the caller: end it.
-        if isinstance(client, RealtimeClient):
+        if isinstance(client, RealtimeClient | LiveClient):
             client.close()
         with contextlib.suppress(RealtimeError):
             hangup_call(call, timeout=timeout, loop_thread=loop_thread, **common)
