@@ -9,7 +9,9 @@ its API. The shell owns, for one session:
   loop). The janus :class:`~rtclient.runtime.bridge.Bridge` is not a second door but a
   lane through it: an ordered, bounded queue of sends whose wake-up is one
   ``call_soon`` per burst and whose futures report the *actual* write;
-* **the dispatcher thread** (:class:`~rtclient.runtime.dispatcher.Dispatcher`);
+* **the dispatcher** (:class:`~rtclient.runtime.dispatcher.Dispatcher`): this
+  session's lane in the loop thread's :class:`~rtclient.runtime.pool.DispatchPool`, a
+  few threads shared by every client of that loop thread;
 * **the waiters** (:class:`~rtclient.runtime.waiters.Waiters`), all registered under the
   lock ``close()`` takes;
 * **the lifecycle** (:class:`~rtclient.core.lifecycle.Lifecycle`): the state, and the
@@ -54,6 +56,7 @@ from rtclient.logs import logger
 from rtclient.runtime.bridge import Bridge
 from rtclient.runtime.dispatcher import Catalog, Dispatcher, EventStream
 from rtclient.runtime.loop import LoopThread
+from rtclient.runtime.pool import dispatch_pool
 from rtclient.runtime.waiters import Waiters
 from rtclient.transports.base import Transport
 
@@ -209,7 +212,7 @@ class SessionShell:
             self._bridge = bridge
         bridge.start()
         self._check_connecting()
-        self._dispatcher.start()
+        self._dispatcher.start(dispatch_pool(loop_thread))
         self._transport = self._make_transport()
         with self._lock:
             self._check_connecting()
