@@ -214,9 +214,7 @@ def test_the_watchdog_runs_only_while_a_create_is_unconfirmed() -> None:
     is on its way, and it stops once nothing is unconfirmed - re-armed by the next
     create."""
     now = [100.0]
-    c = RealtimeProtocol(
-        ResponseGate(confirm_timeout=5.0, clock=lambda: now[0]), ToolRunner(())
-    )
+    c = RealtimeProtocol(ResponseGate(confirm_timeout=5.0, clock=lambda: now[0]), ToolRunner(()))
     assert c.watchdog() == []  # idle: nothing to watch
     _, fx = c.request("first")
     [create] = sends(fx, "create")
