@@ -15,13 +15,15 @@ Rules, and why:
   :data:`BATCH` of its items and puts it back at the end if more arrived. A lane is
   never queued twice, nor queued while it is being served.
 * **A slow callback parks only its own lane.** The other lanes are served by the other
-  workers (:data:`WORKERS`, started as work needs them). If lanes wait while every
-  worker has been inside one item for :data:`STALL` seconds, the pool starts one more
-  worker (a *spill*, logged; up to :data:`MAX_WORKERS`); a worker beyond
-  :data:`WORKERS` ends as soon as it finds nothing to do. So a stuck callback delays
-  the other clients' callbacks by about :data:`STALL`, not without bound. The check
-  is a timer on the loop, armed only while lanes wait and no worker is idle: an idle
-  pool costs nothing, and a busy one a timer every :data:`STALL` seconds.
+  workers (:data:`WORKERS`, started as work needs them). A worker inside one item for
+  more than :data:`STALL` seconds is *stuck* and does not count: if lanes wait and
+  fewer than :data:`WORKERS` workers are not stuck, the pool starts one more (a
+  *spill*, logged; up to :data:`MAX_WORKERS`), which stays while the stuck one is
+  stuck and ends once it finds nothing to do with :data:`WORKERS` others serving. So
+  a stuck callback delays the other clients' callbacks by about :data:`STALL` once,
+  not without bound. Who notices: a put that finds no idle worker, or else a timer on
+  the loop, armed only while lanes wait and no worker is idle - an idle pool costs
+  nothing, a busy one a timer every :data:`STALL` seconds.
 * **Workers live while lanes do.** When the last lane finishes the workers end (a pool
   with no clients has no threads); :meth:`DispatchPool.join_retired` lets the last
   client's ``close()`` wait for them, so nothing it started is left running.
@@ -89,11 +91,12 @@ class Lane:
 
 
 class _Worker:
-    __slots__ = ("busy_since", "retired", "thread")
+    __slots__ = ("busy_since", "retired", "spill", "thread")
 
     def __init__(self) -> None:
         self.busy_since: float | None = None  # monotonic start of the item it runs
         self.retired = False
+        self.spill: tuple[int, int] | None = None  # (workers, lanes waiting) if a spill
         self.thread: threading.Thread | None = None
 
 
@@ -167,9 +170,10 @@ class DispatchPool:
             if self._idle:
                 self._idle -= 1
                 self._wake.notify()
-            elif len(self._workers) < self.size:
-                start = self._add_worker()
-            elif not self._check_armed:
+                return
+            if self._serving(time.monotonic()) < self.size:
+                start = self._add_worker()  # None at max_workers: the check logs it
+            if start is None and not self._check_armed:
                 self._check_armed = arm = True
         if start is not None:
             self._start(start)
@@ -194,13 +198,36 @@ class DispatchPool:
 
     # -- the workers -------------------------------------------------------------------
 
-    def _add_worker(self) -> _Worker:
-        """Under the lock: reserve a worker (started after the lock is released)."""
+    def _serving(self, now: float) -> int:
+        """Under the lock: the workers not stuck - idle, between items, or in one item
+        for less than ``stall``. A stuck worker does not count towards ``size``: while
+        it is stuck another serves in its place (and stays until it is back)."""
+        stall = self.stall
+        return sum(w.busy_since is None or now - w.busy_since < stall for w in self._workers)
+
+    def _add_worker(self) -> _Worker | None:
+        """Under the lock: reserve a worker (started after the lock is released); one
+        beyond ``size`` is a spill, logged. None at ``max_workers``."""
+        count = len(self._workers)
+        if count >= self.max_workers:
+            return None
         worker = _Worker()
         self._workers.add(worker)
+        if count >= self.size:
+            self.spills += 1
+            worker.spill = (count + 1, len(self._ready))
         return worker
 
     def _start(self, worker: _Worker) -> None:
+        if worker.spill is not None:
+            logger.warning(
+                "[DISPATCH] a dispatcher thread has run one callback for over {}s while "
+                "{} clients wait: started another ({} now); a callback that blocks holds "
+                "a thread - hand long work to an executor",
+                self.stall,
+                worker.spill[1],
+                worker.spill[0],
+            )
         thread = threading.Thread(target=self._work, args=(worker,), name=NAME, daemon=True)
         worker.thread = thread
         try:
@@ -219,7 +246,7 @@ class DispatchPool:
                         return
                     if self._ready:
                         break
-                    if len(self._workers) > self.size:  # a spill no longer needed
+                    if self._serving(time.monotonic()) > self.size:  # a spill not needed
                         self._workers.discard(me)
                         self._retired.append(threading.current_thread())
                         return
@@ -264,7 +291,7 @@ class DispatchPool:
                 self._check_armed = False
 
     def _check(self) -> None:
-        """Loop thread: lanes wait and no worker is idle - are they all stuck?"""
+        """Loop thread: lanes wait and no worker is idle - is one stuck?"""
         spill: _Worker | None = None
         capped = False
         now = time.monotonic()
@@ -272,34 +299,25 @@ class DispatchPool:
             self._check_armed = False
             if not self._ready or self._idle:
                 return  # a worker will take them
-            since = [w.busy_since for w in self._workers]
-            busy = [s for s in since if s is not None]
-            if len(busy) == len(since) and all(now - s >= self.stall for s in busy):
-                if len(self._workers) < self.max_workers:
-                    spill = self._add_worker()
-                    self.spills += 1
-                else:
+            if self._serving(now) < self.size:
+                spill = self._add_worker()
+                if spill is None:
                     capped, self._capped = not self._capped, True
                 delay = self.stall
-            elif len(busy) == len(since) and busy:
-                delay = max(0.01, max(busy) + self.stall - now)  # when the last is stuck
-            else:
-                delay = self.stall  # a worker is between items: look again later
+            else:  # look again when the next item in progress would count as stuck
+                busy = [
+                    w.busy_since
+                    for w in self._workers
+                    if w.busy_since is not None and now - w.busy_since < self.stall
+                ]
+                delay = max(0.01, min(busy) + self.stall - now) if busy else self.stall
             self._check_armed = True
             workers, waiting = len(self._workers), len(self._ready)
         if spill is not None:
-            logger.warning(
-                "[DISPATCH] every dispatcher thread has run one callback for over {}s while "
-                "{} clients wait: started another ({} now); a callback that blocks holds a "
-                "thread - hand long work to an executor",
-                self.stall,
-                waiting,
-                workers,
-            )
             self._start(spill)
         elif capped:
             logger.error(
-                "[DISPATCH] {} dispatcher threads are all stuck in callbacks; {} clients wait",
+                "[DISPATCH] all {} dispatcher threads are stuck in callbacks; {} clients wait",
                 workers,
                 waiting,
             )
