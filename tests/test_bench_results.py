@@ -50,11 +50,14 @@ CONNECT_COLUMNS = {
 }
 SCALE_COLUMNS = {
     "N": "sessions",
+    "code": "code",
     "setup s": "setup_s",
     "connect p50 ms": "connect_p50_ms",
     "RSS/session KB": "rss_per_session_kb",
     "threads/session": "threads_per_session",
+    "threads": "threads",
     "idle %/session": "idle_cpu_pct_per_session",
+    "idle % (all N)": "idle_cpu_pct",
     "chatty ev/s": "chatty_events_per_s",
     "loop %": "chatty_loop_pct",
     "process %": "chatty_cpu_pct",
@@ -202,7 +205,8 @@ def test_the_connect_table_is_the_connect_results() -> None:
 def test_the_scale_tables_are_the_scale_results(name: str, start: str) -> None:
     payload = load(name)
     title = heading(BENCH_README, start)
-    assert f"--transport {payload['transport']} --name {name}`" in title, title
+    command = payload.get("command", f"--transport {payload['transport']} --name {name}")
+    assert f"{command}`" in title, title
     assert f"{payload['total_wall_s']:.0f} s)" in title, f"{name}: {payload['total_wall_s']} s"
     rows = table_after(BENCH_README, start)
     assert len(rows) == len(payload["table"])
@@ -222,6 +226,33 @@ def test_the_scale_audio_table_is_the_scale_audio_results() -> None:
         for header, cell in row.items():
             value = fmt(record[SCALE_AUDIO_COLUMNS[header]])
             assert cell == value, f"scale_audio {row['variant']} {header}: {cell} != {value}"
+
+
+DISPATCH_COLUMNS = {
+    "variant": "variant",
+    "stuck client": "stuck",
+    "callbacks": "callbacks",
+    "callbacks/s": "events_per_s",
+    "p50 ms": "p50_ms",
+    "p99 ms": "p99_ms",
+    "max ms": "max_ms",
+    "threads": "threads",
+    "spills": "spills",
+}
+
+
+def test_the_dispatch_table_is_the_dispatch_results() -> None:
+    payload = load("dispatch_stuck")
+    start = "### A stuck callback (`python bench/dispatch.py"
+    title = heading(BENCH_README, start)
+    assert f"`{payload['command']}`" in title, title
+    assert f"{payload['total_wall_s']:.0f} s)" in title, payload["total_wall_s"]
+    rows = table_after(BENCH_README, start)
+    assert len(rows) == len(payload["summary"])
+    for row, record in zip(rows, payload["summary"], strict=True):
+        for header, cell in row.items():
+            value = fmt(record[DISPATCH_COLUMNS[header]])
+            assert cell == value, f"dispatch_stuck {row['variant']} {header}: {cell} != {value}"
 
 
 def test_the_gate_bench_table_is_the_gate_bench_results() -> None:
