@@ -106,6 +106,16 @@ def dispatcher_threads() -> int:
     return sum(t.name == "rtclient-dispatcher" for t in threading.enumerate())
 
 
+def pool_state(loop_thread: Any) -> dict[str, Any] | None:
+    """The loop thread's dispatch pool (None before it existed: a thread per client)."""
+    try:
+        from rtclient.runtime.pool import dispatch_pool
+    except ImportError:
+        return None
+    pool = dispatch_pool(loop_thread)
+    return {"threads": pool.threads, "spills": pool.spills}
+
+
 def say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
@@ -118,12 +128,14 @@ class Session:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.frames = 0
+        self.dones = 0  # response.done callbacks run
         self.mode: str | None = None  # "text" / "audio" / None (stopped)
 
     def on_audio(self, frame: Any) -> None:
         self.frames += 1
 
     def on_done(self, event: Any) -> None:
+        self.dones += 1
         self.ask()
 
     def ask(self) -> None:
@@ -134,6 +146,37 @@ class Session:
             self.client.request_response(output_modalities=[mode])
         except Exception:
             pass  # closing
+
+
+class GcMeter:
+    """Time this process spends in the cyclic garbage collector, per phase: a full
+    collection (generation 2) visits every tracked object - the whole heap of N
+    sessions - while holding the GIL, so every thread waits for it."""
+
+    def __init__(self) -> None:
+        self.phase: dict[str, Any] = {}
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def start(self) -> None:
+        self.phase = {"collections": 0, "full": 0, "seconds": 0.0, "longest_s": 0.0}
+
+    def stop(self) -> dict[str, Any]:
+        phase, self.phase = self.phase, {}
+        return phase
+
+    def _callback(self, stage: str, info: dict[str, Any]) -> None:
+        if stage == "start":
+            self._started = time.perf_counter()
+            return
+        phase = self.phase
+        if not phase:
+            return
+        took = time.perf_counter() - self._started
+        phase["collections"] += 1
+        phase["full"] += info["generation"] == 2
+        phase["seconds"] += took
+        phase["longest_s"] = max(phase["longest_s"], took)
 
 
 class Meter:
@@ -220,14 +263,27 @@ def close_all(sessions: list[Session], concurrency: int) -> float:
     return time.perf_counter() - t0
 
 
+STEADY_MAX_S = 90.0  # at most this long for the closed loop to reach its steady state
+
+
 def run_closed_loop(sessions: list[Session], mode: str, settle: float, seed: int) -> None:
+    """Start the closed loop; return at its steady state: ``settle`` seconds after half
+    the sessions have finished a response (with thousands of sessions the emulator is
+    saturated and the first responses all end late - until then no callback runs), or
+    after :data:`STEADY_MAX_S`."""
     rng = random.Random(seed)
     for s in sessions:
         s.mode = mode
+    dones0 = sum(s.dones for s in sessions)
     for s in sessions:  # staggered starts over ~0.5 s, then each keeps itself busy
         time.sleep(rng.uniform(0, 1.0 / len(sessions)))
         s.ask()
-    time.sleep(settle)  # reach steady state
+    deadline = time.monotonic() + STEADY_MAX_S
+    while sum(s.dones for s in sessions) - dones0 < len(sessions) / 2:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # polling a counter, bounded: a bench, not a test
+    time.sleep(settle)
 
 
 def stop_closed_loop(sessions: list[Session], settle: float) -> None:
@@ -271,12 +327,19 @@ def scale_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         gc.collect()
         time.sleep(0.5)
         rss0, threads0 = proc_rss_bytes(), os_threads()
+        tracked0 = len(gc.get_objects())
+        gc_meter = GcMeter()
+        gc_meter.start()
         sessions, latencies, setup = connect_all(
             n, options, loop_thread, cfg["concurrency"], with_audio=False, urls=urls
         )
+        result["gc_setup"] = gc_meter.stop()
         time.sleep(cfg["settle"])
         rss1, threads1 = proc_rss_bytes(), os_threads()
         dispatchers = dispatcher_threads()
+        result["gc_tracked_per_session"] = (len(gc.get_objects()) - tracked0) / n
+        if cfg.get("gc_freeze"):
+            gc.freeze()  # the sessions' objects out of the collector's sight
         result.update(
             setup_s=setup,
             setup_per_session_ms=setup * 1000 / n,
@@ -291,11 +354,18 @@ def scale_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         )
         say("P setup")
         meter = Meter(loop_tid, cfg["emulator_pids"], sessions)
+        gc_meter.start()
         result["idle"] = meter.measure(cfg["window"])
+        result["idle"]["gc"] = gc_meter.stop()
         say("P idle")
         run_closed_loop(sessions, "text", cfg["settle"], seed=n)
+        gc_meter.start()
         result["chatty"] = meter.measure(cfg["window"])
+        result["chatty"]["gc"] = gc_meter.stop()
+        result["chatty"]["clients_closed"] = sum(s.client.closed for s in sessions)
+        result["chatty"]["pool"] = pool_state(loop_thread)
         stop_closed_loop(sessions, cfg["settle"])
+        result["os_threads_after_load"] = os_threads()  # every callback has run by now
         say("P chatty")
         result["close_s"] = close_all(sessions, cfg["concurrency"])
         result["lost"] = sum(s.client.stats()["lost"] for s in sessions)
@@ -460,7 +530,7 @@ def flatten(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "connect_p50_ms": r["connect_p50_ms"],
                 "rss_per_session_kb": r["rss_per_session_kb"],
                 "threads_per_session": r["threads_per_session"],
-                "threads": r["chatty"]["os_threads"],
+                "threads": max(r["chatty"]["os_threads"], r["os_threads_after_load"]),
                 "idle_cpu_pct": idle["cpu_pct"],
                 "idle_cpu_pct_per_session": idle["cpu_pct_per_session"],
                 "idle_loop_pct": idle["loop_thread_pct"],
@@ -471,6 +541,11 @@ def flatten(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "process_us_per_event": chatty["process_us_per_event"],
                 "loop_us_per_event": chatty["loop_us_per_event"],
                 "loop_saturates_at": r["saturation"]["loop_thread_saturates_at_events_per_s"],
+                "gc_setup_s": r["gc_setup"]["seconds"],
+                "gc_longest_s": max(
+                    phase["longest_s"]
+                    for phase in (r["gc_setup"], r["idle"]["gc"], r["chatty"]["gc"])
+                ),
                 "close_s": r["close_s"],
                 "lost": r["lost"],
             }
@@ -526,8 +601,8 @@ def plot(payload: dict[str, Any], path: Path) -> None:
         ax = axes[0][0]
         ax.plot(ns, [r["rss_per_session_kb"] for r in results], "o", color="tab:purple",
                 label=f"RSS per session{tag}", **kw)  # fmt: skip
-        ax.plot(ns, [r["chatty"]["os_threads"] for r in results], "s", color="tab:grey",
-                label=f"OS threads in the process, under load{tag}", **kw)  # fmt: skip
+        ax.plot(ns, [max(r["chatty"]["os_threads"], r["os_threads_after_load"]) for r in results],
+                "s", color="tab:grey", label=f"OS threads in the process{tag}", **kw)  # fmt: skip
         ax = axes[0][1]
         ax.plot(ns, [r["idle"]["cpu_pct"] for r in results], "o", color="tab:blue",
                 label=f"process{tag}", **kw)  # fmt: skip
@@ -605,7 +680,8 @@ COLUMNS = [
     ("chatty_emulator_pct", "emulator %"),
     ("process_us_per_event", "process us/ev"),
     ("loop_us_per_event", "loop us/ev"),
-    ("loop_saturates_at", "loop saturates at ev/s"),
+    ("gc_setup_s", "GC s in setup"),
+    ("gc_longest_s", "longest GC s"),
     ("close_s", "close s"),
     ("lost", "lost"),
 ]
@@ -639,7 +715,7 @@ def main_scale(args: argparse.Namespace) -> int:
                     "mode": "scale", "transport": transport, "n": n, "code": code,
                     "urls": [e.url for e in emulators], "window": args.window,
                     "settle": args.settle, "emulator_pids": [e.pid for e in emulators],
-                    "concurrency": concurrency,
+                    "concurrency": concurrency, "gc_freeze": args.gc_freeze,
                 }  # fmt: skip
                 path = str(baseline_dir) if code == "before" else None
                 result = run_worker(cfg, progress, f"N={n} {code}", pythonpath=path)
@@ -663,6 +739,7 @@ def main_scale(args: argparse.Namespace) -> int:
         "settle_s": args.settle,
         "connect_concurrency": concurrency,
         "emulators": args.emulators,
+        "gc_freeze": args.gc_freeze,
         "emulator_pace": PACE,
         "total_wall_s": total,
         "machine": machine,
@@ -817,6 +894,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", metavar="REF", default=None,
         help="also run every N with rtclient as of git REF (before/after in one run)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gc-freeze", action="store_true",
+        help="gc.freeze() once the sessions are connected (the collector skips them)",
     )  # fmt: skip
     parser.add_argument(
         "--emulators", type=positive_int, default=1,

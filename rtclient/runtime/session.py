@@ -32,6 +32,7 @@ executor thread to the wire::
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import threading
@@ -136,6 +137,7 @@ class SessionShell:
         )
         self._connect_future: concurrent.futures.Future[Any] | None = None
         self._torn: set[str] = set()  # what _teardown has released already
+        self._timers: dict[Later, asyncio.TimerHandle] = {}  # loop thread only
 
     def __enter__(self) -> Any:
         return self.connect()
@@ -310,6 +312,12 @@ class SessionShell:
         self._core.close(error)
         self._waiters.fail_all(error)
         self._dispatcher.close(error)
+        loop_thread = self._loop_thread
+        if loop_thread is not None and loop_thread.running:
+            try:
+                loop_thread.call_soon(self._cancel_timers)
+            except RealtimeError:
+                pass  # the loop is stopping: its timers go with it
 
     def _on_connection_lost(self, error: BaseException) -> None:
         logger.error("[CONNECTION] lost: {!r}", error)
@@ -416,13 +424,27 @@ class SessionShell:
     def _later(self, later: Later) -> None:
         loop_thread = self._loop_thread
         if loop_thread is not None and loop_thread.running:
-            fire = partial(self._fire_timer, later)
             try:
-                loop_thread.call_soon(loop_thread.loop.call_later, later.delay, fire)
+                loop_thread.call_soon(self._arm_timer, loop_thread, later)
             except RealtimeError:
                 pass  # the loop is stopping: nothing is left to time
 
+    def _arm_timer(self, loop_thread: LoopThread, later: Later) -> None:
+        """Loop thread. The handle is kept so that the session's end cancels its timers:
+        a pending timer holds the session (the confirm watchdog's for up to
+        ``confirm_timeout``), and a closed session has nothing left to time."""
+        if self._life.error is None:
+            handle = loop_thread.loop.call_later(later.delay, self._fire_timer, later)
+            self._timers[later] = handle
+
+    def _cancel_timers(self) -> None:
+        """Loop thread, after the session ended (queued after every ``_arm_timer``)."""
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
     def _fire_timer(self, later: Later) -> None:
+        self._timers.pop(later, None)
         self._apply(self._core.timer(later))
 
     def _write(self, event: dict[str, Any]) -> None:
