@@ -203,6 +203,7 @@ def test_the_connect_table_is_the_connect_results() -> None:
         ("scale_websocket", "### Latest figures, WebSocket (`python bench/scale.py"),
         ("scale_webrtc", "### Latest figures, WebRTC (`python bench/scale.py"),
         ("scale_websocket_gc_freeze", "#### With `gc.freeze()` right after setup"),
+        ("scale_websocket_2_emulators", "#### Spread over two emulator processes"),
     ],
 )
 def test_the_scale_tables_are_the_scale_results(name: str, start: str) -> None:
