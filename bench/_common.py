@@ -311,6 +311,7 @@ def _serve(options: dict[str, Any]) -> int:
     from loguru import logger
 
     logger.remove()  # quiet: the bench prints its own output
+    raise_open_files_limit()
     from rtclient.emulator import Emulator, Pace
 
     pace = options.pop("pace", {})
@@ -354,6 +355,16 @@ def _serve(options: dict[str, Any]) -> int:
         if delegations is not None:
             delegations.stop()
     return 0
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (a WebSocket
+    session is one descriptor; 10,000 need more than the usual soft 1,024). Returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
 
 
 # ------------------------------------------------------------------- process readings

@@ -17,11 +17,19 @@ thread's own share (the one thread everything shares). A cost per event that sta
 flat as N grows is linear; one that rises is not.
 
 ``--transport websocket`` is ``RealtimeClient(transport="websocket",
-loop_thread=shared)``: the sideband's transport. ``--transport webrtc`` adds ICE, DTLS,
-SCTP and an audio receiver per session. Both default to N = 1,10,100,300,1000. Each run also
-measures what a thread per client costs (every ``RealtimeClient`` has a dispatcher
-thread): memory and start time of K idle threads, and a hand-off of events to one
-consumer thread against one thread per session.
+loop_thread=shared)``: the sideband's transport (default N = 1,10,100,1000,3000,10000).
+``--transport webrtc`` adds ICE, DTLS, SCTP and an audio receiver per session (default
+N = 1,10,100,300,1000). Each run also measures what a thread per client would cost (as
+every ``RealtimeClient`` had before the clients of a loop thread shared one dispatcher
+pool): memory and start time of K idle threads, and a hand-off of events to one consumer
+thread against one thread per session.
+
+``--baseline REF`` runs every N twice, interleaved: with rtclient as it is (``after``)
+and as of git ``REF`` (``before``, exported with ``git archive`` to a temporary
+directory and put first on the worker's ``PYTHONPATH``) - a before/after comparison
+on the same machine in the same minutes. ``--emulators K`` spreads the sessions over K
+emulator processes (round robin) when one emulator is the limit; the soft limit on open
+files is raised to the hard one in every process (a WebSocket is one descriptor).
 
 ``--audio`` compares, on N speaking WebRTC sessions (default 10: the emulator, one
 Python process encoding Opus, keeps up with ~20), the CPU of receiving the model's
@@ -30,7 +38,7 @@ ends aiortc's decoding once the call is up), ``blackhole`` (aiortc's way, decode
 ``MediaBlackhole``: rtclient's behaviour before) and ``on_audio`` (decoded and handed
 to a callback).
 
-    python bench/scale.py --transport websocket --name scale_websocket   # ~4 min
+    python bench/scale.py --transport websocket --baseline bc05414 --name scale_websocket
     python bench/scale.py --transport webrtc --name scale_webrtc         # ~4 min
     python bench/scale.py --audio --name scale_audio                     # ~2 min
     python bench/scale.py --sessions 1,10 --window 4                     # a smoke run
@@ -41,13 +49,17 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import gc
+import io
 import json
 import os
 import queue
 import random
+import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -69,6 +81,7 @@ from _common import (
     proc_cpu_seconds,
     proc_rss_bytes,
     quiet_logs,
+    raise_open_files_limit,
     result_path,
     table,
     thread_cpu_seconds,
@@ -76,7 +89,10 @@ from _common import (
 )
 
 PACE = {"delay": 0.05, "deltas": 20, "audio_ms_per_delta": 60}  # ~1 s, 1.2 s of speech
-DEFAULT_SESSIONS = {"websocket": [1, 10, 100, 300, 1000], "webrtc": [1, 10, 100, 300, 1000]}
+DEFAULT_SESSIONS = {
+    "websocket": [1, 10, 100, 1000, 3000, 10000],
+    "webrtc": [1, 10, 100, 300, 1000],
+}
 DEFAULT_CONCURRENCY = {"websocket": 32, "webrtc": 8}
 AUDIO_VARIANTS = ("no_decode", "blackhole", "on_audio")
 THREAD_PROBE = 1000  # idle threads started by the thread probe
@@ -84,6 +100,20 @@ THREAD_PROBE = 1000  # idle threads started by the thread probe
 
 def os_threads() -> int:
     return len(os.listdir("/proc/self/task"))
+
+
+def dispatcher_threads() -> int:
+    return sum(t.name == "rtclient-dispatcher" for t in threading.enumerate())
+
+
+def pool_state(loop_thread: Any) -> dict[str, Any] | None:
+    """The loop thread's dispatch pool (None before it existed: a thread per client)."""
+    try:
+        from rtclient.runtime.pool import dispatch_pool
+    except ImportError:
+        return None
+    pool = dispatch_pool(loop_thread)
+    return {"threads": pool.threads, "spills": pool.spills}
 
 
 def say(line: str) -> None:
@@ -98,12 +128,14 @@ class Session:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.frames = 0
+        self.dones = 0  # response.done callbacks run
         self.mode: str | None = None  # "text" / "audio" / None (stopped)
 
     def on_audio(self, frame: Any) -> None:
         self.frames += 1
 
     def on_done(self, event: Any) -> None:
+        self.dones += 1
         self.ask()
 
     def ask(self) -> None:
@@ -116,13 +148,47 @@ class Session:
             pass  # closing
 
 
+class GcMeter:
+    """Time this process spends in the cyclic garbage collector, per phase: a full
+    collection (generation 2) visits every tracked object - the whole heap of N
+    sessions - while holding the GIL, so every thread waits for it."""
+
+    def __init__(self) -> None:
+        self.phase: dict[str, Any] = {}
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def start(self) -> None:
+        self.phase = {"collections": 0, "full": 0, "seconds": 0.0, "longest_s": 0.0}
+
+    def stop(self) -> dict[str, Any]:
+        phase, self.phase = self.phase, {}
+        return phase
+
+    def _callback(self, stage: str, info: dict[str, Any]) -> None:
+        if stage == "start":
+            self._started = time.perf_counter()
+            return
+        phase = self.phase
+        if not phase:
+            return
+        took = time.perf_counter() - self._started
+        phase["collections"] += 1
+        phase["full"] += info["generation"] == 2
+        phase["seconds"] += took
+        phase["longest_s"] = max(phase["longest_s"], took)
+
+
 class Meter:
     """CPU of this process, of the loop thread and of the emulator over a window."""
 
-    def __init__(self, loop_tid: int, emulator_pid: int, sessions: list[Session]) -> None:
+    def __init__(self, loop_tid: int, emulator_pids: list[int], sessions: list[Session]) -> None:
         self.loop_tid = loop_tid
-        self.emulator_pid = emulator_pid
+        self.emulator_pids = emulator_pids
         self.sessions = sessions
+
+    def emulator_cpu(self) -> float:
+        return sum(proc_cpu_seconds(pid) for pid in self.emulator_pids)
 
     def events(self) -> int:
         return sum(s.client.stats()["events_received"] for s in self.sessions)
@@ -132,13 +198,13 @@ class Meter:
         events0, frames0 = self.events(), sum(s.frames for s in self.sessions)
         extra0 = extra() if extra else 0
         cpu0, loop0 = proc_cpu_seconds(), thread_cpu_seconds(self.loop_tid)
-        emu0 = proc_cpu_seconds(self.emulator_pid)
+        emu0 = self.emulator_cpu()
         t0 = time.perf_counter()
         time.sleep(window)
         dt = time.perf_counter() - t0
         cpu = proc_cpu_seconds() - cpu0
         loop_cpu = thread_cpu_seconds(self.loop_tid) - loop0
-        emu = proc_cpu_seconds(self.emulator_pid) - emu0
+        emu = self.emulator_cpu() - emu0
         events = self.events() - events0
         frames = sum(s.frames for s in self.sessions) - frames0
         result = {
@@ -151,6 +217,7 @@ class Meter:
             "process_us_per_event": cpu / events * 1e6 if events else None,
             "loop_us_per_event": loop_cpu / events * 1e6 if events else None,
             "rss_mb": proc_rss_bytes() / 2**20,
+            "os_threads": os_threads(),
             "loadavg": os.getloadavg()[0],
         }
         if extra:
@@ -159,14 +226,24 @@ class Meter:
 
 
 def connect_all(
-    n: int, options: dict[str, Any], loop_thread: Any, concurrency: int, with_audio: bool
+    n: int,
+    options: dict[str, Any],
+    loop_thread: Any,
+    concurrency: int,
+    with_audio: bool,
+    urls: list[str] | None = None,
 ) -> tuple[list[Session], list[float], float]:
+    """Connect n clients, ``concurrency`` at a time; session i on ``urls[i % len]``."""
     from rtclient import RealtimeClient
 
-    def connect_one(_: int) -> tuple[Session, float]:
+    def connect_one(i: int) -> tuple[Session, float]:
         holder: dict[str, Session] = {}
-        extra = {"on_audio": lambda frame: holder["s"].on_audio(frame)} if with_audio else {}
-        client = RealtimeClient(**options, loop_thread=loop_thread, **extra)
+        extra: dict[str, Any] = {}
+        if with_audio:
+            extra["on_audio"] = lambda frame: holder["s"].on_audio(frame)
+        if urls:
+            extra["base_url"] = urls[i % len(urls)]
+        client = RealtimeClient(**{**options, **extra}, loop_thread=loop_thread)
         session = holder["s"] = Session(client)
         client.on("response.done", session.on_done, raw=True)
         t0 = time.perf_counter()
@@ -186,14 +263,27 @@ def close_all(sessions: list[Session], concurrency: int) -> float:
     return time.perf_counter() - t0
 
 
+STEADY_MAX_S = 90.0  # at most this long for the closed loop to reach its steady state
+
+
 def run_closed_loop(sessions: list[Session], mode: str, settle: float, seed: int) -> None:
+    """Start the closed loop; return at its steady state: ``settle`` seconds after half
+    the sessions have finished a response (with thousands of sessions the emulator is
+    saturated and the first responses all end late - until then no callback runs), or
+    after :data:`STEADY_MAX_S`."""
     rng = random.Random(seed)
     for s in sessions:
         s.mode = mode
+    dones0 = sum(s.dones for s in sessions)
     for s in sessions:  # staggered starts over ~0.5 s, then each keeps itself busy
         time.sleep(rng.uniform(0, 1.0 / len(sessions)))
         s.ask()
-    time.sleep(settle)  # reach steady state
+    deadline = time.monotonic() + STEADY_MAX_S
+    while sum(s.dones for s in sessions) - dones0 < len(sessions) / 2:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # polling a counter, bounded: a bench, not a test
+    time.sleep(settle)
 
 
 def stop_closed_loop(sessions: list[Session], settle: float) -> None:
@@ -213,13 +303,22 @@ def stop_closed_loop(sessions: list[Session], settle: float) -> None:
 def scale_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run in a fresh process: connect n sessions, measure the phases, report."""
     quiet_logs()
+    raise_open_files_limit()
+    import rtclient
     from rtclient import LoopThread, RealtimeClient
 
     n, transport = int(cfg["n"]), cfg["transport"]
-    options: dict[str, Any] = {"api_key": API_KEY, "base_url": cfg["url"], "transport": transport}
+    urls: list[str] = cfg["urls"]
+    options: dict[str, Any] = {"api_key": API_KEY, "base_url": urls[0], "transport": transport}
     if transport == "webrtc":
         options["loopback_only"] = True
-    result: dict[str, Any] = {"sessions": n, "transport": transport}
+    result: dict[str, Any] = {
+        "sessions": n,
+        "transport": transport,
+        "code": cfg.get("code", "after"),
+        "rtclient": str(Path(rtclient.__file__).parent),
+        "emulators": len(urls),
+    }
     with LoopThread("bench-loop") as loop_thread:
         assert loop_thread._thread is not None and loop_thread._thread.native_id is not None
         loop_tid = loop_thread._thread.native_id  # bench-only: the loop thread's CPU
@@ -228,11 +327,19 @@ def scale_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         gc.collect()
         time.sleep(0.5)
         rss0, threads0 = proc_rss_bytes(), os_threads()
+        tracked0 = len(gc.get_objects())
+        gc_meter = GcMeter()
+        gc_meter.start()
         sessions, latencies, setup = connect_all(
-            n, options, loop_thread, cfg["concurrency"], with_audio=False
+            n, options, loop_thread, cfg["concurrency"], with_audio=False, urls=urls
         )
+        result["gc_setup"] = gc_meter.stop()
         time.sleep(cfg["settle"])
         rss1, threads1 = proc_rss_bytes(), os_threads()
+        dispatchers = dispatcher_threads()
+        result["gc_tracked_per_session"] = (len(gc.get_objects()) - tracked0) / n
+        if cfg.get("gc_freeze"):
+            gc.freeze()  # the sessions' objects out of the collector's sight
         result.update(
             setup_s=setup,
             setup_per_session_ms=setup * 1000 / n,
@@ -243,14 +350,22 @@ def scale_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             rss_per_session_kb=(rss1 - rss0) / n / 1024,
             os_threads=threads1,
             threads_per_session=(threads1 - threads0) / n,
+            dispatcher_threads=dispatchers,
         )
         say("P setup")
-        meter = Meter(loop_tid, cfg["emulator_pid"], sessions)
+        meter = Meter(loop_tid, cfg["emulator_pids"], sessions)
+        gc_meter.start()
         result["idle"] = meter.measure(cfg["window"])
+        result["idle"]["gc"] = gc_meter.stop()
         say("P idle")
         run_closed_loop(sessions, "text", cfg["settle"], seed=n)
+        gc_meter.start()
         result["chatty"] = meter.measure(cfg["window"])
+        result["chatty"]["gc"] = gc_meter.stop()
+        result["chatty"]["clients_closed"] = sum(s.client.closed for s in sessions)
+        result["chatty"]["pool"] = pool_state(loop_thread)
         stop_closed_loop(sessions, cfg["settle"])
+        result["os_threads_after_load"] = os_threads()  # every callback has run by now
         say("P chatty")
         result["close_s"] = close_all(sessions, cfg["concurrency"])
         result["lost"] = sum(s.client.stats()["lost"] for s in sessions)
@@ -286,7 +401,7 @@ def audio_worker(cfg: dict[str, Any]) -> dict[str, Any]:
                     )
             return total
 
-        meter = Meter(loop_tid, cfg["emulator_pid"], sessions)
+        meter = Meter(loop_tid, [cfg["emulator_pid"]], sessions)
         run_closed_loop(sessions, "audio", cfg["settle"], seed=n)
         result["speaking"] = meter.measure(
             cfg["window"], extra=lambda: loop_thread.call(rtp_packets(), timeout=30)
@@ -348,9 +463,20 @@ def thread_probe(k: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ coordinator
-def run_worker(cfg: dict[str, Any], progress: Progress, label: str) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(cfg)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+def run_worker(
+    cfg: dict[str, Any],
+    progress: Progress,
+    label: str,
+    pythonpath: str | None = None,
+    script: str = __file__,
+) -> dict[str, Any]:
+    """Run ``script --worker cfg`` in a new process; ``pythonpath`` first on its path (the
+    baseline's rtclient). Its "P ..." lines advance the progress; "R ..." is its result."""
+    cmd = [sys.executable, str(Path(script).resolve()), "--worker", json.dumps(cfg)]
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     result: dict[str, Any] | None = None
     for line in proc.stdout:
@@ -375,6 +501,23 @@ def saturation(chatty: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def export_baseline(ref: str) -> tuple[Path, str]:
+    """rtclient as of git ``ref``, exported to a temporary directory: (that directory,
+    the commit)."""
+    root = str(Path(__file__).resolve().parents[1])
+    commit = subprocess.run(
+        ["git", "-C", root, "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    archive = subprocess.run(
+        ["git", "-C", root, "archive", commit, "rtclient"], capture_output=True, check=True
+    ).stdout
+    directory = Path(tempfile.mkdtemp(prefix="rtclient-baseline-"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(directory, filter="data")
+    return directory, commit
+
+
 def flatten(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for r in results:
@@ -382,10 +525,13 @@ def flatten(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "sessions": r["sessions"],
+                "code": r.get("code", "after"),
                 "setup_s": r["setup_s"],
                 "connect_p50_ms": r["connect_p50_ms"],
                 "rss_per_session_kb": r["rss_per_session_kb"],
                 "threads_per_session": r["threads_per_session"],
+                "threads": max(r["chatty"]["os_threads"], r["os_threads_after_load"]),
+                "idle_cpu_pct": idle["cpu_pct"],
                 "idle_cpu_pct_per_session": idle["cpu_pct_per_session"],
                 "idle_loop_pct": idle["loop_thread_pct"],
                 "chatty_events_per_s": chatty["events_per_s"],
@@ -395,6 +541,11 @@ def flatten(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "process_us_per_event": chatty["process_us_per_event"],
                 "loop_us_per_event": chatty["loop_us_per_event"],
                 "loop_saturates_at": r["saturation"]["loop_thread_saturates_at_events_per_s"],
+                "gc_setup_s": r["gc_setup"]["seconds"],
+                "gc_longest_s": max(
+                    phase["longest_s"]
+                    for phase in (r["gc_setup"], r["idle"]["gc"], r["chatty"]["gc"])
+                ),
                 "close_s": r["close_s"],
                 "lost": r["lost"],
             }
@@ -409,6 +560,8 @@ def fit(results: list[dict[str, Any]]) -> dict[str, Any]:
         "rss_mb": lambda r: r["rss_after_setup_mb"] - r["rss_before_mb"],
         "idle_cpu_pct": lambda r: r["idle"]["cpu_pct"],
         "idle_loop_pct": lambda r: r["idle"]["loop_thread_pct"],
+        "setup_s": lambda r: r["setup_s"],
+        "close_s": lambda r: r["close_s"],
     }
     out: dict[str, Any] = {}
     for name, get in quantities.items():
@@ -431,63 +584,61 @@ def fit(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def plot(payload: dict[str, Any], path: Path) -> None:
+    """Four panels against N; with a baseline, its curves dashed and faded ("before")."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = payload["results"]
-    ns = [r["sessions"] for r in results]
     fig, axes = plt.subplots(2, 2, figsize=(14, 9))
-    ax = axes[0][0]
-    ax.plot(ns, [r["rss_per_session_kb"] for r in results], "o-", color="tab:purple")
-    ax.set_ylim(bottom=0)
-    ax.set_title("memory per session: (RSS after setup - before) / N")
-    ax.set_ylabel("KB")
-    twin = ax.twinx()
-    twin.plot(ns, [r["threads_per_session"] for r in results], "s:", color="tab:grey")
-    twin.set_ylabel("OS threads per session (dotted)")
-    twin.set_ylim(0, 3)
-    ax = axes[0][1]
-    ax.plot(ns, [r["idle"]["cpu_pct_per_session"] for r in results], "o-", label="process / N")
-    ax.plot(
-        ns, [r["idle"]["loop_thread_pct"] / r["sessions"] for r in results], "s--",
-        label="loop thread / N",
-    )  # fmt: skip
-    ax.set_ylim(bottom=0)
-    ax.set_title("idle CPU per session (% of one core)")
-    ax = axes[1][0]
-    ax.plot(ns, [r["chatty"]["events_per_s"] for r in results], "o-", label="events/s received")
-    per_one = results[0]["chatty"]["events_per_s"] / results[0]["sessions"]
-    ax.plot(ns, [per_one * n for n in ns], ":", color="grey", label="offered (N x one session's)")
-    ax.set_yscale("log")
-    ax.set_title("chatty: throughput; busy % of a core (right)")
-    twin = ax.twinx()
-    twin.plot(ns, [r["chatty"]["loop_thread_pct"] for r in results], "s--", color="tab:red",
-              label="loop thread %")  # fmt: skip
-    twin.plot(ns, [r["chatty"]["cpu_pct"] for r in results], "^--", color="tab:orange",
-              label="process %")  # fmt: skip
-    twin.plot(ns, [r["chatty"]["emulator_cpu_pct"] for r in results], "v:", color="tab:green",
-              label="emulator %")  # fmt: skip
-    twin.set_ylim(0, 200)
-    twin.legend(fontsize=7, loc="lower right")
-    ax = axes[1][1]
-    ax.plot(ns, [r["chatty"]["process_us_per_event"] for r in results], "o-",
-            label="process CPU per event")  # fmt: skip
-    ax.plot(ns, [r["chatty"]["loop_us_per_event"] for r in results], "s--",
-            label="loop thread CPU per event")  # fmt: skip
-    ax.set_ylim(bottom=0)
-    ax.set_title("cost per event under load (flat = linear)")
-    ax.set_ylabel("us")
+    series = [("after", payload["results"], "-", 1.0)]
+    if payload.get("baseline_results"):
+        series.append(("before", payload["baseline_results"], "--", 0.45))
+    for code, results, style, alpha in series:
+        ns = [r["sessions"] for r in results]
+        tag = f" ({code})" if len(series) > 1 else ""
+        kw: dict[str, Any] = {"alpha": alpha, "linestyle": style}
+        ax = axes[0][0]
+        ax.plot(ns, [r["rss_per_session_kb"] for r in results], "o", color="tab:purple",
+                label=f"RSS per session{tag}", **kw)  # fmt: skip
+        ax.plot(ns, [max(r["chatty"]["os_threads"], r["os_threads_after_load"]) for r in results],
+                "s", color="tab:grey", label=f"OS threads in the process{tag}", **kw)  # fmt: skip
+        ax = axes[0][1]
+        ax.plot(ns, [r["idle"]["cpu_pct"] for r in results], "o", color="tab:blue",
+                label=f"process{tag}", **kw)  # fmt: skip
+        ax.plot(ns, [r["idle"]["loop_thread_pct"] for r in results], "s", color="tab:red",
+                label=f"loop thread{tag}", **kw)  # fmt: skip
+        ax = axes[1][0]
+        ax.plot(ns, [r["chatty"]["events_per_s"] for r in results], "o", color="tab:blue",
+                label=f"events/s received{tag}", **kw)  # fmt: skip
+        ax.plot(ns, [r["chatty"]["emulator_cpu_pct"] for r in results], "v", color="tab:green",
+                label=f"emulator CPU %{tag}", **kw)  # fmt: skip
+        ax.plot(ns, [r["chatty"]["cpu_pct"] for r in results], "^", color="tab:orange",
+                label=f"client process CPU %{tag}", **kw)  # fmt: skip
+        ax = axes[1][1]
+        ax.plot(ns, [r["chatty"]["process_us_per_event"] for r in results], "o",
+                color="tab:blue", label=f"process CPU per event{tag}", **kw)  # fmt: skip
+        ax.plot(ns, [r["chatty"]["loop_us_per_event"] for r in results], "s", color="tab:red",
+                label=f"loop thread CPU per event{tag}", **kw)  # fmt: skip
+        ax.plot(ns, [r["close_s"] * 1e6 / r["sessions"] / 100 for r in results], "x",
+                color="tab:brown", label=f"close per session, 100 us{tag}", **kw)  # fmt: skip
+    axes[0][0].set_title("memory per session (KB) and threads in total")
+    axes[0][0].set_yscale("log")
+    axes[0][1].set_title("idle CPU of all N sessions (% of one core)")
+    axes[0][1].set_yscale("symlog", linthresh=0.1)
+    axes[1][0].set_title("chatty (closed loop): events/s, and CPU % at that load")
+    axes[1][0].set_yscale("log")
+    axes[1][1].set_title("cost per event under load, close per session (flat = linear)")
+    axes[1][1].set_ylim(bottom=0)
     for ax in axes.flat:
         ax.set_xscale("log")
         ax.set_xlabel("concurrent sessions on one loop thread")
         ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="best")
     fig.suptitle(
-        f"scale.py --transport {payload['transport']}: N sessions in one process, "
-        "one LoopThread; emulator in its own process"
+        f"scale.py --transport {payload['transport']}: N sessions in one process, one "
+        f"LoopThread; emulator in {payload.get('emulators', 1)} process(es)"
+        + (f"; dashed: before ({payload['baseline']['ref']})" if payload.get("baseline") else "")
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -517,18 +668,20 @@ def plot_audio(payload: dict[str, Any], path: Path) -> None:
 
 COLUMNS = [
     ("sessions", "N"),
+    ("code", "code"),
     ("setup_s", "setup s"),
     ("connect_p50_ms", "connect p50 ms"),
     ("rss_per_session_kb", "RSS/session KB"),
-    ("threads_per_session", "threads/session"),
-    ("idle_cpu_pct_per_session", "idle %/session"),
+    ("threads", "threads"),
+    ("idle_cpu_pct", "idle % (all N)"),
     ("chatty_events_per_s", "chatty ev/s"),
     ("chatty_loop_pct", "loop %"),
     ("chatty_cpu_pct", "process %"),
     ("chatty_emulator_pct", "emulator %"),
     ("process_us_per_event", "process us/ev"),
     ("loop_us_per_event", "loop us/ev"),
-    ("loop_saturates_at", "loop saturates at ev/s"),
+    ("gc_setup_s", "GC s in setup"),
+    ("gc_longest_s", "longest GC s"),
     ("close_s", "close s"),
     ("lost", "lost"),
 ]
@@ -540,38 +693,63 @@ def main_scale(args: argparse.Namespace) -> int:
     concurrency = args.concurrency or DEFAULT_CONCURRENCY[transport]
     default = "scale_websocket" if transport == "websocket" else "scale_webrtc"
     started = time.perf_counter()
-    progress = Progress(len(ns) * 3 + 1, f"scale {transport}")
-    results = []
+    codes = ["after", "before"] if args.baseline else ["after"]
+    progress = Progress(len(ns) * 3 * len(codes) + 1, f"scale {transport}")
+    results: dict[str, list[dict[str, Any]]] = {code: [] for code in codes}
     machine = machine_info()
-    with EmulatorProcess(pace=PACE) as emulator:
-        for n in ns:
-            progress.set_note(f"N={n}")
-            cfg = {
-                "mode": "scale", "transport": transport, "n": n, "url": emulator.url,
-                "window": args.window, "settle": args.settle, "emulator_pid": emulator.pid,
-                "concurrency": concurrency,
-            }  # fmt: skip
-            result = run_worker(cfg, progress, f"N={n}")
-            result["saturation"] = saturation(result["chatty"])
-            results.append(result)
+    baseline: dict[str, Any] | None = None
+    baseline_dir: Path | None = None
+    if args.baseline:
+        baseline_dir, commit = export_baseline(args.baseline)
+        baseline = {"ref": args.baseline, "commit": commit}
+    raise_open_files_limit()
+    emulators = [EmulatorProcess(pace=PACE) for _ in range(args.emulators)]
+    try:
+        for emulator in emulators:
+            emulator.start()
+        for i, n in enumerate(ns):
+            # interleaved, the order alternating with N: neither code always runs first
+            for code in codes if i % 2 == 0 else list(reversed(codes)):
+                progress.set_note(f"N={n} {code}")
+                cfg = {
+                    "mode": "scale", "transport": transport, "n": n, "code": code,
+                    "urls": [e.url for e in emulators], "window": args.window,
+                    "settle": args.settle, "emulator_pids": [e.pid for e in emulators],
+                    "concurrency": concurrency, "gc_freeze": args.gc_freeze,
+                }  # fmt: skip
+                path = str(baseline_dir) if code == "before" else None
+                result = run_worker(cfg, progress, f"N={n} {code}", pythonpath=path)
+                result["saturation"] = saturation(result["chatty"])
+                results[code].append(result)
+    finally:
+        for emulator in emulators:
+            emulator.stop()
+        if baseline_dir is not None:
+            shutil.rmtree(baseline_dir, ignore_errors=True)
     probe = run_worker({"mode": "threads", "k": THREAD_PROBE}, progress, "thread probe")
     progress.advance(1, "thread probe")
     progress.close()
     total = time.perf_counter() - started
-    rows = flatten(results)
+    rows = [row for i in range(len(ns)) for code in codes for row in flatten([results[code][i]])]
     payload = {
         "bench": "scale",
         "transport": transport,
+        "command": "python bench/scale.py " + " ".join(sys.argv[1:]),
         "window_s": args.window,
         "settle_s": args.settle,
         "connect_concurrency": concurrency,
+        "emulators": args.emulators,
+        "gc_freeze": args.gc_freeze,
         "emulator_pace": PACE,
         "total_wall_s": total,
         "machine": machine,
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-        "results": results,
+        "baseline": baseline,
+        "results": results["after"],
+        "baseline_results": results.get("before", []),
         "table": rows,
-        "fit": fit(results),
+        "fit": fit(results["after"]),
+        "baseline_fit": fit(results["before"]) if baseline else None,
         "thread_probe": probe,
     }
     path = result_path(args.name, default)
@@ -579,18 +757,20 @@ def main_scale(args: argparse.Namespace) -> int:
     png = path.with_suffix(".png")
     plot(payload, png)
     print(table(rows, COLUMNS))
-    print("\ny = fixed + marginal x N (least squares; residual: the largest miss, % of y):")
-    print(
-        table(
-            [{"quantity": k, **v} for k, v in payload["fit"].items()],
-            [
-                ("quantity", "quantity"),
-                ("fixed", "fixed"),
-                ("marginal_per_session", "marginal per session"),
-                ("residual_pct", "residual %"),
-            ],
+    for code in codes:
+        fitted = payload["fit"] if code == "after" else payload["baseline_fit"]
+        print(f"\n{code}: y = fixed + marginal x N (least squares; residual: the largest miss):")
+        print(
+            table(
+                [{"quantity": k, **v} for k, v in fitted.items()],
+                [
+                    ("quantity", "quantity"),
+                    ("fixed", "fixed"),
+                    ("marginal_per_session", "marginal per session"),
+                    ("residual_pct", "residual %"),
+                ],
+            )
         )
-    )
     hand = probe["hand_off"]
     print(
         f"\nthread probe: {probe['threads']} idle threads, "
@@ -711,6 +891,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=positive_int, default=3, help="--audio: rounds of each variant"
     )
+    parser.add_argument(
+        "--baseline", metavar="REF", default=None,
+        help="also run every N with rtclient as of git REF (before/after in one run)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gc-freeze", action="store_true",
+        help="gc.freeze() once the sessions are connected (the collector skips them)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--emulators", type=positive_int, default=1,
+        help="emulator processes the sessions are spread over (default 1)",
+    )  # fmt: skip
     add_result_options(parser, "scale_audio or scale_<transport>")
     args = parser.parse_args(argv)
     quiet_logs()

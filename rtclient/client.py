@@ -9,8 +9,9 @@ Who runs what:
   the protocol core feeds ``response.created``/``response.done``/``error`` to the gate
   *immediately* - a coalesced create after ``response.done`` goes out with no thread
   hop, after everything already on the bridge (the bridge keeps put order).
-* **The dispatcher thread** receives the events something reads, in order, and runs
-  user-facing work: tool scheduling, ``on()`` callbacks, ``events()`` iterators.
+* **The dispatcher** (a few threads shared by the clients of a loop thread) receives
+  the events something reads, in order, and runs user-facing work: tool scheduling,
+  ``on()`` callbacks, ``events()`` iterators.
 * **Tool threads** (any ``concurrent.futures.Executor``) run tools; outputs go back
   over the bridge, and the follow-up create through the gate, once per response.
 
@@ -352,7 +353,7 @@ class RealtimeClient(ConversationCalls, SessionShell):
 
     def _when_open(self, deadline: float) -> None:
         """Ready: the session exists (a sideband may attach after session.created) and
-        the client's config is applied; then the confirm watchdog starts."""
+        the client's config is applied."""
         if self._attach_call_id is None:
             self._waiters.register(("session", "created")).result(remaining(deadline))
         config = self._session_config()
@@ -362,7 +363,6 @@ class RealtimeClient(ConversationCalls, SessionShell):
             updated = self._waiters.register(("request", event["event_id"]))
             self._send(event)
             updated.result(remaining(deadline))  # a timeout: connect()'s ConnectTimeoutError
-        self._apply([self._core.watchdog()])
 
     def _session_config(self) -> dict[str, Any]:
         """The session config a connection applies: the client's options, and (after a

@@ -50,11 +50,14 @@ CONNECT_COLUMNS = {
 }
 SCALE_COLUMNS = {
     "N": "sessions",
+    "code": "code",
     "setup s": "setup_s",
     "connect p50 ms": "connect_p50_ms",
     "RSS/session KB": "rss_per_session_kb",
     "threads/session": "threads_per_session",
+    "threads": "threads",
     "idle %/session": "idle_cpu_pct_per_session",
+    "idle % (all N)": "idle_cpu_pct",
     "chatty ev/s": "chatty_events_per_s",
     "loop %": "chatty_loop_pct",
     "process %": "chatty_cpu_pct",
@@ -62,6 +65,8 @@ SCALE_COLUMNS = {
     "process us/ev": "process_us_per_event",
     "loop us/ev": "loop_us_per_event",
     "loop saturates at ev/s": "loop_saturates_at",
+    "GC s in setup": "gc_setup_s",
+    "longest GC s": "gc_longest_s",
     "close s": "close_s",
     "lost": "lost",
 }
@@ -237,12 +242,15 @@ def test_the_reconnect_table_and_figures_are_the_reconnect_results() -> None:
     [
         ("scale_websocket", "### Latest figures, WebSocket (`python bench/scale.py"),
         ("scale_webrtc", "### Latest figures, WebRTC (`python bench/scale.py"),
+        ("scale_websocket_gc_freeze", "#### With `gc.freeze()` right after setup"),
+        ("scale_websocket_2_emulators", "#### Spread over two emulator processes"),
     ],
 )
 def test_the_scale_tables_are_the_scale_results(name: str, start: str) -> None:
     payload = load(name)
     title = heading(BENCH_README, start)
-    assert f"--transport {payload['transport']} --name {name}`" in title, title
+    command = payload.get("command", f"--transport {payload['transport']} --name {name}")
+    assert f"{command}`" in title, title
     assert f"{payload['total_wall_s']:.0f} s)" in title, f"{name}: {payload['total_wall_s']} s"
     rows = table_after(BENCH_README, start)
     assert len(rows) == len(payload["table"])
@@ -262,6 +270,42 @@ def test_the_scale_audio_table_is_the_scale_audio_results() -> None:
         for header, cell in row.items():
             value = fmt(record[SCALE_AUDIO_COLUMNS[header]])
             assert cell == value, f"scale_audio {row['variant']} {header}: {cell} != {value}"
+
+
+DISPATCH_COLUMNS = {
+    "variant": "variant",
+    "stuck client": "stuck",
+    "callbacks": "callbacks",
+    "callbacks/s": "events_per_s",
+    "p50 ms": "p50_ms",
+    "p99 ms": "p99_ms",
+    "max ms": "max_ms",
+    "threads": "threads",
+    "spills": "spills",
+}
+
+
+def test_the_dispatch_table_is_the_dispatch_results() -> None:
+    payload = load("dispatch_stuck")
+    start = "### A stuck callback (`python bench/dispatch.py"
+    title = heading(BENCH_README, start)
+    assert f"`{payload['command']}`" in title, title
+    assert f"{payload['total_wall_s']:.0f} s)" in title, payload["total_wall_s"]
+    rows = table_after(BENCH_README, start)
+    assert len(rows) == len(payload["summary"])
+    for row, record in zip(rows, payload["summary"], strict=True):
+        for header, cell in row.items():
+            value = fmt(record[DISPATCH_COLUMNS[header]])
+            assert cell == value, f"dispatch_stuck {row['variant']} {header}: {cell} != {value}"
+    v = {r["variant"]: r for r in payload["summary"]}
+    quoted(
+        f"(`pool` p99 {v['pool']['p99_ms']:.2f} ms against {v['no_stuck']['p99_ms']:.2f} ms) on "
+        f"{v['pool']['threads']} threads instead of {v['before']['threads']}",
+        BENCH_README,
+        "bench/README dispatch_stuck",
+    )
+    quoted(f"wait for the spill (max {v['one_thread']['max_ms']:.0f} ms)", BENCH_README, "")
+    quoted(f"(p50 {v['no_spill']['p50_ms']:,.0f} ms", BENCH_README, "bench/README dispatch_stuck")
 
 
 def test_the_gate_bench_table_is_the_gate_bench_results() -> None:
@@ -303,32 +347,88 @@ def net_us_per_event(record: dict[str, Any]) -> float:
 
 
 def test_the_scale_prose_is_the_scale_results() -> None:
-    ws = scale_rows("scale_websocket")
-    big, mid = ws[1000], ws[100]
+    payload = load("scale_websocket")
+    after = {r["sessions"]: r for r in payload["results"]}
+    before = {r["sessions"]: r for r in payload["baseline_results"]}
+    frozen = scale_rows("scale_websocket_gc_freeze")[10000]
+    big, where = after[10000], "bench/README scale_websocket"
+    threads = [row["threads"] for row in payload["table"] if row["code"] == "after"]
+    assert max(threads) == 5 and payload["baseline"]["ref"] == "bc05414"
     quoted(
-        f"1,000 sessions in one process cost ~{big['rss_per_session_kb']:.0f} KB each "
-        f"({big['rss_after_setup_mb'] - big['rss_before_mb']:.0f} MB",
+        f"**Memory: ~{big['rss_per_session_kb']:.0f} KB per session, flat from 100 to 10,000** "
+        f"(10,000 sessions: {big['rss_after_setup_mb'] - big['rss_before_mb']:.0f} MB; before: "
+        f"~{before[10000]['rss_per_session_kb']:.0f} KB",
         BENCH_README,
-        "bench/README scale_websocket",
+        where,
     )
-    fit = load("scale_websocket")["fit"]["rss_mb"]
+    quoted(f"carry ~{big['gc_tracked_per_session']:.0f} objects each", BENCH_README, where)
     quoted(
-        f"{fit['marginal_per_session']:.2f} MB per session within {fit['residual_pct']:.1f}%",
-        BENCH_README,
-        "bench/README scale_websocket",
+        f"before, N + 3: {before[10000]['chatty']['os_threads']:,} at 10,000", BENCH_README, where
     )
     quoted(
-        f"Idle, all 1,000 cost {big['idle']['cpu_pct']:.1f}% of a core",
+        f"{before[1000]['idle']['cpu_pct']:.2f}% of a core for 1,000 idle sessions, "
+        f"{before[10000]['idle']['cpu_pct']:.2f}% for 10,000; now its timer is armed only while "
+        f"a create is unconfirmed, and idle sessions cost {after[1000]['idle']['cpu_pct']:.2f}% "
+        f"for 1,000 and {big['idle']['cpu_pct']:.2f}% for 10,000",
         BENCH_README,
-        "bench/README scale_websocket",
+        where,
+    )
+    chatty = {n: after[n]["chatty"] for n in (1000, 3000, 10000)}
+    quoted(
+        f"**Events/s at saturation**: {chatty[1000]['events_per_s']:,.0f} at 1,000 sessions (the "
+        f"loop thread {chatty[1000]['loop_thread_pct']:.0f}% busy, the emulator "
+        f"{chatty[1000]['emulator_cpu_pct']:.0f}% of a core",
+        BENCH_README,
+        where,
     )
     quoted(
-        f"{big['chatty']['process_us_per_event']:.0f} us of process CPU and "
-        f"{big['chatty']['loop_us_per_event']:.0f} us of loop thread at 1,000 sessions "
-        f"against {mid['chatty']['process_us_per_event']:.0f} and "
-        f"{mid['chatty']['loop_us_per_event']:.0f} at 100",
+        f"{chatty[3000]['events_per_s']:,.0f} at 3,000 and {chatty[10000]['events_per_s']:,.0f} at "
+        f"10,000 - where a {chatty[10000]['gc']['longest_s']:.1f} s full garbage collection",
         BENCH_README,
-        "bench/README scale_websocket",
+        where,
+    )
+    quoted(
+        "the loop thread spends "
+        + ", ".join(f"{chatty[n]['loop_us_per_event']:.0f}" for n in (1000, 3000))
+        + f" and {chatty[10000]['loop_us_per_event']:.0f} us per event",
+        BENCH_README,
+        where,
+    )
+
+    def close_ms(r: dict[str, Any]) -> str:
+        return f"{r['close_s'] * 1000 / r['sessions']:.2f}"
+
+    quoted(
+        f"Before: {close_ms(before[1000])} ms per session at 1,000, {close_ms(before[10000])} ms "
+        f"at 10,000 ({before[10000]['close_s']:.2f} s to close them); the hooks are now in a "
+        f"dict: {close_ms(after[1000])} and {close_ms(big)} ms",
+        BENCH_README,
+        where,
+    )
+    gc_setup = {n: after[n]["gc_setup"]["seconds"] for n in (1000, 3000, 10000)}
+    quoted(
+        f"its time in setup is {gc_setup[1000]:.2f} s for 1,000 sessions, {gc_setup[3000]:.2f} s "
+        f"for 3,000 and {gc_setup[10000]:.2f} s for 10,000 "
+        f"({gc_setup[10000] / big['setup_s']:.0%} of the {big['setup_s']:.1f} s setup",
+        BENCH_README,
+        where,
+    )
+    longest = {
+        n: max(p["longest_s"] for p in (r["gc_setup"], r["idle"]["gc"], r["chatty"]["gc"]))
+        for n, r in after.items()
+    }
+    quoted(
+        f"one full pass takes {longest[3000]:.1f} s at 3,000 sessions and {longest[10000]:.1f} s",
+        BENCH_README,
+        where,
+    )
+    quoted(
+        f"at 10,000 sessions {frozen['chatty']['events_per_s']:,.0f} events/s at "
+        f"{frozen['chatty']['process_us_per_event']:.0f} us per event, the longest pause under "
+        f"load {frozen['chatty']['gc']['longest_s']:.2f} s instead of "
+        f"{chatty[10000]['gc']['longest_s']:.1f} s",
+        BENCH_README,
+        where,
     )
     rtc = scale_rows("scale_webrtc")
     quoted(
@@ -422,13 +522,45 @@ def test_readme_benchmarks_table() -> None:
         f"a WebSocket session ready in {variants['websocket']['ready_p50_ms']:.0f} ms", README, ""
     )
 
-    ws, rtc = scale_rows("scale_websocket")[1000], scale_rows("scale_webrtc")[1000]
+    ws_payload = load("scale_websocket")
+    ws = {r["sessions"]: r for r in ws_payload["results"]}
+    before = {r["sessions"]: r for r in ws_payload["baseline_results"]}
+    rtc = scale_rows("scale_webrtc")[1000]
+    frozen = scale_rows("scale_websocket_gc_freeze")[10000]
+    stuck = {r["variant"]: r for r in load("dispatch_stuck")["summary"]}
     audio = {r["variant"]: r for r in load("scale_audio")["summary"]}
     quoted(
-        f"1,000 WebSocket sessions on one loop thread: ~{ws['rss_per_session_kb']:.0f} KB "
-        f"per session, {ws['idle']['cpu_pct']:.1f}% of a core for all of them idle, "
-        f"{round(ws['chatty']['events_per_s'], -2):,.0f} events/s with the loop thread "
-        f"{ws['chatty']['loop_thread_pct']:.0f}% busy",
+        f"10,000 WebSocket sessions on one loop thread: ~{ws[10000]['rss_per_session_kb']:.0f} KB "
+        f"per session, 5 threads in all, {ws[10000]['idle']['cpu_pct']:.2f}% of a core for all of "
+        f"them idle** (before: {before[10000]['rss_per_session_kb']:.0f} KB, "
+        f"{before[10000]['chatty']['os_threads']:,} threads and "
+        f"{before[10000]['idle']['cpu_pct']:.1f}% of a core). At 1,000 sessions "
+        f"{round(ws[1000]['chatty']['events_per_s'], -2):,.0f} events/s with the loop thread "
+        f"{ws[1000]['chatty']['loop_thread_pct']:.0f}% busy",
+        README,
+        "README scale",
+    )
+    quoted(
+        f"10,000 WebSocket sessions on one loop thread: ~{ws[10000]['rss_per_session_kb']:.0f} KB "
+        f"per session, 5 threads in all, {ws[10000]['idle']['cpu_pct']:.2f}% of a core for all of "
+        f"them idle (before: {before[10000]['chatty']['os_threads']:,} threads, "
+        f"{before[10000]['idle']['cpu_pct']:.1f}%); "
+        f"{round(ws[1000]['chatty']['events_per_s'], -2):,.0f} events/s at 1,000",
+        README,
+        "README benchmarks table",
+    )
+    quoted(f"callbacks then start within {stuck['pool']['p99_ms']:.2f} ms (p99)", README, "README")
+    quoted(
+        f"a tick per second per client, {before[1000]['idle']['cpu_pct']:.2f}% of a core per "
+        "1,000 idle sessions",
+        README,
+        "README scale",
+    )
+    quoted(
+        f"{ws[10000]['chatty']['gc']['longest_s']:.1f} s at 10,000 sessions, during which none is "
+        f"served. `gc.freeze()` once the sessions are connected takes them out of its sight "
+        f"({frozen['chatty']['gc']['longest_s']:.2f} s, "
+        f"{frozen['chatty']['events_per_s']:,.0f} events/s at 10,000",
         README,
         "README scale",
     )

@@ -205,14 +205,45 @@ def test_client_turns_answer_a_committed_turn_and_malformed_messages_are_counted
     assert c.receive("{not json") == [] and c.counters["malformed_events"] == 1
 
 
+def watchdogs(fx: list[Effect]) -> list[Later]:
+    return [f for f in fx if isinstance(f, Later) and f.kind == "watchdog"]
+
+
+def test_the_watchdog_runs_only_while_a_create_is_unconfirmed() -> None:
+    """No timer while idle; the first create arms one (for its deadline), at most one
+    is on its way, and it stops once nothing is unconfirmed - re-armed by the next
+    create."""
+    now = [100.0]
+    c = RealtimeProtocol(ResponseGate(confirm_timeout=5.0, clock=lambda: now[0]), ToolRunner(()))
+    assert c.watchdog() == []  # idle: nothing to watch
+    _, fx = c.request("first")
+    [create] = sends(fx, "create")
+    [timer] = watchdogs(fx)
+    assert timer.delay == 5.0  # the deadline, not a periodic tick
+    _, fx = c.request("queued")  # a second request waits; the timer is already armed
+    assert sends(fx) == [] and watchdogs(fx) == []
+    now[0] = 102.0
+    [timer] = c.timer(timer)  # early: nothing to report, armed for the rest
+    assert timer.delay == 3.0 and c.gate.stats().confirm_timeouts == 0
+    now[0] = 105.0
+    assert c.timer(timer) == []  # reported once; nothing left to watch
+    assert c.gate.stats().confirm_timeouts == 1
+    c.receive(msg(created("resp_1", create.ref)))
+    fx = c.receive(msg(done("resp_1", create.ref)))  # the queued request's create leaves
+    [create2] = sends(fx, "create")
+    [timer] = watchdogs(fx)  # armed again, for that create
+    assert timer.delay == 5.0
+    c.receive(msg(created("resp_2", create2.ref)))
+    assert c.timer(timer) == []  # confirmed: the watchdog stops
+
+
 def test_after_close_a_request_raises_and_the_watchdog_stops() -> None:
     c = core()
-    watchdog = c.watchdog()
-    [again] = c.timer(watchdog)
-    assert isinstance(again, Later) and again.kind == "watchdog"
+    _, fx = c.request("x")
+    [watchdog] = watchdogs(fx)
     c.close(ClosedError("closed"))
     with pytest.raises(ClosedError):
-        c.request("x")
+        c.request("y")
     assert c.timer(watchdog) == []
 
 

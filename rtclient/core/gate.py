@@ -744,6 +744,13 @@ class ResponseGate:
         with self._lock:
             return self._machine.deadline()
 
+    def deadline_in(self) -> float | None:
+        """Seconds (by the gate's clock) until the watchdog must look, or None when
+        nothing is unconfirmed: the confirm watchdog's timer is armed only then."""
+        with self._lock:
+            deadline = self._machine.deadline()
+            return None if deadline is None else max(0.0, deadline - self._clock())
+
     def cancel(self) -> str | None:
         """Returns the id of the response to cancel now (send ``response.cancel``), if any."""
         with self._lock:

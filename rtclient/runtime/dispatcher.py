@@ -1,10 +1,16 @@
-"""The dispatcher thread: user-facing work, in arrival order, off the loop thread.
+"""The dispatcher: one session's user-facing work, in arrival order, off the loop thread.
 
 The loop thread hands it the events something reads (:meth:`Dispatcher.wants`); it
 runs, per event: the session's own dispatcher-side step first (the tools: starting a
 tool is kept off the loop thread), then the ``on()`` callbacks and the ``events()``
 iterators. User code never runs on the loop thread, so a slow callback cannot stall
 audio or the data channel; a callback that raises is logged and the next one runs.
+
+The work runs on the threads of the loop thread's :class:`~rtclient.runtime.pool.DispatchPool`,
+shared by every client of that loop thread, in this session's own lane: its events in
+order, one at a time; a callback of this session that blocks parks this lane only.
+"The dispatcher thread" of a session (:meth:`Dispatcher.in_thread`) is whichever pool
+thread is running this session's work at that moment.
 
 Events reach typed subscribers as their ``openai`` models - parsed once per event and
 shared - or as the dict when no model describes them (logged once per type, counted in
@@ -16,11 +22,13 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 from rtclient.errors import ClosedError, EventValidationError
 from rtclient.logs import logger
+from rtclient.runtime.pool import DispatchPool, Lane
 
 _T = TypeVar("_T")
 _STOP = object()
@@ -67,11 +75,11 @@ class _Subscription:
 
 
 class Dispatcher:
-    """One thread, one queue, the subscriptions and the open streams of one session.
+    """The subscriptions, the open streams and the lane of one session.
 
     ``lock`` is the session's lock (the one ``close()`` takes): a stream opened after
     :meth:`close` fails at once (the one waiter rule). ``step(event)`` runs first for
-    every event, on this thread; ``on_audio(frame)`` gets audio frames.
+    every event, on the dispatcher; ``on_audio(frame)`` gets audio frames.
     """
 
     def __init__(
@@ -82,15 +90,15 @@ class Dispatcher:
         step: Callable[[dict[str, Any]], None] | None = None,
         step_wants: Callable[[str], bool] = lambda kind: False,
         on_audio: Callable[[Any], object] | None = None,
-        name: str = "rtclient-dispatcher",
     ) -> None:
         self.catalog = catalog
         self._lock = lock
         self._step = step
         self._step_wants = step_wants
         self._on_audio = on_audio
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._pool: DispatchPool | None = None
+        self._lane: Lane | None = None
+        self._stopped = threading.Event()  # the lane ran its stop: nothing more will run
         self._subscribers: dict[str, list[_Subscription]] = {}
         self._streams: set[EventStream[Any]] = set()
         self._closed: BaseException | None = None
@@ -99,12 +107,19 @@ class Dispatcher:
 
     # -- the session's side ------------------------------------------------------------
 
-    def start(self) -> Dispatcher:
-        self._thread.start()
+    def start(self, pool: DispatchPool) -> Dispatcher:
+        """Serve this session on ``pool`` from now on (not after :meth:`close`)."""
+        with self._lock:
+            if self._lane is not None:
+                raise RuntimeError("the dispatcher was already started")
+            if self._closed is None:  # else close() came first: nothing to serve
+                self._pool, self._lane = pool, pool.lane(self._handle)
         return self
 
     def in_thread(self) -> bool:
-        return threading.current_thread() is self._thread
+        """Whether the calling thread is running this session's dispatcher work now."""
+        lane = self._lane
+        return lane is not None and lane.in_thread()
 
     def wants(self, kind: str) -> bool:
         """Hand an event over only if something here reads it.
@@ -121,25 +136,38 @@ class Dispatcher:
         return bool(self._streams or subscribers.get(kind) or subscribers.get("*"))
 
     def put(self, event: dict[str, Any]) -> None:
-        self._queue.put(event)
+        lane = self._lane
+        if lane is not None:
+            lane.put(event)
 
     def put_audio(self, frame: Any) -> None:
-        self._queue.put(("audio", frame))
+        lane = self._lane
+        if lane is not None:
+            lane.put(("audio", frame))
 
     def close(self, error: BaseException) -> None:
-        """No new stream from now on; open streams end; the thread ends after what is
+        """No new stream from now on; open streams end; the lane ends after what is
         queued. Idempotent."""
         with self._lock:
             if self._closed is None:
                 self._closed = error
             streams = list(self._streams)
+            lane = self._lane
         for stream in streams:
             stream.put(_STOP)
-        self._queue.put(_STOP)
+        if lane is not None:
+            lane.put(_STOP)
+        else:
+            self._stopped.set()  # never started: nothing runs
 
     def join(self, timeout: float) -> None:
-        if self._thread.ident is not None and not self.in_thread():
-            self._thread.join(timeout)
+        """Wait (bounded) until the lane has run its stop - and, if this was the last
+        session of its pool, until the pool's threads have ended."""
+        if self._lane is None or self.in_thread():
+            return
+        deadline = time.monotonic() + timeout
+        if self._stopped.wait(timeout) and self._pool is not None:
+            self._pool.join_retired(max(0.0, deadline - time.monotonic()))
 
     # -- the user's side ---------------------------------------------------------------
 
@@ -187,22 +215,23 @@ class Dispatcher:
         with self._lock:
             self._streams.discard(stream)
 
-    # -- the thread ----------------------------------------------------------------------
+    # -- on the pool's thread ------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            if isinstance(item, tuple):
-                if self._on_audio is not None:
-                    guard(self._on_audio, item[1])
-                continue
+    def _handle(self, item: Any) -> None:
+        """One item of this session's lane (a pool thread; never raises)."""
+        if item is _STOP:
+            assert self._lane is not None
+            self._lane.finish()  # what is still queued is dropped
+            with self._lock:
+                streams = list(self._streams)
+            for stream in streams:
+                stream.put(_STOP)
+            self._stopped.set()
+        elif isinstance(item, tuple):
+            if self._on_audio is not None:
+                guard(self._on_audio, item[1])
+        else:
             self._dispatch(item)
-        with self._lock:
-            streams = list(self._streams)
-        for stream in streams:
-            stream.put(_STOP)
 
     def _dispatch(self, event: dict[str, Any]) -> None:
         kind = event["type"]

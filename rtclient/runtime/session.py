@@ -9,7 +9,9 @@ its API. The shell owns, for one session:
   loop). The janus :class:`~rtclient.runtime.bridge.Bridge` is not a second door but a
   lane through it: an ordered, bounded queue of sends whose wake-up is one
   ``call_soon`` per burst and whose futures report the *actual* write;
-* **the dispatcher thread** (:class:`~rtclient.runtime.dispatcher.Dispatcher`);
+* **the dispatcher** (:class:`~rtclient.runtime.dispatcher.Dispatcher`): this
+  session's lane in the loop thread's :class:`~rtclient.runtime.pool.DispatchPool`, a
+  few threads shared by every client of that loop thread;
 * **the waiters** (:class:`~rtclient.runtime.waiters.Waiters`), all registered under the
   lock ``close()`` takes;
 * **the lifecycle** (:class:`~rtclient.core.lifecycle.Lifecycle`): the state, and the
@@ -54,6 +56,7 @@ executor thread to the wire::
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import random
@@ -89,6 +92,7 @@ from rtclient.logs import logger
 from rtclient.runtime.bridge import Bridge
 from rtclient.runtime.dispatcher import Catalog, Dispatcher, EventStream
 from rtclient.runtime.loop import LoopThread
+from rtclient.runtime.pool import dispatch_pool
 from rtclient.runtime.waiters import Waiters
 from rtclient.transports.base import Transport, Written, when_written
 from rtclient.transports.signaling import resolve_base_url
@@ -201,6 +205,7 @@ class SessionShell:
         self._pins: deque[tuple[dict[str, Any], Core]] = deque()
         self._parked: list[tuple[Send, Core]] | None = None
         self._retired: list[Core] = []
+        self._timers: dict[Later, asyncio.TimerHandle] = {}  # loop thread only
 
     def __enter__(self) -> Any:
         return self.connect()
@@ -277,7 +282,7 @@ class SessionShell:
             self._bridge = bridge
         bridge.start()
         self._check_connecting()
-        self._dispatcher.start()
+        self._dispatcher.start(dispatch_pool(loop_thread))
         self._transport = self._make_transport()
         with self._lock:
             self._check_connecting()
@@ -382,6 +387,12 @@ class SessionShell:
         for send, core in parked or ():
             self._apply(core.sent(send, error), core)
         self._dispatcher.close(error)
+        loop_thread = self._loop_thread
+        if loop_thread is not None and loop_thread.running:
+            try:
+                loop_thread.call_soon(self._cancel_timers)
+            except RealtimeError:
+                pass  # the loop is stopping: its timers go with it
 
     def _on_connection_lost(self, error: BaseException) -> None:
         """The connection is gone (a transport's report, or the core's ``Lost``): end the
@@ -761,13 +772,28 @@ class SessionShell:
     def _later(self, later: Later, core: Core | None = None) -> None:
         loop_thread = self._loop_thread
         if loop_thread is not None and loop_thread.running:
-            fire = partial(self._fire_timer, later, self._core if core is None else core)
             try:
-                loop_thread.call_soon(loop_thread.loop.call_later, later.delay, fire)
+                owner = self._core if core is None else core
+                loop_thread.call_soon(self._arm_timer, loop_thread, later, owner)
             except RealtimeError:
                 pass  # the loop is stopping: nothing is left to time
 
+    def _arm_timer(self, loop_thread: LoopThread, later: Later, core: Core) -> None:
+        """Loop thread. The handle is kept so that the session's end cancels its timers:
+        a pending timer holds the session (the confirm watchdog's for up to
+        ``confirm_timeout``), and a closed session has nothing left to time."""
+        if self._life.error is None:
+            handle = loop_thread.loop.call_later(later.delay, self._fire_timer, later, core)
+            self._timers[later] = handle
+
+    def _cancel_timers(self) -> None:
+        """Loop thread, after the session ended (queued after every ``_arm_timer``)."""
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
     def _fire_timer(self, later: Later, core: Core) -> None:
+        self._timers.pop(later, None)
         target = self._owner(core)
         self._apply(target.timer(later), target)
 
