@@ -86,6 +86,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,17 @@ IDEMPOTENT = {"lookup_order", "track_parcel"}
 """Tools that only read: a worker that takes over a call may run them again."""
 
 
+def _connect_or_hang_up(client: RealtimeClient | LiveClient, hang_up: Callable[[], object]) -> None:
+    """Connect the app's sideband; a call without it (its tools, its delegation handler)
+    is no use to the user: end the call, report the failure."""
+    try:
+        client.connect()
+    except RealtimeError:
+        with contextlib.suppress(RealtimeError):
+            hang_up()
+        raise
+
+
 class Calls:
     """The live calls of this process: call id -> the sideband client attached to it,
     and the caller (browser session) that created it.
@@ -282,13 +294,9 @@ class Calls:
             executor=self.pool,
             loop_thread=self.loop_thread,
         )
-        try:
-            client.connect()
-        except RealtimeError:
-            # A call without its tools is no use to the user: end it, report the failure.
-            with contextlib.suppress(RealtimeError):
-                hangup_call(call.call_id, api_key=self.api_key, base_url=self.base_url)
-            raise
+        _connect_or_hang_up(
+            client, lambda: hangup_call(call.call_id, api_key=self.api_key, base_url=self.base_url)
+        )
         return call.call_id, call.sdp, client
 
     def _create_live(self, offer_sdp: str) -> tuple[str, str, LiveClient]:
@@ -309,15 +317,12 @@ class Calls:
             executor=self.pool,
             loop_thread=self.loop_thread,
         )
-        try:
-            client.connect()
-        except RealtimeError:
-            # A session nobody answers delegations for is no use: end it, report it.
-            with contextlib.suppress(RealtimeError):
-                rtsip.hangup_call(
-                    answer.session_id, api="live", api_key=self.api_key, base_url=self.base_url
-                )
-            raise
+        _connect_or_hang_up(
+            client,
+            lambda: rtsip.hangup_call(
+                answer.session_id, api="live", api_key=self.api_key, base_url=self.base_url
+            ),
+        )
         return answer.session_id, answer.sdp, client
 
     def caller_of(self, call_id: str) -> str | None:
