@@ -220,11 +220,12 @@ class Handoff:
         bridge = client._bridge
         put = bridge.put
 
-        def timed_put(event: dict[str, Any]) -> Any:
+        def timed_put(item: tuple[int, dict[str, Any]]) -> Any:
+            event = item[1]  # (the connection's generation, the event)
             key = event.get("delegation_id") if event.get("type") == APPEND else None
             if key:
                 stamps.stamp(key, "bridge_put")
-            future = put(event)
+            future = put(item)
             if key:
                 stamps.stamp(key, "bridge_put_returned")
             return future
