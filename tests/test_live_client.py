@@ -27,6 +27,7 @@ from rtclient import (
 from rtclient.core.gate import ACTIVE_RESPONSE_CODE
 from rtclient.core.live_protocol import DelegationTask, Notices
 from rtclient.emulator import Emulator, Pace
+from rtclient.emulator.onloop import call_on
 from rtclient.live_events import DelegationDropped, DelegationDuplicate, DelegationFailed
 from rtclient.tools import build_spec
 
@@ -268,7 +269,7 @@ def test_unknown_and_duplicate_delegation_ids(
         "delegation": {"id": created["id"], "type": "delegation", "target": "client"},
         "offset_ms": created["offset_ms"],
     }
-    session._call(lambda: session.emit(event))  # the server repeats itself
+    call_on(session._loop, lambda: session.emit(event))  # the server repeats itself
     assert seen.wait(WAIT) and duplicates[0].delegation_id == created["id"]
     assert ran == [created["id"]] and len(landed(emu, session.id, created["id"])) == 1
     stats = client.stats()

@@ -56,12 +56,12 @@ from .errors import (
 from .faults import Faults
 from .ids import IdFactory
 from .model import Model, ModelRequest, Pace
+from .onloop import CALL_TIMEOUT_S, call_on, in_loop
 from .records import Recorder
 from .response import Response, ResponseStream
 from .validation import parse_client_event
 
 T = TypeVar("T")
-_CALL_TIMEOUT_S = 30.0
 _INPUT_BYTES_PER_MS = 48  # pcm16 mono at 24 kHz
 
 
@@ -163,7 +163,7 @@ class Session:
     @property
     def config(self) -> dict[str, Any]:
         """The session object as ``session.updated`` last showed it (a copy)."""
-        return self._call(lambda: copy.deepcopy(self._config))
+        return call_on(self._loop, lambda: copy.deepcopy(self._config))
 
     @property
     def client_events(self) -> list[dict[str, Any]]:
@@ -238,7 +238,7 @@ class Session:
 
     def items(self) -> list[dict[str, Any]]:
         """The default conversation's items (a copy)."""
-        return self._call(self.conversation.snapshot)
+        return call_on(self._loop, self.conversation.snapshot)
 
     # --------------------------------------------------------- thread-safe control
     @property
@@ -276,20 +276,20 @@ class Session:
         Returns ``{"item_id", "response_id", "interrupted"}`` (ids or None). From the
         emulator's own loop use ``await session.speech(...)`` instead.
         """
-        if self._in_loop():
+        if in_loop(self._loop):
             raise RuntimeError("on the emulator's loop, use `await session.speech(...)`")
         if not self._loop.is_running():
             raise RuntimeError("the emulator is not running")
         future = asyncio.run_coroutine_threadsafe(self.speech(text, duration_ms), self._loop)
-        return future.result(_CALL_TIMEOUT_S)
+        return future.result(CALL_TIMEOUT_S)
 
     def inject(self, text: str) -> None:
         """Send ``text`` to the client as is (e.g. a hand-made malformed event)."""
-        self._call(lambda: self.send_raw(text))
+        call_on(self._loop, lambda: self.send_raw(text))
 
     def close(self) -> None:
         """End the session (and its call) from any thread."""
-        self._call(lambda: self.terminate("closed by the emulator"))
+        call_on(self._loop, lambda: self.terminate("closed by the emulator"))
 
     # -------------------------------------------------------------- loop side: I/O
     def attach(self, channel: Channel) -> None:
@@ -845,22 +845,6 @@ class Session:
         limit = self._faults.close_after_events
         if limit is not None and self._sent >= limit:
             self.terminate(f"fault: close after {limit} events")
-
-    def _in_loop(self) -> bool:
-        try:
-            return asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            return False
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the emulator's loop (directly if already there)."""
-        if self._in_loop() or not self._loop.is_running():
-            return fn()
-
-        async def run() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(_CALL_TIMEOUT_S)
 
 
 def _idle_timeout_ms(config: dict[str, Any]) -> int | None:

@@ -50,6 +50,7 @@ from ..errors import SERVER_ERROR, ClientEventError
 from ..faults import Faults
 from ..ids import IdFactory
 from ..model import Model, Pace
+from ..onloop import call_on
 from ..records import Recorder
 from ..session import Channel
 from .backend import BackendResponse, ResponsesBackend
@@ -64,7 +65,6 @@ from .timeline import Timeline
 from .voice import Voice
 
 T = TypeVar("T")
-_CALL_TIMEOUT_S = 30.0
 _PCM24 = AudioFormat("audio/pcm", SIDEBAND_RATE)
 _NO_EVENT_ID = ("session.input_audio.append", "session.output_audio.delta")
 """Server events the types define without ``event_id`` (sent without one)."""
@@ -172,7 +172,7 @@ class LiveSession:
     @property
     def config(self) -> dict[str, Any] | None:
         """The resolved session object (None before ``session.start``), a copy."""
-        return self._call(lambda: copy.deepcopy(self._config))
+        return call_on(self._loop, lambda: copy.deepcopy(self._config))
 
     @property
     def client_events(self) -> list[dict[str, Any]]:
@@ -295,16 +295,16 @@ class LiveSession:
         """The user says ``text`` over the next ``duration_ms`` of input audio
         (``with_audio``: and that audio arrives now, as silence on the primary).
         Returns ``{"start_ms", "end_ms"}`` of the utterance on the timeline."""
-        return self._call(lambda: self.speech(text, duration_ms, with_audio=with_audio))
+        return call_on(self._loop, lambda: self.speech(text, duration_ms, with_audio=with_audio))
 
     def feed_audio(self, milliseconds: int) -> int:
         """``milliseconds`` of silence arrive as input audio (as if the primary sent
         them); returns the clock after."""
-        return self._call(lambda: self.feed(milliseconds))
+        return call_on(self._loop, lambda: self.feed(milliseconds))
 
     def force_delegation(self, task: str = "") -> dict[str, Any]:
         """The model delegates now, at the current clock (as if ``task`` was heard)."""
-        return self._call(lambda: self.delegate_task(task, self.timeline.now_ms))
+        return call_on(self._loop, lambda: self.delegate_task(task, self.timeline.now_ms))
 
     def finish_delegation(self, delegation_id: str) -> None:
         """Mark a delegation finished: appends naming it are refused from now on."""
@@ -317,11 +317,11 @@ class LiveSession:
                 delegation.finished = True
                 self._recorder.changed()
 
-        self._call(finish)
+        call_on(self._loop, finish)
 
     def close(self, reason: str = "close_requested") -> None:
         """The server ends the session now with ``session.closed`` (this reason)."""
-        self._call(lambda: self.end(reason))
+        call_on(self._loop, lambda: self.end(reason))
 
     # -------------------------------------------------------------- loop side: I/O
     def start_media(self, session: dict[str, Any]) -> None:
@@ -866,22 +866,6 @@ class LiveSession:
         limit = self._faults.close_after_events
         if limit is not None and self._sent >= limit:
             self._shutdown(f"fault: close after {limit} events")
-
-    def _in_loop(self) -> bool:
-        try:
-            return asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            return False
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the emulator's loop (directly if already there)."""
-        if self._in_loop() or not self._loop.is_running():
-            return fn()
-
-        async def run() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(_CALL_TIMEOUT_S)
 
 
 def _answering(event: dict[str, Any], client_event_id: str | None) -> dict[str, Any]:
