@@ -43,6 +43,7 @@ The machine has 2 cores shared with other work: figures move by +-20% between ru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -68,6 +69,7 @@ from _common import (
 
 from rtclient import RealtimeClient, tool
 from rtclient.core import events as ev
+from rtclient.core.event_models import union_members
 
 
 @tool
@@ -108,13 +110,6 @@ def per_call_us(fn: Callable[[Any], object], arg: Any, batch: int) -> float:
     return (time.perf_counter_ns() - start) / batch / 1000
 
 
-def _members(union: Any) -> list[Any]:
-    args = typing.get_args(union)
-    if args and typing.get_origin(union) is typing.Annotated:
-        return _members(args[0])
-    return [m for a in args for m in (_members(a) if typing.get_args(a) else [a])]
-
-
 def eager_to_model(event: Any) -> Any:
     """``to_model`` as the previous release had it: the model's validator, every event."""
     return ev.event_models()[event["type"]].__pydantic_validator__.validate_python(event)
@@ -139,10 +134,55 @@ def read(event: Any) -> None:
     getattr(event, "model_fields_set", None)
 
 
-VARIANTS = (
-    "raw", "typed", "read", "eager", "eager_read", "deferred",
-    "check", "model", "json", "disc", "plain",
-)  # fmt: skip
+# The typed-dispatch variants, each timed as the two threads' parts of one event.
+DELIVERY = ("raw", "typed", "read", "eager", "eager_read", "deferred")
+SINGLES = ("check", "model", "json", "disc", "plain")  # one step, per event alone
+
+
+class Delivery:
+    """One event's way from the message text to a no-op ``"*"`` callback, in the two
+    parts the two threads do: ``loop(text)`` - decode and hand-over
+    (``Dispatcher.item``: the pre-check and the lazy model, when a typed reader wants
+    the type) - and ``dispatch(item)`` (``Dispatcher._handle``: the step, the
+    subscriptions, the callback). The loop thread's other per-event work (the frame,
+    the core, the trace) is the same for every variant and left out, so ``loop``
+    ratios here are upper bounds."""
+
+    def __init__(
+        self,
+        client: RealtimeClient,
+        to_model: Callable[[Any], Any] | None = None,
+        checked_model: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.client = client
+        dispatcher = client._dispatcher
+        if to_model is not None or checked_model is not None:  # another release's parse
+            dispatcher.catalog = dataclasses.replace(
+                dispatcher.catalog, checked_model=checked_model or (lambda event: None)
+            )
+        self.to_model = to_model
+        self.item = dispatcher.item
+        self.handle = dispatcher._handle
+
+    def loop_us(self, text: str, batch: int) -> float:
+        item, decode = self.item, ev.decode
+        start = time.perf_counter_ns()
+        for _ in range(batch):
+            item(decode(text))
+        return (time.perf_counter_ns() - start) / batch / 1000
+
+    def dispatch_us(self, text: str, batch: int) -> float:
+        items = [self.item(ev.decode(text)) for _ in range(batch)]  # fresh: built unread
+        handle, shipped = self.handle, ev.to_model
+        if self.to_model is not None:
+            ev.to_model = self.to_model
+        try:
+            start = time.perf_counter_ns()
+            for item in items:
+                handle(item)
+            return (time.perf_counter_ns() - start) / batch / 1000
+        finally:
+            ev.to_model = shipped
 
 
 def measure(
@@ -153,34 +193,29 @@ def measure(
 
     from rtclient.core.event_check import compile_check
 
-    def client() -> RealtimeClient:
-        return RealtimeClient(api_key="sk-bench", base_url="http://127.0.0.1:9/v1")
+    def client(callback: Callable[[Any], None], raw: bool = False) -> RealtimeClient:
+        made = RealtimeClient(api_key="sk-bench", base_url="http://127.0.0.1:9/v1")
+        made.on("*", callback, raw=raw)
+        return made
 
     def noop(event: object) -> None:
         pass
 
-    raw_client, typed_client, read_client = client(), client(), client()
-    raw_client.on("*", noop, raw=True)
-    typed_client.on("*", noop)
-    read_client.on("*", read)
-    typed_client.events(timeout=0).close()  # prepares every event type now
+    ev.prepare_models(["*"])
     deferred = deferred_parsers()
-    shipped = ev.to_model
-
-    def typed_with(
-        to_model: Callable[[Any], Any], event: Any, batch: int, client: RealtimeClient
-    ) -> float:
-        """A typed dispatch with another ``to_model`` swapped in for the batch."""
-        ev.to_model = to_model
-        try:
-            return per_call_us(client._dispatch, event, batch)
-        finally:
-            ev.to_model = shipped
 
     def lazy_only(event: Any) -> Any:
         return deferred[event["type"]](event)
 
-    members = _members(RealtimeServerEvent)
+    deliveries = {
+        "raw": Delivery(client(noop, raw=True)),
+        "typed": Delivery(client(noop)),
+        "read": Delivery(client(read)),
+        "eager": Delivery(client(noop), to_model=eager_to_model),
+        "eager_read": Delivery(client(read), to_model=eager_to_model),
+        "deferred": Delivery(client(noop), checked_model=lazy_only),
+    }
+    members = union_members(RealtimeServerEvent)
     discriminated: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(
         typing.Annotated[typing.Union[tuple(members)], pydantic.Field(discriminator="type")]  # noqa: UP007
     )
@@ -192,23 +227,23 @@ def measure(
             sample = [e for e in events if e["type"] == kind][:per_type]
             model = ev.event_models().get(kind)
             check = compile_check(model.__pydantic_core_schema__) if model else None
-            times: dict[str, list[float]] = {k: [] for k in VARIANTS}
+            times: dict[str, list[float]] = {
+                f"{v}_{part}": [] for v in DELIVERY for part in ("loop", "disp")
+            }
+            times.update({k: [] for k in SINGLES})
             for _ in range(rounds):
                 for event in sample:
-                    times["raw"].append(per_call_us(raw_client._dispatch, event, batch))
-                    times["typed"].append(per_call_us(typed_client._dispatch, event, batch))
-                    times["read"].append(per_call_us(read_client._dispatch, event, batch))
+                    text = json.dumps(event)  # as received
+                    for variant, delivery in deliveries.items():
+                        if model is None and variant not in ("raw", "typed", "read"):
+                            continue
+                        times[f"{variant}_loop"].append(delivery.loop_us(text, batch))
+                        times[f"{variant}_disp"].append(delivery.dispatch_us(text, batch))
                     if model is None:
                         continue
-                    times["eager"].append(typed_with(eager_to_model, event, batch, typed_client))
-                    times["eager_read"].append(
-                        typed_with(eager_to_model, event, batch, read_client)
-                    )
-                    times["deferred"].append(typed_with(lazy_only, event, batch, typed_client))
                     if check is not None:
                         times["check"].append(per_call_us(check, event, batch))
                     times["model"].append(per_call_us(eager_to_model, event, batch))
-                    text = json.dumps(event)  # as received: validate_json skips the dict
                     validate_json = model.__pydantic_validator__.validate_json
                     times["json"].append(per_call_us(validate_json, text, batch))
                     times["disc"].append(per_call_us(discriminated.validate_python, event, batch))
@@ -220,14 +255,18 @@ def measure(
                 "bytes_p50": percentile([len(json.dumps(e)) for e in sample], 50),
                 **{f"{k}_us_p50": percentile(v, 50) for k, v in times.items()},
             }
-            for variant in ("typed", "read", "eager", "eager_read", "deferred"):
-                value = row[f"{variant}_us_p50"]
-                row[f"{variant}_x_raw"] = None if value is None else value / row["raw_us_p50"]
+            for variant in DELIVERY:
+                loop, disp = row[f"{variant}_loop_us_p50"], row[f"{variant}_disp_us_p50"]
+                row[f"{variant}_us_p50"] = None if loop is None else loop + disp
+            for variant in DELIVERY[1:]:
+                for part in ("", "_loop", "_disp"):
+                    value = row[f"{variant}{part}_us_p50"]
+                    base = row[f"raw{part}_us_p50"]
+                    row[f"{variant}{part}_x_raw"] = None if value is None else value / base
             rows.append(row)
     finally:
-        raw_client.close()
-        typed_client.close()
-        read_client.close()
+        for delivery in deliveries.values():
+            delivery.client.close()
     return rows
 
 
@@ -309,25 +348,32 @@ def main() -> int:
         return float(sum(r[key] * r["count"] for r in rows if r[key] is not None) / total)
 
     done = next(r for r in rows if r["type"] == "response.done")
-    summary: dict[str, Any] = {
-        "events": total,
-        "types": len(rows),
-        **{f"{v}_us_mean": mix(f"{v}_us_p50") for v in ("raw", *TYPED)},
-    }
-    for variant in TYPED:
-        summary[f"mix_{variant}_x_raw"] = summary[f"{variant}_us_mean"] / summary["raw_us_mean"]
-        summary[f"done_{variant}_x_raw"] = done[f"{variant}_x_raw"]
+    summary: dict[str, Any] = {"events": total, "types": len(rows)}
+    for part in PARTS:
+        for variant in DELIVERY:
+            summary[f"{variant}{part}_us_mean"] = mix(f"{variant}{part}_us_p50")
+        for variant in TYPED:
+            summary[f"mix_{variant}{part}_x_raw"] = (
+                summary[f"{variant}{part}_us_mean"] / summary[f"raw{part}_us_mean"]
+            )
+            summary[f"done_{variant}{part}_x_raw"] = done[f"{variant}{part}_x_raw"]
     print(table(rows, COLUMNS))
-    print(
-        f"\nmix of {total} events, us/event (x raw): raw {summary['raw_us_mean']:.2f}, "
-        + ", ".join(
-            f"{v} {summary[f'{v}_us_mean']:.2f} ({summary[f'mix_{v}_x_raw']:.2f}x)" for v in TYPED
+    for part, name in PARTS.items():
+        print(
+            f"\n{name}: mix of {total} events, us/event (x raw): "
+            f"raw {summary[f'raw{part}_us_mean']:.2f}, "
+            + ", ".join(
+                f"{v} {summary[f'{v}{part}_us_mean']:.2f} ({summary[f'mix_{v}{part}_x_raw']:.2f}x)"
+                for v in TYPED
+            )
         )
-    )
-    print(
-        f"response.done, us (x raw): raw {done['raw_us_p50']:.2f}, "
-        + ", ".join(f"{v} {done[f'{v}_us_p50']:.2f} ({done[f'{v}_x_raw']:.2f}x)" for v in TYPED)
-    )
+        print(
+            f"{name}: response.done, us (x raw): raw {done[f'raw{part}_us_p50']:.2f}, "
+            + ", ".join(
+                f"{v} {done[f'{v}{part}_us_p50']:.2f} ({done[f'{v}{part}_x_raw']:.2f}x)"
+                for v in TYPED
+            )
+        )
     print("one-time, fresh interpreter: " + ", ".join(f"{k} {v:.3f}" for k, v in setup.items()))
     path = write_json(
         out.stem,
@@ -350,7 +396,9 @@ def main() -> int:
     return 0
 
 
-TYPED = ("typed", "read", "eager", "eager_read", "deferred")  # the typed dispatch variants
+TYPED = DELIVERY[1:]  # the typed variants, each against raw
+# The parts of a delivery: both threads, the loop thread's, the dispatcher's.
+PARTS = {"": "both threads", "_loop": "loop thread", "_disp": "dispatcher"}
 COLUMNS = [
     ("type", "event type"),
     ("count", "n"),
@@ -358,22 +406,25 @@ COLUMNS = [
     ("raw_us_p50", "raw us"),
     ("typed_us_p50", "typed us"),
     ("typed_x_raw", "typed x raw"),
+    ("raw_loop_us_p50", "raw loop us"),
+    ("typed_loop_us_p50", "typed loop us"),
+    ("typed_loop_x_raw", "loop x raw"),
+    ("raw_disp_us_p50", "raw disp us"),
+    ("typed_disp_us_p50", "typed disp us"),
+    ("typed_disp_x_raw", "disp x raw"),
     ("read_us_p50", "typed+read us"),
     ("eager_us_p50", "eager us"),
-    ("eager_read_us_p50", "eager+read us"),
     ("eager_x_raw", "eager x raw"),
     ("deferred_us_p50", "deferred us"),
     ("check_us_p50", "check us"),
     ("model_us_p50", "model us"),
     ("json_us_p50", "json us"),
-    ("disc_us_p50", "union(disc) us"),
-    ("plain_us_p50", "union(plain) us"),
 ]
 
 
 def plot(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
-    """Per event type: the dispatcher's us per event for raw, eager (before), typed and
-    typed+read; and each typed variant's multiple of raw against the 2x line."""
+    """Per event type: us per event (both threads) for raw, eager (before), typed and
+    typed+read; and typed's multiple of raw - per thread and both - against the 2x line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -392,7 +443,7 @@ def plot(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> Non
         values = [r[f"{key}_us_p50"] for r in shown]
         left.barh(ys, values, height=height, label=label, color=colour[key])
     left.set_xscale("log")
-    left.set_xlabel("us per event on the dispatcher thread (p50, log scale)")
+    left.set_xlabel("us per event, loop thread + dispatcher (p50, log scale)")
     left.set_yticks(range(len(shown)))
     left.set_yticklabels(names, fontsize=8)
     left.invert_yaxis()
@@ -403,10 +454,13 @@ def plot(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> Non
         f"eager {summary['eager_us_mean']:.2f}, typed {summary['typed_us_mean']:.2f}",
         fontsize=10,
     )
-    for key, label, marker in (("eager", "eager (before)", "s"), ("typed", "typed (now)", "o"),
-                               ("deferred", "deferred (no pre-check)", "^")):  # fmt: skip
+    lines = (("eager", "eager (before), both threads", "s", "tab:red"),
+             ("typed", "typed (now), both threads", "o", "tab:green"),
+             ("typed_loop", "typed, loop thread", ">", "tab:cyan"),
+             ("typed_disp", "typed, dispatcher", "<", "tab:purple"))  # fmt: skip
+    for key, label, marker, color in lines:
         xs = [r[f"{key}_x_raw"] for r in shown]
-        right.plot(xs, range(len(shown)), marker, label=label, color=colour[key])
+        right.plot(xs, range(len(shown)), marker, label=label, color=color)
     right.axvline(2.0, color="grey", linestyle="--", label="2x raw")
     right.set_xscale("log")
     ticks = [1, 1.5, 2, 3, 5, 10, 20]
@@ -416,9 +470,10 @@ def plot(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> Non
     right.legend(fontsize=8)
     right.grid(True, axis="x", alpha=0.3)
     right.set_title(
-        f"mix: typed {summary['mix_typed_x_raw']:.2f}x raw (eager "
-        f"{summary['mix_eager_x_raw']:.2f}x); response.done {summary['done_typed_x_raw']:.2f}x "
-        f"(eager {summary['done_eager_x_raw']:.2f}x)",
+        f"typed x raw, mix / response.done: both {summary['mix_typed_x_raw']:.2f} / "
+        f"{summary['done_typed_x_raw']:.2f}, loop {summary['mix_typed_loop_x_raw']:.2f} / "
+        f"{summary['done_typed_loop_x_raw']:.2f}, dispatcher "
+        f"{summary['mix_typed_disp_x_raw']:.2f} / {summary['done_typed_disp_x_raw']:.2f}",
         fontsize=10,
     )
     fig.tight_layout()

@@ -15,13 +15,11 @@ below. They arrive in order with the server's events, after the one that caused 
 from __future__ import annotations
 
 import difflib
-import threading
-import typing
-from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import pydantic
 
+from rtclient.core.event_models import EventModels, by_type, union_members
 from rtclient.core.live_protocol import CLIENT_SIDE_EVENTS, SERVER_EVENT_TYPES
 
 
@@ -98,60 +96,27 @@ assert set(CLIENT_SIDE_MODELS) == set(CLIENT_SIDE_EVENTS)
 EVENT_TYPES: frozenset[str] = SERVER_EVENT_TYPES | frozenset(CLIENT_SIDE_MODELS)
 """Every name ``LiveClient.on()`` accepts (besides ``"*"``)."""
 
-_models: dict[str, type[Any]] | None = None
-_models_lock = threading.Lock()
+
+def _load_models() -> dict[str, type[Any]]:
+    from openai.types.live import ServerEvent
+    from openai.types.live.connect_server_event import ConnectServerEvent
+
+    found: dict[str, type[Any]] = dict(CLIENT_SIDE_MODELS)
+    for union in (ConnectServerEvent, ServerEvent):  # ServerEvent's win
+        found.update(by_type(union_members(union)))
+    return found
 
 
-def event_models() -> dict[str, type[Any]]:
-    """Each event type -> its model class (imports ``openai`` on the first call)."""
-    global _models
-    models = _models
-    if models is None:
-        with _models_lock:
-            if _models is None:
-                from openai.types.live import ServerEvent
-                from openai.types.live.connect_server_event import ConnectServerEvent
-
-                found: dict[str, type[Any]] = dict(CLIENT_SIDE_MODELS)
-                for union in (ConnectServerEvent, ServerEvent):  # ServerEvent's win
-                    for member in _members(union):
-                        annotation = member.model_fields["type"].annotation
-                        for kind in typing.get_args(annotation):
-                            if isinstance(kind, str):
-                                found[kind] = member
-                _models = found
-            models = _models
-    return models
-
-
-def prepare_models(event_types: Iterable[str]) -> None:
-    """Load the models (and build their validators) of ``event_types`` now, on this
-    thread (``"*"``: all), so the dispatcher's first parse is quick."""
-    models = event_models()
-    wanted = set(event_types)
-    for kind in list(models) if "*" in wanted else [k for k in wanted if k in models]:
-        model = models[kind]
-        if not model.__pydantic_complete__:
-            model.model_rebuild()
-
-
-def to_model(event: Mapping[str, Any]) -> Any:
-    """``event`` as its model: ``LookupError`` if none describes its type,
-    ``pydantic.ValidationError`` if it does not validate."""
-    kind = event.get("type")
-    model = event_models().get(kind) if isinstance(kind, str) else None
-    if model is None:
-        raise LookupError(f"no openai.types.live model for {kind!r}")
-    return model.model_validate(event)
+MODELS = EventModels(_load_models, "openai.types.live")
+event_models = MODELS.models
+"""Each event type -> its model class (imports ``openai`` on the first call)."""
+prepare_models = MODELS.prepare
+checked_model = MODELS.checked_model
+to_model = MODELS.to_model
+"""``event`` as its model: ``LookupError`` if none describes its type,
+``pydantic.ValidationError`` if it does not validate."""
 
 
 def close_matches(event_type: str) -> list[str]:
     """The event types a misspelt ``event_type`` may have meant."""
     return difflib.get_close_matches(event_type, sorted(EVENT_TYPES), n=3, cutoff=0.6)
-
-
-def _members(union: Any) -> list[Any]:
-    args = typing.get_args(union)
-    if args and typing.get_origin(union) is typing.Annotated:
-        return _members(args[0])
-    return [m for a in args for m in (_members(a) if typing.get_args(a) else [a])]

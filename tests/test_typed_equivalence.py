@@ -8,20 +8,22 @@ one ``"*"`` raw subscriber. For each event the typed one got, the model's conten
 (``model_dump(exclude_unset=True)``) is the raw dict, the model equals what an eager
 ``model_validate`` makes, and after that read it *is* the model class. Typed events are
 built on first read (``rtclient.core.lazy_model``); this is where that is shown to
-change nothing a reader can see.
+change nothing a reader can see. The models are made on the loop thread as each event is
+handed over, so the dispatcher parses none of them itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
 import pytest
 
-from rtclient import RealtimeClient, ServerError, tool
+from rtclient import LiveClient, RealtimeClient, ServerError, live_events, tool
 from rtclient.core import events as ev
 from rtclient.core.lazy_model import plain_fields
-from rtclient.emulator import Emulator
+from rtclient.emulator import Emulator, Pace
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -55,8 +57,17 @@ def get_weather(city: str = "Paris") -> dict[str, Any]:
 
 @pytest.mark.parametrize("transport", ["websocket", "webrtc"])
 def test_typed_and_raw_subscribers_see_the_same_content(
-    rt_emulator: Emulator, transport: str
+    rt_emulator: Emulator, transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    parsed_by_dispatcher: list[str] = []  # what the dispatcher had to parse itself
+    shipped_to_model = ev.to_model
+
+    def to_model(event: Any) -> Any:
+        if client._dispatcher.in_thread():  # not update_session()'s typed answer, say
+            parsed_by_dispatcher.append(event["type"])
+        return shipped_to_model(event)
+
+    monkeypatch.setattr(ev, "to_model", to_model)
     typed: list[Any] = []
     raw: list[dict[str, Any]] = []
     last = threading.Event()
@@ -79,24 +90,10 @@ def test_typed_and_raw_subscribers_see_the_same_content(
     finally:
         client.close()
     models = ev.event_models()
+    assert set(parsed_by_dispatcher) <= {"emulator.unknown_event"}  # no model: tried
     sent = rt_emulator.sessions[-1].server_events
     assert [e.get("event_id") for e in raw] == [e.get("event_id") for e in sent[: len(raw)]]
-    assert len(typed) == len(raw)
-    for model, event in zip(typed, raw, strict=True):
-        kind = event["type"]
-        if kind not in models:
-            assert model is event  # no model describes it: the dict itself
-            continue
-        cls = models[kind]
-        eager = cls.model_validate(event)
-        assert isinstance(model, cls) and model.__class__ is cls, kind
-        assert type(model) is not cls, kind  # the pre-check passed it: not built yet
-        for name in plain_fields(cls.__pydantic_core_schema__):
-            assert getattr(model, name) == getattr(eager, name), (kind, name)
-        assert type(model) is not cls, kind  # top-level scalars are read unbuilt
-        assert model.model_dump(exclude_unset=True) == event, kind
-        assert type(model) is cls, kind  # built: the model class itself
-        assert model == eager and eager == model, kind
+    assert_same_content(typed, raw, models)
     seen = {e["type"] for e in raw}
     missing = (EVERY_TRANSPORT | PER_TRANSPORT[transport]) - seen
     assert not missing, f"the scripted turns did not produce {sorted(missing)}"
@@ -125,3 +122,67 @@ def play_every_kind_of_turn(client: RealtimeClient, emulator: Emulator) -> None:
         client.delete_item("item_missing")  # the server's error event
     client.send_event({"type": "input_audio_buffer.clear"})
     assert cleared.wait(10)
+
+
+def assert_same_content(typed: list[Any], raw: list[dict[str, Any]], models: Any) -> None:
+    """Each typed event is its raw dict's model, unbuilt until read, equal to an eager
+    ``model_validate``; an event no model describes is the dict itself."""
+    assert len(typed) == len(raw)
+    for model, event in zip(typed, raw, strict=True):
+        kind = event["type"]
+        if kind not in models:
+            assert model is event  # no model describes it: the dict itself
+            continue
+        cls = models[kind]
+        eager = cls.model_validate(event)
+        assert isinstance(model, cls) and model.__class__ is cls, kind
+        assert type(model) is not cls, kind  # the pre-check passed it: not built yet
+        for name in plain_fields(cls.__pydantic_core_schema__):
+            assert getattr(model, name) == getattr(eager, name), (kind, name)
+        assert type(model) is not cls, kind  # top-level scalars are read unbuilt
+        assert model.model_dump(exclude_unset=True) == event, kind
+        assert type(model) is cls, kind  # built: the model class itself
+        assert model == eager and eager == model, kind
+
+
+def test_live_typed_and_raw_subscribers_see_the_same_content() -> None:
+    """The same for GPT-Live: a spoken turn that delegates, the handler's result, the
+    answer and the close; the models are made on the loop thread too."""
+    parsed_by_dispatcher: list[str] = []
+    shipped_to_model = live_events.to_model
+
+    def to_model(event: Any) -> Any:
+        if client._dispatcher.in_thread():
+            parsed_by_dispatcher.append(event["type"])
+        return shipped_to_model(event)
+
+    typed: list[Any] = []
+    raw: list[dict[str, Any]] = []
+    closed = threading.Event()
+    with Emulator(pace=Pace(delay=0.002)) as emulator:
+        client = LiveClient(
+            api_key="sk-test", base_url=emulator.url, delegation=lambda task: "Staging is healthy."
+        )
+        catalog = client._dispatcher.catalog
+        client._dispatcher.catalog = dataclasses.replace(catalog, to_model=to_model)
+        client.on("*", typed.append)
+        client.on("*", raw.append, raw=True)
+        client.on("session.closed", lambda e: closed.set(), raw=True)
+        try:
+            client.connect()
+            session = emulator.live_session(client.session_id or "")
+            session.simulate_speech("please delegate a staging check")
+            assert emulator.wait_for(
+                lambda: any(e["type"].endswith(".appended") for e in raw), 20
+            ), "the result never landed"
+            session.close()
+            assert closed.wait(20)
+        finally:
+            client.close()
+    models = live_events.event_models()
+    assert set(parsed_by_dispatcher) <= set(live_events.CLIENT_SIDE_MODELS)
+    assert_same_content(typed, raw, models)
+    seen = {e["type"] for e in raw}
+    wanted = {"session.started", "session.delegation.created", "session.output_transcript.delta",
+              "session.closed"}  # fmt: skip
+    assert wanted <= seen, f"the turn did not produce {sorted(wanted - seen)}"

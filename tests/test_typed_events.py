@@ -5,10 +5,14 @@ Against the emulator over real connections: what each kind of subscriber receive
 that an event is parsed once and shared, that an event no model describes reaches
 typed subscribers as its dict (never an exception on the dispatcher), that event names
 are checked, and - with mypy itself - that callbacks are type-checked per event type.
+The pre-check that makes a valid event's model runs on the loop thread as the event is
+handed over; a typed reader that subscribes while events are on their way, or a
+pre-check that fails, leaves the parse to the dispatcher.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -21,8 +25,9 @@ import pytest
 from loguru import logger
 
 from rtclient import EventValidationError, RealtimeClient, RealtimeError, logs
-from rtclient.client import Answer
+from rtclient.client import REALTIME_EVENTS, Answer
 from rtclient.emulator import Emulator
+from rtclient.runtime.dispatcher import Dispatcher
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -230,3 +235,45 @@ def test_mypy_checks_each_callback_against_its_event_model(tmp_path: Path) -> No
         '"str | None"',
         '"dict[str, Any]"',
     ], lines
+
+
+RATE_LIMITS = {"type": "rate_limits.updated", "event_id": "e1", "rate_limits": []}
+
+
+def test_a_typed_reader_that_subscribes_while_events_are_on_their_way_gets_models() -> None:
+    """The loop thread makes models only for the types a typed reader wants when the event
+    is handed over; an event handed over before the subscription is parsed by the
+    dispatcher, so each typed reader still gets models, never a dict."""
+    dispatcher = Dispatcher(REALTIME_EVENTS, threading.Lock())
+    early = dict(RATE_LIMITS)
+    before = dispatcher.item(early)  # nobody reads it typed yet: the event as it came
+    assert before is early
+    got: list[Any] = []
+    dispatcher.subscribe("rate_limits.updated", got.append, raw=False)
+    after = dispatcher.item({**RATE_LIMITS, "event_id": "e2"})
+    assert after is not early and getattr(after, "model", None) is not None  # made here
+    other = {"type": "input_audio_buffer.cleared", "event_id": "e3"}
+    assert dispatcher.item(other) is other  # a type no typed reader wants: no model made
+    for item in (before, after):
+        dispatcher._handle(item)
+    assert [type(e).__name__ for e in got] == ["RateLimitsUpdatedEvent"] * 2
+    assert [e.event_id for e in got] == ["e1", "e2"]
+
+
+def test_a_pre_check_that_raises_leaves_the_parse_to_the_dispatcher() -> None:
+    """The loop thread never fails on a typed reader's behalf: a pre-check that raises
+    hands the event over as it came, and the dispatcher's own parse decides."""
+
+    def broken(event: Any) -> Any:
+        raise RuntimeError("a pre-check bug")
+
+    catalog = dataclasses.replace(REALTIME_EVENTS, checked_model=broken)
+    dispatcher = Dispatcher(catalog, threading.Lock())
+    got: list[Any] = []
+    dispatcher.subscribe("*", got.append, raw=False)
+    event = dict(RATE_LIMITS)
+    item = dispatcher.item(event)
+    assert item is event
+    dispatcher._handle(item)
+    assert [type(e).__name__ for e in got] == ["RateLimitsUpdatedEvent"]
+    assert dispatcher.untyped_events == 0

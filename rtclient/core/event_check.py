@@ -298,7 +298,10 @@ class _Compiler:
         keyword = "if"
         for value, members in by_tag.items():
             out.append(f"{pad}{keyword} {tag} == {value!r}:")
+            branch = len(out)
             self._emit_members(members, var, out, depth + 1, value)
+            if len(out) == branch:  # nothing left to check for this tag
+                out.append(f"{pad}    pass")
             keyword = "elif"
         tests = " or ".join(f"{self._function(c)}({var})" for c in choices)
         out.append(f"{pad}else:")
@@ -322,7 +325,10 @@ class _Compiler:
             for value, (member,) in by_role.items():
                 out.append(f"{pad}{keyword} {role} == {value!r}:")
                 role_known = {"role"} if _single_literal([member], "role", value) else set()
+                branch = len(out)
                 self._emit(member, var, out, depth + 1, known | role_known)
+                if len(out) == branch:
+                    out.append(f"{pad}    pass")
                 keyword = "elif"
             out.append(f"{pad}else: return False")  # "don't know": pydantic decides
             return

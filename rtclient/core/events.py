@@ -10,11 +10,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import threading
-import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
+from rtclient.core.event_models import EventModels, by_type, union_members
 from rtclient.core.gate import TICKET_METADATA_KEY, Ticket
 
 Event = dict[str, Any]
@@ -270,90 +269,24 @@ def function_calls(done_event: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 # -- typed events: the ``openai`` package's models, loaded on first use ----------------
-#
-# ``import openai`` costs ~1.5 s, so nothing here runs at ``import rtclient``: the models
-# are loaded by the first typed subscription (on the caller's thread, never the loop
-# thread). Each event type gets, once, its model's validator, a compiled pre-check
-# (``rtclient.core.event_check``: may this dict skip pydantic for now?) and a lazy
-# model class (``rtclient.core.lazy_model``: the model, built on first read). An event
-# the pre-check passes becomes a lazy model (~0.5 us instead of 1-20 us); any other is
-# validated at once, so a malformed event fails here, exactly as pydantic says, before
-# anyone sees it. ``bench/events_bench.py`` measures each step and the alternatives.
-
-_models: dict[str, type[Any]] | None = None
-_parsers: dict[Any, Callable[[Mapping[str, Any]], Any]] = {}  # event type -> dict to model
-_models_lock = threading.Lock()
+# (rtclient.core.event_models: the pre-check and lazy build that make a valid event's
+# model cheap, and the validator that rejects a malformed one before anyone sees it).
 
 
-def event_models() -> dict[str, type[Any]]:
-    """Each server event type with a GA model -> its ``openai.types.realtime`` class.
+def _load_models() -> dict[str, type[Any]]:
+    from openai.types.realtime import RealtimeServerEvent
 
-    Imports ``openai`` on the first call (~1.5 s; call it off the loop thread). The old
-    beta names (``response.text.delta`` ...) have no GA model and are absent.
-    """
-    global _models
-    models = _models
-    if models is None:
-        with _models_lock:
-            if _models is None:
-                from openai.types.realtime import RealtimeServerEvent
-
-                _models = {
-                    kind: member
-                    for member in _union_members(RealtimeServerEvent)
-                    for kind in typing.get_args(member.model_fields["type"].annotation)
-                    if isinstance(kind, str)
-                }
-            models = _models
-    return models
+    return by_type(union_members(RealtimeServerEvent))
 
 
-def prepare_models(event_types: Iterable[str]) -> None:
-    """Load the models and prepare ``event_types`` (``"*"``: all) now, on this thread:
-    build their validators (the ``openai`` models defer that to first use) and compile
-    their pre-checks, so that the dispatcher's first parse costs microseconds."""
-    from rtclient.core.event_check import compile_parser
-    from rtclient.core.lazy_model import lazy_class, plain_fields
-
-    models = event_models()
-    wanted = set(event_types)
-    kinds = list(models) if "*" in wanted else [k for k in wanted if k in models]
-    with _models_lock:
-        for kind in kinds:
-            if kind in _parsers:
-                continue
-            model = models[kind]
-            if not model.__pydantic_complete__:
-                model.model_rebuild()
-            schema = model.__pydantic_core_schema__
-            validate = model.__pydantic_validator__.validate_python
-            lazy = lazy_class(model, validate, plain_fields(schema))
-            _parsers[kind] = compile_parser(schema, lazy, validate) or validate
-
-
-def to_model(event: Mapping[str, Any]) -> Any:
-    """``event`` as its ``openai.types.realtime`` model (built on first read when the
-    pre-check passes it, see above).
-
-    Raises ``LookupError`` if its type has no GA model, ``pydantic.ValidationError`` if
-    it does not validate.
-    """
-    kind = event.get("type")
-    try:
-        parse = _parsers[kind]
-    except (KeyError, TypeError):  # not prepared yet, no such model, or not a string
-        if not isinstance(kind, str) or kind not in event_models():
-            raise LookupError(f"no openai.types.realtime model for {kind!r}") from None
-        prepare_models([kind])
-        parse = _parsers[kind]
-    return parse(event)
-
-
-def _union_members(union: Any) -> list[Any]:
-    args = typing.get_args(union)
-    if args and typing.get_origin(union) is typing.Annotated:
-        return _union_members(args[0])
-    return [m for a in args for m in (_union_members(a) if typing.get_args(a) else [a])]
+MODELS = EventModels(_load_models, "openai.types.realtime")
+event_models = MODELS.models
+"""Each server event type with a GA model -> its ``openai.types.realtime`` class.
+Imports ``openai`` on the first call (~1.5 s; call it off the loop thread). The old beta
+names (``response.text.delta`` ...) have no GA model and are absent."""
+prepare_models = MODELS.prepare
+checked_model = MODELS.checked_model
+to_model = MODELS.to_model
 
 
 def close_matches(event_type: str) -> list[str]:

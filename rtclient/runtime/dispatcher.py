@@ -14,7 +14,11 @@ thread is running this session's work at that moment.
 
 Events reach typed subscribers as their ``openai`` models - parsed once per event and
 shared - or as the dict when no model describes them (logged once per type, counted in
-``untyped_events``). Which models: a :class:`Catalog`, one per API.
+``untyped_events``). Which models: a :class:`Catalog`, one per API. The cheap part of
+the parse, the pre-check that makes a valid event's model without validating it yet,
+runs on the loop thread as the event is handed over (:meth:`Dispatcher.put`): the pool's
+threads are shared by every client of the loop thread and run user callbacks, so what
+they do per event is kept to handing the model out.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ class Catalog:
     prepare: Callable[[Iterable[str]], None]  # import/compile the models of these types
     to_model: Callable[[Mapping[str, Any]], Any]  # LookupError: no model for this type
     close_matches: Callable[[str], list[str]]
+    # The model of an event whose type is prepared and whose pre-check passes it, else
+    # None (then to_model decides, on the dispatcher); cheap, never imports: the loop
+    # thread calls it.
+    checked_model: Callable[[Mapping[str, Any]], Any] = lambda event: None
 
     def check(self, event_type: str) -> None:
         """``ValueError`` naming the close matches if ``event_type`` is not one of ours."""
@@ -72,6 +80,16 @@ class Catalog:
 class _Subscription:
     callback: Callable[[Any], object]
     raw: bool
+
+
+class _Checked:
+    """A lane item: an event with the model the loop thread made of it."""
+
+    __slots__ = ("event", "model")
+
+    def __init__(self, event: dict[str, Any], model: Any) -> None:
+        self.event = event
+        self.model = model
 
 
 class Dispatcher:
@@ -101,6 +119,9 @@ class Dispatcher:
         self._stopped = threading.Event()  # the lane ran its stop: nothing more will run
         self._subscribers: dict[str, list[_Subscription]] = {}
         self._streams: set[EventStream[Any]] = set()
+        # The event types a typed reader wants ("*": all), kept with the subscriptions
+        # under the lock; the loop thread reads it without (see wants()).
+        self._typed: frozenset[str] = frozenset()
         self._closed: BaseException | None = None
         self._warned: set[str] = set()  # event types a typed subscriber got as dicts
         self.untyped_events = 0
@@ -138,7 +159,21 @@ class Dispatcher:
     def put(self, event: dict[str, Any]) -> None:
         lane = self._lane
         if lane is not None:
-            lane.put(event)
+            lane.put(self.item(event))
+
+    def item(self, event: dict[str, Any]) -> Any:
+        """What the lane carries for ``event`` (on the loop thread): the event with its
+        model when a typed reader wants the type and the pre-check passes it, else the
+        event (the dispatcher then parses it, as for a reader that subscribed since)."""
+        typed = self._typed
+        if typed and (event["type"] in typed or "*" in typed):
+            try:
+                model = self.catalog.checked_model(event)
+            except Exception:  # never on the loop thread: the dispatcher parses it
+                model = None
+            if model is not None:
+                return _Checked(event, model)
+        return event
 
     def put_audio(self, frame: Any) -> None:
         lane = self._lane
@@ -184,12 +219,14 @@ class Dispatcher:
         subscription = _Subscription(callback, raw)
         with self._lock:
             self._subscribers.setdefault(event_type, []).append(subscription)
+            self._retype()
 
         def unsubscribe() -> None:
             with self._lock:
                 subscriptions = self._subscribers.get(event_type, [])
                 if subscription in subscriptions:
                     subscriptions.remove(subscription)
+                    self._retype()
 
         return unsubscribe
 
@@ -208,12 +245,21 @@ class Dispatcher:
             closed = self._closed
             if closed is None:
                 self._streams.add(stream)
+                self._retype()
                 return stream
         raise ClosedError(f"the client is closed: {closed}") from closed
 
     def _unregister(self, stream: EventStream[Any]) -> None:
         with self._lock:
             self._streams.discard(stream)
+            self._retype()
+
+    def _retype(self) -> None:
+        """Recompute :attr:`_typed` (under the lock)."""
+        typed = {kind for kind, subs in self._subscribers.items() if any(not s.raw for s in subs)}
+        if any(not stream.raw for stream in self._streams):
+            typed.add("*")
+        self._typed = frozenset(typed)
 
     # -- on the pool's thread ------------------------------------------------------------
 
@@ -227,22 +273,26 @@ class Dispatcher:
             for stream in streams:
                 stream.put(_STOP)
             self._stopped.set()
+        elif type(item) is _Checked:
+            self._dispatch(item.event, item.model)
         elif isinstance(item, tuple):
             if self._on_audio is not None:
                 guard(self._on_audio, item[1])
         else:
             self._dispatch(item)
 
-    def _dispatch(self, event: dict[str, Any]) -> None:
+    def _dispatch(self, event: dict[str, Any], model: Any = None) -> None:
+        """``model``: the event's model, made on the loop thread (None: not made)."""
         kind = event["type"]
         if self._step is not None and self._step_wants(kind):
             guard(self._step, event)  # a malformed event must not end dispatch
         with self._lock:
             subscriptions = [*self._subscribers.get(kind, ()), *self._subscribers.get("*", ())]
             streams = list(self._streams)
+            typed_kinds = self._typed
         typed: Any = event
-        if any(not s.raw for s in subscriptions) or any(not s.raw for s in streams):
-            typed = self._typed_or_raw(event)  # once per event, shared
+        if kind in typed_kinds or "*" in typed_kinds:  # once per event, shared
+            typed = model if model is not None else self._typed_or_raw(event)
         for subscription in subscriptions:
             guard(subscription.callback, event if subscription.raw else typed)
         for stream in streams:
