@@ -4,6 +4,7 @@ handshake errors. (Everything else runs over both transports in test_client*.py.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import wave
 from pathlib import Path
@@ -72,6 +73,33 @@ def test_model_audio_reaches_on_audio_and_audio_out(tmp_path: Path) -> None:
     assert sum(f.samples for f in frames) == 5 * 60 * 24
     with wave.open(str(out), "rb") as w:  # recorded by aiortc's MediaRecorder, as for WebRTC
         assert w.getnframes() / w.getframerate() == pytest.approx(0.3, abs=0.03)
+
+
+def test_an_audio_delta_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transport reads each audio delta to play it and hands the client the dict it
+    read: one JSON decode per delta on the loop thread, not two (a 4 KB delta costs ~5
+    us to decode; deltas are most of a voice session's events)."""
+    decoded: list[str] = []
+    loads = json.loads
+
+    def counting_loads(text: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(text, str) and '"response.output_audio.delta"' in text:
+            decoded.append(text)
+        return loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", counting_loads)
+    deltas: list[dict[str, Any]] = []
+    with Emulator(turn_detection=None, pace=Pace(delay=0.0, deltas=5)) as emu:
+        client = ws_client(emu).connect()
+        try:
+            client.on("response.output_audio.delta", deltas.append, raw=True)
+            client.send_text("say something", respond=False)
+            client.request_response(output_modalities=["audio"]).result(20)
+            assert emu.wait_for(lambda: len(deltas) == 5, 10)
+        finally:
+            client.close()
+    assert len(decoded) == 5
+    assert client.stats()["malformed_events"] == 0
 
 
 def truncates(emu: Emulator) -> list[dict[str, Any]]:

@@ -200,12 +200,16 @@ def encode(event: Mapping[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
-def decode(message: str | bytes) -> Event:
-    """Parse one server message; raise :class:`MalformedEventError` on anything odd."""
-    try:
-        event = json.loads(message)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedEventError(f"not JSON: {exc}") from None
+def decode(message: str | bytes | dict[str, Any]) -> Event:
+    """Parse one server message (or take the dict a transport already parsed from it);
+    raise :class:`MalformedEventError` on anything odd."""
+    if isinstance(message, dict):
+        event: Any = message
+    else:
+        try:
+            event = json.loads(message)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedEventError(f"not JSON: {exc}") from None
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         raise MalformedEventError("not an object with a string 'type'")
     return event

@@ -475,8 +475,9 @@ class LiveCore:
 
     # -- server events -------------------------------------------------------------------
 
-    def receive(self, text: str | bytes) -> list[Effect]:
-        """One server message (loop thread, in arrival order). Its ``[SERVER_EVENT]``
+    def receive(self, text: str | bytes | dict[str, Any]) -> list[Effect]:
+        """One server message (loop thread, in arrival order): its text, or the dict a
+        transport already decoded from it. Its ``[SERVER_EVENT]``
         trace line (:func:`rtclient.logs.trace_server_event`) is written first, outside
         the lock: in arrival order, before any line about what it causes."""
         try:

@@ -336,8 +336,9 @@ class RealtimeProtocol:
 
     # -- server events ---------------------------------------------------------------
 
-    def receive(self, text: str | bytes) -> list[Effect]:
-        """One server message (loop thread, in arrival order)."""
+    def receive(self, text: str | bytes | dict[str, Any]) -> list[Effect]:
+        """One server message (loop thread, in arrival order): its text, or the dict a
+        transport already decoded from it."""
         try:
             event = ev.decode(text)
         except ev.MalformedEventError as exc:

@@ -113,7 +113,7 @@ RETRYABLE = (
 class Core(Protocol):
     """What the shell needs of a protocol core."""
 
-    def receive(self, text: str | bytes) -> list[Effect]: ...
+    def receive(self, text: str | bytes | dict[str, Any]) -> list[Effect]: ...
     def written(self, event: Mapping[str, Any]) -> None: ...
     def sent(self, send: Send, error: BaseException | None) -> list[Effect]: ...
     def finished(
@@ -646,20 +646,20 @@ class SessionShell:
 
     # -- effects --------------------------------------------------------------------------
 
-    def _on_message(self, text: str | bytes) -> None:
+    def _on_message(self, text: str | bytes | dict[str, Any]) -> None:
         """The transport's handler (loop thread): one server message, in order."""
         self._apply(self._core.receive(text))
 
     def _transport_handlers(
         self,
-    ) -> tuple[Callable[[str | bytes], None], Callable[[BaseException], None]]:
+    ) -> tuple[Callable[[str | bytes | dict[str, Any]], None], Callable[[BaseException], None]]:
         """``(on_message, on_closed)`` for a new transport, bound to this generation and
         core: once the connection is replaced, what it still reports is dropped."""
         return partial(self._on_message_of, self._gen, self._core), partial(
             self._on_closed_of, self._gen
         )
 
-    def _on_message_of(self, gen: int, core: Core, text: str | bytes) -> None:
+    def _on_message_of(self, gen: int, core: Core, text: str | bytes | dict[str, Any]) -> None:
         if gen == self._gen:
             self._apply(core.receive(text), core)
 

@@ -35,8 +35,11 @@ The contract:
   A tool output is counted sent only when written (the runner waits for
   :func:`when_written`). An event larger than ``max_message_size`` raises
   :class:`MessageTooLargeError` before anything is queued.
-* Server messages reach ``on_message(text)`` in arrival order, on the loop thread; a
-  connection that ends without ``close()`` is reported once to ``on_closed(error)``.
+* Server messages reach ``on_message(message)`` in arrival order, on the loop thread:
+  the text as received, or the event dict a transport already decoded from it (a
+  WebSocket reads each audio delta to play it; the client then does not decode it
+  again). A connection that ends without ``close()`` is reported once to
+  ``on_closed(error)``.
 * Barge-in is expressed by the client as the WebRTC protocol does it: ``response.cancel``
   then ``output_audio_buffer.clear``. A transport whose session has no server-side
   output buffer (a WebSocket session: the client plays the audio itself) translates
@@ -62,7 +65,7 @@ AudioIn = str | MediaStreamTrack | None
 AudioFrameCallback = Callable[[Any], None]
 """Receives the model's audio, one ``av.AudioFrame`` at a time, on the loop thread."""
 
-MessageHandler = Callable[[str], None]
+MessageHandler = Callable[[str | bytes | dict[str, Any]], None]
 ClosedHandler = Callable[[BaseException], None]
 
 Written: TypeAlias = "concurrent.futures.Future[None]"

@@ -127,15 +127,14 @@ class LiveWebSocketTransport(WebSocketTransport):
     def _audio_ready(self) -> None:
         """Not yet: input audio waits for ``session.started`` (see :meth:`_receive`)."""
 
-    def _play(self, text: str) -> None:
-        """The model's audio, decoded only for someone who takes it (``on_audio``,
+    def _plays_audio(self) -> bool:
+        """The model's audio is decoded only for someone who takes it (``on_audio``,
         ``audio_out``). GPT-Live's output is one continuous stream - ten deltas a second
         of mostly silence - and the client never truncates it (the model handles
         barge-in), so there is no playback position to keep: a session that wants no
-        audio neither parses nor base64-decodes it here (bench/live.py: that was ~10%
-        of the loop thread's time per session)."""
-        if self._on_audio_frame is not None or self._recording is not None:
-            super()._play(text)
+        audio does not base64-decode it here (bench/live.py: that was ~10% of the loop
+        thread's time per session)."""
+        return self._on_audio_frame is not None or self._recording is not None
 
     def _receive(self, text: str) -> None:
         # Peek as the base class peeks for audio: only these two types can match.

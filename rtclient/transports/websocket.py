@@ -311,19 +311,30 @@ class WebSocketTransport:
 
     def _receive(self, text: str) -> None:
         try:
-            if self.AUDIO_OUT in text:  # base64 has no '.' or '_': only the type can match
-                self._play(text)
-            self._on_message(text)
+            message: str | dict[str, Any] = text
+            # base64 has no '.' or '_': only the type can match
+            if self.AUDIO_OUT in text and self._plays_audio():
+                try:
+                    event = json.loads(text)
+                except ValueError:
+                    event = None  # the client counts malformed events; nothing to play
+                if isinstance(event, dict):
+                    message = event  # decoded once: the client reads this dict
+                    if event.get("type") == self.AUDIO_OUT:
+                        self._play(event)
+            self._on_message(message)
         except Exception:  # a handler's bug must not end the connection
             logger.exception("[CONNECTION] a server message could not be handled")
 
-    def _play(self, text: str) -> None:
+    def _plays_audio(self) -> bool:
+        """Whether audio deltas are read here (always: the playback position is what a
+        barge-in truncates to)."""
+        return True
+
+    def _play(self, event: Mapping[str, Any]) -> None:
         try:
-            event = json.loads(text)
-            if event.get("type") != self.AUDIO_OUT:
-                return
             data = base64.b64decode(event.get("delta") or "", validate=True)
-        except (ValueError, binascii.Error, AttributeError):
+        except (ValueError, TypeError, binascii.Error):
             return  # the client counts malformed events; nothing to play
         item_id = str(event.get("item_id"))
         content_index = event.get("content_index")
