@@ -4,7 +4,6 @@ handshake errors. (Everything else runs over both transports in test_client*.py.
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import wave
 from pathlib import Path
@@ -16,6 +15,7 @@ from loguru import logger
 from test_client_audio import ToneTrack, write_tone
 
 from rtclient import CallNotFoundError, RealtimeClient, SignalingError
+from rtclient.core import events as ev
 from rtclient.emulator import Emulator, Pace
 
 pytestmark = pytest.mark.timeout(60)
@@ -80,14 +80,14 @@ def test_an_audio_delta_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None
     read: one JSON decode per delta on the loop thread, not two (a 4 KB delta costs ~5
     us to decode; deltas are most of a voice session's events)."""
     decoded: list[str] = []
-    loads = json.loads
+    loads = ev.loads
 
-    def counting_loads(text: Any, *args: Any, **kwargs: Any) -> Any:
+    def counting_loads(text: Any) -> Any:
         if isinstance(text, str) and '"response.output_audio.delta"' in text:
             decoded.append(text)
-        return loads(text, *args, **kwargs)
+        return loads(text)
 
-    monkeypatch.setattr(json, "loads", counting_loads)
+    monkeypatch.setattr(ev, "loads", counting_loads)
     deltas: list[dict[str, Any]] = []
     with Emulator(turn_detection=None, pace=Pace(delay=0.0, deltas=5)) as emu:
         client = ws_client(emu).connect()

@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import msgspec
+
 from rtclient.core.event_models import EventModels, by_type, union_members
 from rtclient.core.gate import TICKET_METADATA_KEY, Ticket
 
@@ -200,6 +202,22 @@ def encode(event: Mapping[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
+_decode_json = msgspec.json.Decoder().decode
+
+
+def loads(message: str | bytes) -> Any:
+    """``json.loads(message)``, about 3x faster: every server message is decoded on the
+    loop thread, so this is its largest per-event cost that rtclient controls
+    (``bench/events_bench.py``: 5.2 to 1.5 us over a real mix). msgspec's C decoder
+    gives the same values where it accepts a text; what it refuses - ``NaN``, a number
+    too large for a float, a lone surrogate, bytes that are not UTF-8 - is read by
+    ``json.loads`` as before (``ValueError`` if that refuses it too)."""
+    try:
+        return _decode_json(message)
+    except msgspec.DecodeError:
+        return json.loads(message)
+
+
 def decode(message: str | bytes | dict[str, Any]) -> Event:
     """Parse one server message (or take the dict a transport already parsed from it);
     raise :class:`MalformedEventError` on anything odd."""
@@ -207,7 +225,7 @@ def decode(message: str | bytes | dict[str, Any]) -> Event:
         event: Any = message
     else:
         try:
-            event = json.loads(message)
+            event = loads(message)
         except (ValueError, UnicodeDecodeError) as exc:
             raise MalformedEventError(f"not JSON: {exc}") from None
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):

@@ -42,7 +42,6 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -315,7 +314,7 @@ class WebSocketTransport:
             # base64 has no '.' or '_': only the type can match
             if self.AUDIO_OUT in text and self._plays_audio():
                 try:
-                    event = json.loads(text)
+                    event = ev.loads(text)
                 except ValueError:
                     event = None  # the client counts malformed events; nothing to play
                 if isinstance(event, dict):
