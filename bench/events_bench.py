@@ -16,22 +16,30 @@ What is measured
    is kept as the dict the client would decode.
 2. For each event type, the per-event time (p50 over batches of ``--batch`` calls, each
    batch timed with ``perf_counter_ns``; the variants interleaved batch by batch, so
-   their ratios come from one run on one machine state) of the dispatcher's whole work
-   for one event, ``RealtimeClient._dispatch(event)``, with one ``"*"`` subscriber:
-   - ``raw``: ``on("*", cb, raw=True)``, a no-op ``cb``: the dict as received;
-   - ``typed``: ``on("*", cb)``, a no-op ``cb``: what rtclient does now - the compiled
-     pre-check (``rtclient.core.event_check``), then a model built on first read
-     (``rtclient.core.lazy_model``);
+   their ratios come from one run on one machine state) of one event's way from the
+   message text to a no-op ``"*"`` callback, in the two parts two threads do:
+   - ``loop``, the loop thread's part that depends on the event or on typing:
+     ``ev.decode(text)`` and ``Dispatcher.item(event)`` - the hand-over, where the
+     pre-check (``rtclient.core.event_check``) runs and makes a model built on first
+     read (``rtclient.core.lazy_model``) when a typed reader wants the type. The loop
+     thread's other work per event (the frame, the core, the trace) is the same for
+     every variant and left out, so ``loop`` ratios here are upper bounds;
+   - ``disp``, the dispatcher's whole work for the item: ``Dispatcher._handle(item)``
+     (the step, the subscriptions, the callback);
+   and their sum (``raw_us_p50``... with no suffix), for these subscribers:
+   - ``raw``: ``on("*", cb, raw=True)``: the dict as received;
+   - ``typed``: ``on("*", cb)``: what rtclient does now;
    - ``typed+read``: the same, ``cb`` reads the model (the build happens in ``cb``);
-   - ``eager`` and ``eager+read``: typed as it was before, the model's validator on
-     every event (the ``to_model`` of the previous release, swapped in for the batch);
+   - ``eager`` and ``eager+read``: typed as the release before last did it, the model's
+     validator on the dispatcher for every event (its ``to_model``, swapped in);
    - ``deferred``: a lazy model with no pre-check at all - the floor of "validate on
      first read", which would let a malformed event through as a model (not shipped).
    and, per event alone: ``check`` (the pre-check), ``model`` (the validator),
-   ``json`` (the validator's ``validate_json`` on the message text, as if the loop
-   thread's ``json.loads`` were skipped), ``union(disc)`` (one ``pydantic.TypeAdapter``
-   over the whole server union with ``Field(discriminator="type")``), ``union(plain)``
-   (the ``openai`` union as shipped).
+   ``json`` (the validator's ``validate_json`` on the message text), ``union(disc)``
+   (one ``pydantic.TypeAdapter`` over the whole server union with
+   ``Field(discriminator="type")``), ``union(plain)`` (the ``openai`` union as
+   shipped), ``json.loads`` and ``loads`` (the loop thread's decoder before and now:
+   ``rtclient.core.events.loads``, msgspec).
 3. One-time costs, each in a fresh interpreter: ``import openai.types.realtime``;
    preparing one event type and all of them (validators and pre-checks: what the first
    typed ``on()`` / ``events()`` does on the caller's thread); building the
@@ -58,6 +66,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    EmulatorProcess,
     add_result_options,
     machine_info,
     percentile,
@@ -136,7 +145,7 @@ def read(event: Any) -> None:
 
 # The typed-dispatch variants, each timed as the two threads' parts of one event.
 DELIVERY = ("raw", "typed", "read", "eager", "eager_read", "deferred")
-SINGLES = ("check", "model", "json", "disc", "plain")  # one step, per event alone
+SINGLES = ("check", "model", "json", "disc", "plain", "json_loads", "loads")  # one step alone
 
 
 class Delivery:
@@ -239,6 +248,8 @@ def measure(
                             continue
                         times[f"{variant}_loop"].append(delivery.loop_us(text, batch))
                         times[f"{variant}_disp"].append(delivery.dispatch_us(text, batch))
+                    times["json_loads"].append(per_call_us(json.loads, text, batch))
+                    times["loads"].append(per_call_us(ev.loads, text, batch))
                     if model is None:
                         continue
                     if check is not None:
@@ -268,6 +279,53 @@ def measure(
         for delivery in deliveries.values():
             delivery.client.close()
     return rows
+
+
+def session_cost(rounds: int, responses: int) -> dict[str, Any]:
+    """The whole client process's CPU per event in a real session: two WebSocket
+    clients against an emulator in its own process (its CPU is not counted), one with
+    a raw ``"*"`` subscriber and one with a typed one, taking turns - ``responses``
+    audio answers each per round - under ``time.process_time()``: the frames, the
+    decode, the core, the hand-over, the dispatcher and the callbacks, on every thread
+    of the process."""
+
+    def noop(event: object) -> None:
+        pass
+
+    per_event: dict[str, list[float]] = {"raw": [], "typed": []}
+    with EmulatorProcess(pace={"delay": 0.0, "deltas": 40}) as emulator:
+        clients: dict[str, RealtimeClient] = {}
+        try:
+            for variant in per_event:
+                client = RealtimeClient(
+                    api_key="sk-bench", base_url=emulator.url, transport="websocket",
+                    loopback_only=True,
+                )  # fmt: skip
+                clients[variant] = client
+                client.on("*", noop, raw=variant == "raw")
+                client.connect()
+                client.request_response(output_modalities=["audio"]).result(30)  # warm
+            for _ in range(rounds):
+                for variant, client in clients.items():
+                    events = client.stats()["events_received"]
+                    started = time.process_time()
+                    for _ in range(responses):
+                        client.request_response(output_modalities=["audio"]).result(30)
+                    spent = time.process_time() - started
+                    events = client.stats()["events_received"] - events
+                    per_event[variant].append(spent / events * 1e6)
+        finally:
+            for client in clients.values():
+                client.close()
+    raw, typed = (percentile(per_event[v], 50) for v in ("raw", "typed"))
+    return {
+        "rounds": rounds,
+        "responses": responses,
+        "raw_us": raw,
+        "typed_us": typed,
+        "typed_x_raw": typed / raw,
+        "per_round_us": per_event,
+    }
 
 
 SETUP = {
@@ -342,6 +400,7 @@ def main() -> int:
     events = record_mix(rounds)
     setup = setup_costs(1 if args.quick else 3)
     rows = measure(events, args.batch, per_type=10 if args.quick else 40, rounds=3)
+    session = session_cost(rounds=3 if args.quick else 15, responses=5 if args.quick else 20)
     total = sum(r["count"] for r in rows)
 
     def mix(key: str) -> float:
@@ -349,6 +408,8 @@ def main() -> int:
 
     done = next(r for r in rows if r["type"] == "response.done")
     summary: dict[str, Any] = {"events": total, "types": len(rows)}
+    for single in ("json_loads", "loads"):  # the loop thread's decoder, before and now
+        summary[f"{single}_us_mean"] = mix(f"{single}_us_p50")
     for part in PARTS:
         for variant in DELIVERY:
             summary[f"{variant}{part}_us_mean"] = mix(f"{variant}{part}_us_p50")
@@ -374,6 +435,10 @@ def main() -> int:
                 for v in TYPED
             )
         )
+    print(
+        f"whole process, real session: raw {session['raw_us']:.1f} us/event, typed "
+        f"{session['typed_us']:.1f} ({session['typed_x_raw']:.2f}x)"
+    )
     print("one-time, fresh interpreter: " + ", ".join(f"{k} {v:.3f}" for k, v in setup.items()))
     path = write_json(
         out.stem,
@@ -385,6 +450,7 @@ def main() -> int:
             "batch": args.batch,
             "seconds": round(time.monotonic() - started, 1),
             "summary": summary,
+            "session": session,
             "setup": setup,
             "per_type": rows,
         },
@@ -419,6 +485,8 @@ COLUMNS = [
     ("check_us_p50", "check us"),
     ("model_us_p50", "model us"),
     ("json_us_p50", "json us"),
+    ("json_loads_us_p50", "json.loads us"),
+    ("loads_us_p50", "loads us"),
 ]
 
 

@@ -82,16 +82,6 @@ class _Subscription:
     raw: bool
 
 
-class _Checked:
-    """A lane item: an event with the model the loop thread made of it."""
-
-    __slots__ = ("event", "model")
-
-    def __init__(self, event: dict[str, Any], model: Any) -> None:
-        self.event = event
-        self.model = model
-
-
 class Dispatcher:
     """The subscriptions, the open streams and the lane of one session.
 
@@ -172,7 +162,7 @@ class Dispatcher:
             except Exception:  # never on the loop thread: the dispatcher parses it
                 model = None
             if model is not None:
-                return _Checked(event, model)
+                return (event, model)
         return event
 
     def put_audio(self, frame: Any) -> None:
@@ -264,8 +254,14 @@ class Dispatcher:
     # -- on the pool's thread ------------------------------------------------------------
 
     def _handle(self, item: Any) -> None:
-        """One item of this session's lane (a pool thread; never raises)."""
-        if item is _STOP:
+        """One item of this session's lane (a pool thread; never raises): an event, an
+        ``(event, model)`` pair (:meth:`item`), an ``("audio", frame)`` pair or the stop."""
+        kind = type(item)
+        if kind is dict:
+            self._dispatch(item)
+        elif kind is tuple and type(item[0]) is dict:
+            self._dispatch(item[0], item[1])
+        elif item is _STOP:
             assert self._lane is not None
             self._lane.finish()  # what is still queued is dropped
             with self._lock:
@@ -273,9 +269,7 @@ class Dispatcher:
             for stream in streams:
                 stream.put(_STOP)
             self._stopped.set()
-        elif type(item) is _Checked:
-            self._dispatch(item.event, item.model)
-        elif isinstance(item, tuple):
+        elif kind is tuple:
             if self._on_audio is not None:
                 guard(self._on_audio, item[1])
         else:
