@@ -23,7 +23,9 @@ What is measured
      pre-check (``rtclient.core.event_check``) runs and makes a model built on first
      read (``rtclient.core.lazy_model``) when a typed reader wants the type. The loop
      thread's other work per event (the frame, the core, the trace) is the same for
-     every variant and left out, so ``loop`` ratios here are upper bounds;
+     every variant and left out, so ``loop`` ratios here are upper bounds. The garbage
+     collector is off while a batch is timed: a collection that another variant's
+     garbage made due is not this one's (part 4 has the collector's share);
    - ``disp``, the dispatcher's whole work for the item: ``Dispatcher._handle(item)``
      (the step, the subscriptions, the callback);
    and their sum (``raw_us_p50``... with no suffix), for these subscribers:
@@ -44,6 +46,10 @@ What is measured
    preparing one event type and all of them (validators and pre-checks: what the first
    typed ``on()`` / ``events()`` does on the caller's thread); building the
    discriminated union adapter instead.
+4. The whole client process per event in a real session (:func:`session_cost`): two
+   WebSocket clients, one raw and one typed ``"*"`` subscriber, taking turns at audio
+   answers from an emulator in its own process, under ``time.process_time()`` - every
+   thread's work, the collector's included.
 
 The machine has 2 cores shared with other work: figures move by +-20% between runs.
 """
@@ -52,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import subprocess
 import sys
@@ -161,36 +168,40 @@ class Delivery:
         self,
         client: RealtimeClient,
         to_model: Callable[[Any], Any] | None = None,
-        checked_model: Callable[[Any], Any] | None = None,
+        checks: dict[str, Callable[[Any], Any]] | None = None,
     ) -> None:
         self.client = client
         dispatcher = client._dispatcher
-        if to_model is not None or checked_model is not None:  # another release's parse
-            dispatcher.catalog = dataclasses.replace(
-                dispatcher.catalog, checked_model=checked_model or (lambda event: None)
-            )
+        if to_model is not None or checks is not None:  # another release's parse
+            dispatcher.catalog = dataclasses.replace(dispatcher.catalog, checks=checks or {})
         self.to_model = to_model
         self.item = dispatcher.item
         self.handle = dispatcher._handle
 
     def loop_us(self, text: str, batch: int) -> float:
         item, decode = self.item, ev.decode
-        start = time.perf_counter_ns()
-        for _ in range(batch):
-            item(decode(text))
-        return (time.perf_counter_ns() - start) / batch / 1000
+        gc.disable()  # a collection due to another variant's garbage is not this one's
+        try:
+            start = time.perf_counter_ns()
+            for _ in range(batch):
+                item(decode(text))
+            return (time.perf_counter_ns() - start) / batch / 1000
+        finally:
+            gc.enable()
 
     def dispatch_us(self, text: str, batch: int) -> float:
         items = [self.item(ev.decode(text)) for _ in range(batch)]  # fresh: built unread
         handle, shipped = self.handle, ev.to_model
         if self.to_model is not None:
             ev.to_model = self.to_model
+        gc.disable()
         try:
             start = time.perf_counter_ns()
             for item in items:
                 handle(item)
             return (time.perf_counter_ns() - start) / batch / 1000
         finally:
+            gc.enable()
             ev.to_model = shipped
 
 
@@ -212,17 +223,13 @@ def measure(
 
     ev.prepare_models(["*"])
     deferred = deferred_parsers()
-
-    def lazy_only(event: Any) -> Any:
-        return deferred[event["type"]](event)
-
     deliveries = {
         "raw": Delivery(client(noop, raw=True)),
         "typed": Delivery(client(noop)),
         "read": Delivery(client(read)),
         "eager": Delivery(client(noop), to_model=eager_to_model),
         "eager_read": Delivery(client(read), to_model=eager_to_model),
-        "deferred": Delivery(client(noop), checked_model=lazy_only),
+        "deferred": Delivery(client(noop), checks=deferred),
     }
     members = union_members(RealtimeServerEvent)
     discriminated: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(
@@ -240,10 +247,12 @@ def measure(
                 f"{v}_{part}": [] for v in DELIVERY for part in ("loop", "disp")
             }
             times.update({k: [] for k in SINGLES})
+            order = list(deliveries.items())
             for _ in range(rounds):
                 for event in sample:
                     text = json.dumps(event)  # as received
-                    for variant, delivery in deliveries.items():
+                    order.append(order.pop(0))  # each variant first in turn: no order effect
+                    for variant, delivery in order:
                         if model is None and variant not in ("raw", "typed", "read"):
                             continue
                         times[f"{variant}_loop"].append(delivery.loop_us(text, batch))

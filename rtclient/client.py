@@ -88,7 +88,7 @@ REALTIME_EVENTS = Catalog(
     prepare=_prepare,
     to_model=_to_model,
     close_matches=ev.close_matches,
-    checked_model=ev.checked_model,
+    checks=ev.MODELS.checks,
 )
 # Gap probe: appended to a re-attached call's conversation to learn its newest item
 # (from the probe's previous_item_id), then deleted at once.

@@ -63,7 +63,7 @@ LIVE_EVENTS = Catalog(
     prepare=live_events.prepare_models,
     to_model=live_events.to_model,
     close_matches=live_events.close_matches,
-    checked_model=live_events.checked_model,
+    checks=live_events.MODELS.checks,
 )
 
 _Handler = TypeVar("_Handler", bound=Callable[[DelegationTask], Any])

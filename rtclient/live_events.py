@@ -111,7 +111,6 @@ MODELS = EventModels(_load_models, "openai.types.live")
 event_models = MODELS.models
 """Each event type -> its model class (imports ``openai`` on the first call)."""
 prepare_models = MODELS.prepare
-checked_model = MODELS.checked_model
 to_model = MODELS.to_model
 """``event`` as its model: ``LookupError`` if none describes its type,
 ``pydantic.ValidationError`` if it does not validate."""

@@ -267,7 +267,7 @@ def test_a_pre_check_that_raises_leaves_the_parse_to_the_dispatcher() -> None:
     def broken(event: Any) -> Any:
         raise RuntimeError("a pre-check bug")
 
-    catalog = dataclasses.replace(REALTIME_EVENTS, checked_model=broken)
+    catalog = dataclasses.replace(REALTIME_EVENTS, checks={"rate_limits.updated": broken})
     dispatcher = Dispatcher(catalog, threading.Lock())
     got: list[Any] = []
     dispatcher.subscribe("*", got.append, raw=False)

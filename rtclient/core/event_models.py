@@ -7,9 +7,9 @@ prepared type then gets, once, its model's validator, a compiled pre-check
 (:mod:`rtclient.core.event_check`: may this dict skip pydantic for now?) and a lazy
 model class (:mod:`rtclient.core.lazy_model`: the model, built on first read).
 
-- :meth:`EventModels.checked_model` is the cheap half: the lazy model of an event the
-  pre-check passes (~0.5 us instead of 1-20 us), or None. It never imports and never
-  validates, so the loop thread runs it as it hands an event over.
+- :attr:`EventModels.checks` is the cheap half, per prepared type: the lazy model of
+  an event the pre-check passes (~0.5 us instead of 1-20 us), or None. It never
+  imports and never validates, so the loop thread runs it as it hands an event over.
 - :meth:`EventModels.to_model` is the whole parse: that lazy model, or the validator's
   answer for any other event - so a malformed event fails exactly as pydantic says,
   before anyone sees it.
@@ -38,7 +38,8 @@ class EventModels:
         self._package = package
         self._models: dict[str, type[Any]] | None = None
         self._parsers: dict[Any, Parse] = {}  # event type -> dict to model
-        self._checks: dict[str, Parse] = {}  # event type -> lazy model if it passes, else None
+        # event type -> the lazy model if the pre-check passes the event, else None
+        self.checks: dict[str, Parse] = {}
         self._lock = threading.Lock()
 
     def models(self) -> dict[str, type[Any]]:
@@ -75,15 +76,8 @@ class EventModels:
                 if check is None:
                     self._parsers[kind] = validate
                     continue
-                self._checks[kind] = check
+                self.checks[kind] = check
                 self._parsers[kind] = partial(_checked_or_validated, check, validate)
-
-    def checked_model(self, event: Mapping[str, Any]) -> Any:
-        """``event`` as a lazy model if its type is prepared and its pre-check passes
-        it; else None (then :meth:`to_model` decides). Cheap, never imports, never
-        raises on a decoded event: the loop thread calls it."""
-        check = self._checks.get(event["type"])
-        return None if check is None else check(event)
 
     def to_model(self, event: Mapping[str, Any]) -> Any:
         """``event`` as its model (built on first read when the pre-check passes it).

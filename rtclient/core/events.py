@@ -307,7 +307,6 @@ event_models = MODELS.models
 Imports ``openai`` on the first call (~1.5 s; call it off the loop thread). The old beta
 names (``response.text.delta`` ...) have no GA model and are absent."""
 prepare_models = MODELS.prepare
-checked_model = MODELS.checked_model
 to_model = MODELS.to_model
 
 

@@ -50,10 +50,12 @@ class Catalog:
     prepare: Callable[[Iterable[str]], None]  # import/compile the models of these types
     to_model: Callable[[Mapping[str, Any]], Any]  # LookupError: no model for this type
     close_matches: Callable[[str], list[str]]
-    # The model of an event whose type is prepared and whose pre-check passes it, else
-    # None (then to_model decides, on the dispatcher); cheap, never imports: the loop
-    # thread calls it.
-    checked_model: Callable[[Mapping[str, Any]], Any] = lambda event: None
+    # event type -> its pre-check: the event's model if the check passes it, else None
+    # (then to_model decides, on the dispatcher). Only prepared types are in it; cheap,
+    # never imports: the loop thread calls them.
+    checks: Mapping[str, Callable[[Mapping[str, Any]], Any]] = dataclasses.field(
+        default_factory=dict
+    )
 
     def check(self, event_type: str) -> None:
         """``ValueError`` naming the close matches if ``event_type`` is not one of ours."""
@@ -156,13 +158,16 @@ class Dispatcher:
         model when a typed reader wants the type and the pre-check passes it, else the
         event (the dispatcher then parses it, as for a reader that subscribed since)."""
         typed = self._typed
-        if typed and (event["type"] in typed or "*" in typed):
-            try:
-                model = self.catalog.checked_model(event)
-            except Exception:  # never on the loop thread: the dispatcher parses it
-                model = None
-            if model is not None:
-                return (event, model)
+        kind = event["type"]
+        if typed and (kind in typed or "*" in typed):
+            check = self.catalog.checks.get(kind)
+            if check is not None:
+                try:
+                    model = check(event)
+                except Exception:  # never on the loop thread: the dispatcher parses it
+                    model = None
+                if model is not None:
+                    return (event, model)
         return event
 
     def put_audio(self, frame: Any) -> None:
