@@ -240,12 +240,9 @@ class _Compiler:
             raise _Unsupported(f"model of {fields_schema.get('type')}")
         _allow(fields_schema, "fields", "model_name", "computed_fields")
         pad = "    " * depth
-        get = self._name("g")
         if known is None:
             out.append(f"{pad}if type({var}) is not dict: return False")
             known = frozenset()
-        out.append(f"{pad}{get} = {var}.get")
-        binding = len(out) - 1
         fields = fields_schema["fields"]
         for name, field in fields.items():
             _allow(field, "schema", "serialization_exclude", "frozen")
@@ -255,14 +252,15 @@ class _Compiler:
             value = self._name("x")
             body: list[str] = []
             self._emit(inner, value, body, depth + 1)
+            # {var}.get(...) each time: CPython 3.11 calls it faster than a bound .get
             if has_default and nullable:  # absent or None: the default or None
-                out.append(f"{pad}{value} = {get}({name!r})")
+                out.append(f"{pad}{value} = {var}.get({name!r})")
                 if body:
                     out.append(f"{pad}if {value} is not None:")
                     out.extend(body)
                 continue
             if has_default:  # absent: the default; present: must be valid, None too
-                out.append(f"{pad}{value} = {get}({name!r}, _MISSING)")
+                out.append(f"{pad}{value} = {var}.get({name!r}, _MISSING)")
                 if body:
                     out.append(f"{pad}if {value} is not _MISSING:")
                     out.extend(body)
@@ -274,8 +272,6 @@ class _Compiler:
                     out.extend(body)
             else:
                 out.extend(line[4:] for line in body)  # same level as the lookup
-        if not any(f"{get}(" in line for line in out[binding + 1 :]):
-            del out[binding]  # every field required: no .get needed
         if config.get("extra_fields_behavior") == "forbid":
             names = self._constant(frozenset(fields))
             out.append(f"{pad}if not {var}.keys() <= {names}: return False")
@@ -363,11 +359,13 @@ _MISSING = object()
 
 
 def _single_literal(members: list[Mapping[str, Any]], field: str, value: str) -> bool:
-    """Whether each member's ``field`` is a required literal of exactly ``value`` (so a
-    dict dispatched on it has nothing left to check there)."""
+    """Whether each member's ``field`` is a literal of exactly ``value``, required or not
+    (so a dict dispatched on its present ``value`` has nothing left to check there)."""
     for member in members:
         declared = member.get("schema", {}).get("fields", {}).get(field)
-        literal = (declared or {}).get("schema", {})
+        if declared is None:
+            return False
+        literal = _unwrap(declared["schema"])[0]
         if literal.get("type") != "literal" or list(literal.get("expected", ())) != [value]:
             return False
     return True
