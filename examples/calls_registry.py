@@ -5,6 +5,8 @@ call; the call's **sideband** lives in exactly one of them at a time, the *holde
 worker can hang a call up; and when the holder dies (``SIGKILL``, OOM, a lost machine),
 is cut off from Redis or stalls, another worker re-attaches a sideband to the call
 while the browser keeps talking - and the two never both answer it (*fencing*, below).
+A call made elsewhere - a phone call the webhook route accepted - joins the registry
+with :meth:`CallRegistry.adopt_call` and fails over the same way.
 Only rtclient's public API is used: ``create_call``, ``hangup_call``,
 ``RealtimeClient(call_id=..., send_guard=...)``, ``on(..., raw=True)``, ``get_item``,
 ``submit_tool_output`` and ``request_response``.
@@ -19,7 +21,8 @@ Keys (``rt`` is the ``prefix``)::
 
     rt:calls                  SET   the live call ids
     rt:call:<id>              HASH  caller (the browser session that created it: an
-                                    opaque id, never the session cookie), created_by,
+                                    opaque id, never the session cookie; a phone
+                                    call's: "phone:<id>"), created_by,
                                     created_at, owner, owner_pid, epoch
                                     (the fencing token: bumped by every claim),
                                     confirms (how many times a holder confirmed its
@@ -393,6 +396,11 @@ class CallRegistry:
     ``close()`` detaches this worker's sidebands and releases their leases, so another
     worker takes each call over at its next scan (a graceful restart loses nothing).
 
+    ``on_sideband(call_id, caller, client)``, if set, runs for every sideband this
+    worker is about to attach - the first one and each takeover's - before it
+    connects, so whatever it subscribes to misses nothing (the phone line's keypad
+    watch: :meth:`adopt_call`).
+
     ``fence_after`` (default ``0.75 * lease_ttl``) is how long a holder may go without
     confirming its lease before it stops sending and detaches; ``clock_drift`` bounds
     how much two machines' clocks may disagree on a length of time (0.01: 1%, far
@@ -443,6 +451,7 @@ class CallRegistry:
         self.on_report = on_report
         self.drain_timeout = drain_timeout
         self.max_calls_per_caller = max_calls_per_caller
+        self.on_sideband: Callable[[str, str, RealtimeClient], None] | None = None
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         # One command waits at most ``timeout`` and is not retried: the registry thread
         # tries again every tick, and a holder cut off from Redis must find out in time.
@@ -572,6 +581,37 @@ class CallRegistry:
                 self.redis.zrem(self.key("caller", caller), place)
             raise
         return call.call_id, call.sdp
+
+    def adopt_call(
+        self, call_id: str, *, caller: str, greeting: str | None = None
+    ) -> RealtimeClient:
+        """Register a call made elsewhere - a phone call this worker just accepted -
+        as ``caller``'s, and attach its sideband here: from now on it is every worker's
+        call, under a lease like a browser's, taken over if this worker dies.
+        ``greeting``: instructions for a first response, asked for once, through the
+        fence (a successor never asks again). Returns the attached sideband; raises
+        (after ending the call) if it cannot attach, as :meth:`start_call` does."""
+        self.start()
+        place = f"adopting:{uuid.uuid4().hex}"
+        if not self._reserve_place(caller, place):
+            raise RealtimeError(f"{caller} has no place left for {short_id(call_id)}")
+        try:
+            claim, token = self._register(call_id, caller, place)
+            if not self._attach(call_id, token, claim, recover=False):
+                raise RealtimeError(f"the sideband of {short_id(call_id)} did not attach")
+        except (redis.RedisError, RealtimeError):
+            with contextlib.suppress(RealtimeError):
+                hangup_call(call_id, api_key=self.api_key, base_url=self.base_url)
+            with contextlib.suppress(redis.RedisError):
+                self._end(call_id)
+                self.redis.zrem(self.key("caller", caller), place)
+            raise
+        client = self.get(call_id)
+        if client is None:  # fenced or ended in the meantime: the registry decides
+            raise RealtimeError(f"{short_id(call_id)} was let go as it was adopted")
+        if greeting:
+            client.request_response(instructions=greeting)
+        return client
 
     def caller_of(self, call_id: str) -> str | None:
         """Who created ``call_id`` (the ``caller`` given to ``start_call``), if it is
@@ -896,6 +936,14 @@ class CallRegistry:
         )
         previous = claim.last_item if recover else None
         recorder = _Recorder(self, call_id, client, fence, check_previous=previous)
+        hook = self.on_sideband
+        if hook is not None:
+            try:
+                hook(
+                    call_id, str(self.redis.hget(self.key("call", call_id), "caller") or ""), client
+                )
+            except Exception:  # the app's hook: logged, the call still gets its sideband
+                log.exception("registry: on_sideband failed for %s", short_id(call_id))
         try:
             client.connect()
         except CallNotFoundError:

@@ -453,6 +453,7 @@ def create_app(
         tools=TOOLS,
         runtime=lambda: (calls.start().loop_thread, calls.pool),  # started by the first call
         once=RedisOnce(redis_url) if redis_url else None,  # once across the workers
+        registry=calls if redis_url else None,  # a phone call survives its worker too
     )
     app.extensions["phone"] = phone
 

@@ -22,6 +22,12 @@ raw body and the headers and returns ``(status, json)``:
    and greet the caller. Keypresses are logged; ``0`` transfers the call to
    ``RT_PHONE_OPERATOR`` (a ``tel:`` or ``sip:`` URI) when it is set.
 
+With ``REDIS_URL`` the examples pass their shared registry (``calls_registry.py``): an
+answered call is then every worker's, under a lease like a browser's call - if the
+worker holding its sideband dies, another one attaches, runs the tool call it was
+running again if it is idempotent, and keeps the keypad; the greeting is never asked
+for twice.
+
 A call that is already gone when accepted (the caller hung up, a retry after the answer)
 is ``200``: retrying cannot help. Any other failure gives the claim back and answers
 ``502``, so the API's retry can try again.
@@ -54,11 +60,12 @@ from rtclient import (
     verify_webhook,
 )
 from rtclient.logs import short_id
-from rtclient.sip import Once
+from rtclient.sip import Once, watch_dtmf
 
 log = logging.getLogger(__name__)
 
 GREETING = "Greet the caller briefly and ask for their order number."
+PHONE = "phone:"  # a phone call's caller in the registry: one per call, no browser limit
 BUSY_HERE = 486
 DECLINE = 603
 
@@ -68,7 +75,10 @@ class PhoneLine:
 
     Thread-safe. ``runtime()`` returns the app's loop thread and tool pool (shared
     with its browser calls), started: it is called when a call is to be answered, so
-    an app that never gets a call starts nothing. ``close()`` hangs every call up.
+    an app that never gets a call starts nothing. ``close()`` hangs every call up -
+    unless the calls live in ``registry`` (a ``calls_registry.CallRegistry``): then
+    its own ``close()`` hands them to another worker, and a worker's restart drops
+    no caller.
     """
 
     def __init__(
@@ -83,6 +93,7 @@ class PhoneLine:
         once: Once | None = None,
         reject_when: Callable[[IncomingCall], int | None] | None = None,
         operator: str | None = None,
+        registry: Any = None,
     ) -> None:
         self.api_key = api_key
         self.base_url = base_url
@@ -99,6 +110,9 @@ class PhoneLine:
         self.max_calls = int(os.environ.get("RT_PHONE_MAX_CALLS") or 10)
         self._lock = threading.Lock()
         self._calls: dict[str, RealtimeClient] = {}
+        self.registry = registry
+        if registry is not None:  # the keypad on every sideband of a phone call, anywhere
+            registry.on_sideband = self._sideband
 
     def handle(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
         """One webhook delivery (the raw body, the request's headers)."""
@@ -141,19 +155,34 @@ class PhoneLine:
             log.info("phone call %s rejected (%s)", short_id(call.call_id), status)
             return 200, {"call_id": call.call_id, "rejected": status}
         _, pool = self.runtime()
+        registry = self.registry
+        how: dict[str, Any]
+        if registry is None:
+            how = {"greeting": GREETING, "on_dtmf": lambda key: self._pressed(call.call_id, key)}
+        else:  # every worker's call: the registry's sideband, its hook watches the keypad
+            how = {
+                "attach": lambda call_id: registry.adopt_call(
+                    call_id, caller=PHONE + call_id, greeting=GREETING
+                )
+            }
         client = answer_call(
             call,
             session=self.session,  # the instructions and tools: the app's, not the caller's
             tools=self.tools,
             executor=pool,
-            greeting=GREETING,
-            on_dtmf=lambda key: self._pressed(call.call_id, key),
+            **how,
             **self._api(),
         )
         with self._lock:
             self._calls[call.call_id] = client
         log.info("phone call %s answered", short_id(call.call_id))
         return 200, {"call_id": call.call_id, "answered": True}
+
+    def _sideband(self, call_id: str, caller: str, client: RealtimeClient) -> None:
+        """The registry is attaching ``client`` to ``call_id`` (here first, or taking it
+        over from a worker that died): a phone call's keypad is watched on it."""
+        if caller.startswith(PHONE):
+            watch_dtmf(client, lambda key: self._pressed(call_id, key))
 
     def _pressed(self, call_id: str, key: Dtmf) -> None:
         """A keypress (on the sideband's dispatcher thread: hand slow work off)."""
@@ -188,6 +217,8 @@ class PhoneLine:
     def close(self) -> None:
         with self._lock:
             clients, self._calls = list(self._calls.values()), {}
+        if self.registry is not None:
+            return  # the registry's close() hands them over: the callers stay on the line
         for client in clients:
             try:
                 client.hangup()

@@ -6,13 +6,19 @@ the Realtime API with the app's session and tools, greeted, asked a question who
 tool runs once, and transferred by a keypress; forged and stale deliveries are
 refused; a repeated delivery is accepted once; a blocked caller is rejected. With
 ``REDIS_URL`` and two workers, copies of one delivery arriving at once - at either
-worker - are accepted once (the claim lives in Redis).
+worker - are accepted once (the claim lives in Redis), and a phone call outlives the
+worker that answered it: that worker is SIGKILLed, the other one takes the call over
+from the shared registry and answers the caller's next question and keypress, and the
+caller is greeted once.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +119,16 @@ APPS = {
 }
 
 
+def greeted(session: Session) -> list[dict[str, Any]]:
+    """The greeting's creates: the sideband asks for one as the call is answered."""
+    return [
+        e
+        for e in session.client_events
+        if e.get("type") == "response.create"
+        and "Greet" in (e.get("response") or {}).get("instructions", "")
+    ]
+
+
 def completed_tool_round(session: Session) -> bool:
     return any(
         e.get("type") == "response.done"
@@ -143,18 +159,10 @@ def test_the_example_answers_refuses_dedupes_rejects_and_transfers_phone_calls(
         assert tool_name in [t["name"] for t in accepted["tools"]]
         session = emu.session(call_id)
 
-        def greeted() -> list[dict[str, Any]]:
-            return [
-                e
-                for e in session.client_events
-                if e.get("type") == "response.create"
-                and "Greet" in (e.get("response") or {}).get("instructions", "")
-            ]
-
         # the greeting is requested as the webhook is answered: its create may still be
         # on its way when the dial returns
-        emu.wait_for(lambda: bool(greeted()), 10)
-        assert len(greeted()) == 1, "the sideband greets the caller through its gate"
+        emu.wait_for(lambda: bool(greeted(session)), 10)
+        assert len(greeted(session)) == 1, "the sideband greets the caller through its gate"
 
         # the caller asks; server VAD answers; the app's tool runs once on its pool
         status, _ = control(ctl, "POST", f"/sip/calls/{call_id}/speech", {"text": question})
@@ -215,3 +223,69 @@ def test_two_flask_workers_accept_a_call_delivered_to_both_once(
     finally:
         server.stop()
         redis.stop()
+
+
+@pytest.mark.skipif(bool(redis_server_missing()), reason=str(redis_server_missing()))
+@pytest.mark.parametrize("kind", sorted(APPS))
+def test_a_phone_call_outlives_the_worker_that_answered_it(
+    emu: Emulator, tmp_path: Path, kind: str
+) -> None:
+    start, question, expected, _ = APPS[kind]
+    redis = RedisServer(tmp_path)
+    secret = new_secret()
+    server = start(emu, secret, tmp_path, WORKERS="2", REDIS_URL=redis.url, RT_LEASE_TTL="2")
+    hook, ctl = f"{server.url}/webhooks/openai", emu.control_url
+    try:
+        rung = dial(ctl, url=hook, secret=secret)
+        call_id = rung["call_id"]
+        assert rung["status"] == "accepted", server.tail()
+        session = emu.session(call_id)
+        assert emu.wait_for(lambda: len(greeted(session)) == 1, 10), server.tail()
+        key = f"rt:call:{call_id}"
+        record = redis.client.hgetall(key)  # every worker's call now, under a lease
+        assert record["caller"] == f"phone:{call_id}" and call_id in redis.client.smembers(
+            "rt:calls"
+        )
+        holder, epoch = int(record["owner_pid"]), int(record["epoch"])
+
+        killed_at = time.time()
+        os.kill(holder, signal.SIGKILL)  # the worker holding the phone call's sideband
+
+        def taken_over() -> dict[str, str] | None:
+            now = redis.client.hgetall(key)
+            moved = int(now.get("epoch", 0)) > epoch and int(now["owner_pid"]) != holder
+            return now if moved and float(now.get("attached_at", 0)) > killed_at else None
+
+        taken = wait_until(taken_over, 30, "the other worker attaching the phone call")
+        assert int(taken["failovers"]) >= 1 and not record_of(ctl, call_id)["ended"]
+
+        # the caller asks: server VAD answers; the new holder runs the tool, once
+        status, _ = control(ctl, "POST", f"/sip/calls/{call_id}/speech", {"text": question})
+        assert status == 200
+        assert emu.wait_for(lambda: completed_tool_round(session), 30), server.tail()
+        outputs = [
+            e
+            for e in session.client_events
+            if e.get("type") == "conversation.item.create"
+            and e["item"]["type"] == "function_call_output"
+        ]
+        assert len(outputs) == 1 and expected in outputs[0]["item"]["output"], outputs
+        assert len(greeted(session)) == 1  # the successor never greets again
+
+        # the keypad is watched on the new sideband: 0 transfers to the operator
+        status, _ = control(ctl, "POST", f"/sip/calls/{call_id}/dtmf", {"digits": "0"})
+        assert status == 200
+        moved = wait_until(
+            lambda: (r := record_of(ctl, call_id))["status"] == "ended" and r, 20, "the transfer"
+        )
+        assert (moved["refer_target"], moved["ended_by"]) == (OPERATOR, "refer")
+        assert session.counters.get("rejections", 0) == 0
+    finally:
+        server.stop()
+        redis.stop()
+
+
+def record_of(control_url: str, call_id: str) -> dict[str, Any]:
+    """The emulator's record of a phone call, with ``ended`` as a flag."""
+    found = record(control_url, call_id)
+    return {**found, "ended": found["status"] == "ended"}

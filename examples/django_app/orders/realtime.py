@@ -96,9 +96,12 @@ def _examples_on_path() -> None:
 
 def phone_line() -> Any:
     """The phone calls of this process (``phone_calls.PhoneLine``), made on first use
-    with the same session and tool as the browsers' calls, on their loop thread and pool."""
+    with the same session and tool as the browsers' calls, on their loop thread and pool
+    - with ``redis_url``, in the shared registry (made at worker boot, ``shop/wsgi.py``:
+    a worker then watches the keypad of every phone call it takes over)."""
     global _phone
     conf = settings.RTCLIENT
+    registry = start_registry()  # before the lock: it takes the lock itself
     with _lock:
         if _phone is None:
             _examples_on_path()
@@ -113,6 +116,7 @@ def phone_line() -> Any:
                 runtime=_runtime,
                 secret=conf.get("webhook_secret"),
                 once=RedisOnce(redis_url) if redis_url else None,
+                registry=registry,  # a phone call survives its worker too
             )
         return _phone
 

@@ -6,7 +6,7 @@
 
 With ``REDIS_URL`` each worker starts the shared registry of live calls at boot (after
 gunicorn's fork: do not ``--preload``), so it takes over the calls of a worker that
-died before serving its first request.
+died before serving its first request - a phone call's too, keypad included.
 """
 
 import os
@@ -18,4 +18,5 @@ application = get_wsgi_application()
 
 from orders import realtime  # noqa: E402 - needs the app registry ready
 
-realtime.start_registry()
+if realtime.start_registry() is not None:
+    realtime.phone_line()  # the keypad of a phone call this worker takes over
