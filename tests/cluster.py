@@ -176,14 +176,15 @@ class RedisServer(Process):
 
 
 class EmulatorServer(Process):
-    """``python -m rtclient.emulator`` on 127.0.0.1 (server VAD off)."""
+    """``python -m rtclient.emulator`` on 127.0.0.1 (server VAD off unless ``vad``: a
+    phone call's caller is heard only through it)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, vad: bool = False) -> None:
         self.port = free_port()
         argv = [
             sys.executable, "-m", "rtclient.emulator",
-            "--host", "127.0.0.1", "--port", str(self.port), "--no-vad",
-            "--log-level", "WARNING",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            *([] if vad else ["--no-vad"]), "--log-level", "WARNING",
         ]  # fmt: skip
         super().__init__("emulator", argv, tmp / "emulator.log", env=child_env())
         self.url = f"http://127.0.0.1:{self.port}/v1"

@@ -600,3 +600,31 @@ def test_the_readme_quotes_the_measured_failover() -> None:
         row = f"| {what} | {figures['n']} | " + " | ".join(cells) + " |"
         assert row in bench, row
     assert f"`python bench/failover.py --name failover`, {kill['wall_s']:.0f} s" in bench
+
+
+@pytest.mark.timeout(10)
+def test_the_readmes_quote_the_measured_phone_failover() -> None:
+    """bench/failover_phone.py's committed result: what the READMEs say of a phone call
+    whose worker is killed (after a re-run: re-quote)."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    bench = (ROOT / "bench" / "README.md").read_text()
+    phone = json.loads((ROOT / "bench" / "results" / "failover_phone.json").read_text())
+    f, n = phone["failover_s"], phone["next_round_s"]
+    assert (
+        f"over {f['n']} SIGKILLs of the worker holding a phone call (lease TTL "
+        f"{phone['config']['lease_ttl_s']:g} s): attached again {f['p50']:.2f} s p50, "
+        f"{f['max']:.2f} s worst after the kill" in text
+    )
+    assert phone["greetings"] == 1 and phone["replayed_creates"] == 0
+    assert phone["rejections"] == 0 and phone["caller_on_the_line_throughout"]
+    assert phone["all_next_rounds_answered"] and phone["forgotten_after_hangup"]
+    for what in ("failover_s", "claim_s", "attach_s", "next_round_s"):
+        figures = phone[what]
+        cells = [f"{figures[k]:.2f}" for k in ("min", "p50", "p90", "max")]
+        row = f"| {what} | {figures['n']} | " + " | ".join(cells) + " |"
+        assert row in bench, row
+    assert (
+        f"`python bench/failover_phone.py --name failover_phone`, {phone['wall_s']:.0f} s" in bench
+    )
+    assert f["max"] <= phone["config"]["lease_ttl_s"] * 1.25 + phone["attach_s"]["max"]
+    assert n["max"] < 30
