@@ -62,15 +62,12 @@ from _common import (  # noqa: E402
     write_json,
 )
 from cluster import (  # noqa: E402
-    API_KEY,
-    EXAMPLES,
-    SECRET_KEY,
-    App,
     Browser,
     EmulatorServer,
     Gunicorn,
     RedisServer,
     Registry,
+    flask_app,
     outputs,
     redis_server_missing,
     sender_pid,
@@ -144,18 +141,12 @@ class Chaos:
         self.emulator = EmulatorServer(tmp)
         self.server: Gunicorn | None = None
         self.proxy = Proxy(self.redis.port, self.pids).start()
-        env = {
-            "REDIS_URL": f"redis://127.0.0.1:{self.proxy.port}/0",
-            "OPENAI_BASE_URL": self.emulator.url,
-            "OPENAI_API_KEY": API_KEY,
-            "RT_LEASE_TTL": str(args.ttl),
-            "SHOP_CARRIER_SECONDS": str(args.carrier_seconds),
-            "FLASK_SECRET_KEY": SECRET_KEY,
-        }
-        self.server = Gunicorn(
-            "flask_app:create_app()", EXAMPLES, args.workers, env, tmp / "gunicorn.log"
-        )
-        self.app = App(self.server, Registry(self.redis.client), args.ttl)
+        self.app = flask_app(
+            self.redis, self.emulator, tmp, workers=args.workers, lease_ttl=args.ttl,
+            redis_url=f"redis://127.0.0.1:{self.proxy.port}/0",
+            SHOP_CARRIER_SECONDS=str(args.carrier_seconds),
+        )  # fmt: skip
+        self.server = self.app.server
         self.reg = self.app.registry
         self.lt = LoopThread("chaos-browsers").start()
         self.heard: list[Heard] = []

@@ -55,15 +55,11 @@ from _common import (  # noqa: E402
     write_json,
 )
 from cluster import (  # noqa: E402
-    API_KEY,
-    EXAMPLES,
-    SECRET_KEY,
     App,
     Browser,
     EmulatorServer,
-    Gunicorn,
     RedisServer,
-    Registry,
+    flask_app,
     redis_server_missing,
     wait_until,
 )
@@ -198,16 +194,11 @@ def main() -> int:
     started = time.monotonic()
     redis = RedisServer(tmp)
     emulator = EmulatorServer(tmp)
-    env = {
-        "REDIS_URL": redis.url,
-        "OPENAI_BASE_URL": emulator.url,
-        "OPENAI_API_KEY": API_KEY,
-        "FLASK_SECRET_KEY": SECRET_KEY,
-        "RT_LEASE_TTL": str(args.ttl),
-        "SHOP_CARRIER_SECONDS": str(args.carrier_seconds),
-    }
-    server = Gunicorn("flask_app:create_app()", EXAMPLES, args.workers, env, tmp / "gunicorn.log")
-    app = App(server, Registry(redis.client), args.ttl)
+    app = flask_app(
+        redis, emulator, tmp, workers=args.workers, lease_ttl=args.ttl,
+        SHOP_CARRIER_SECONDS=str(args.carrier_seconds),
+    )  # fmt: skip
+    server = app.server
     rows: list[dict[str, Any]] = []
     sig = signal.Signals[f"SIG{args.signal}"]
     lt = LoopThread("bench-browser").start()

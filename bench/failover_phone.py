@@ -47,14 +47,10 @@ from _common import (  # noqa: E402
     write_json,
 )
 from cluster import (  # noqa: E402
-    API_KEY,
-    EXAMPLES,
-    SECRET_KEY,
     App,
     EmulatorServer,
-    Gunicorn,
     RedisServer,
-    Registry,
+    flask_app,
     outputs,
     redis_server_missing,
     wait_until,
@@ -126,16 +122,11 @@ def main() -> int:
     secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     redis = RedisServer(tmp)
     emulator = EmulatorServer(tmp, vad=True)
-    env = {
-        "REDIS_URL": redis.url,
-        "OPENAI_BASE_URL": emulator.url,
-        "OPENAI_API_KEY": API_KEY,
-        "OPENAI_WEBHOOK_SECRET": secret,
-        "FLASK_SECRET_KEY": SECRET_KEY,
-        "RT_LEASE_TTL": str(args.ttl),
-    }
-    server = Gunicorn("flask_app:create_app()", EXAMPLES, args.workers, env, tmp / "gunicorn.log")
-    app = App(server, Registry(redis.client), args.ttl)
+    app = flask_app(
+        redis, emulator, tmp, workers=args.workers, lease_ttl=args.ttl,
+        OPENAI_WEBHOOK_SECRET=secret,
+    )  # fmt: skip
+    server = app.server
     rows: list[dict[str, Any]] = []
     try:
         app.wait_ready(120)

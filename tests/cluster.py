@@ -428,6 +428,31 @@ class App:
         return by.post(f"/calls/{call_id or by.call_id}/hangup")
 
 
+def flask_app(
+    redis: RedisServer,
+    emulator: EmulatorServer,
+    tmp: Path,
+    *,
+    workers: int,
+    lease_ttl: float,
+    redis_url: str | None = None,
+    **env: str,
+) -> App:
+    """``examples/flask_app.py`` under gunicorn, configured as the README's deployment:
+    its calls in ``redis`` (or through ``redis_url``: a proxy in front of it), the
+    emulator as the API, a shared session secret; ``env`` adds to that."""
+    config = {
+        "REDIS_URL": redis_url or redis.url,
+        "OPENAI_BASE_URL": emulator.url,
+        "OPENAI_API_KEY": API_KEY,
+        "FLASK_SECRET_KEY": SECRET_KEY,
+        "RT_LEASE_TTL": str(lease_ttl),
+        **env,
+    }
+    server = Gunicorn("flask_app:create_app()", EXAMPLES, workers, config, tmp / "gunicorn.log")
+    return App(server, Registry(redis.client), lease_ttl)
+
+
 # ----------------------------------------------------------------------- the browser
 class Browser:
     """What voice.html does, with aiortc on ``lt``, against the app over HTTP: one

@@ -26,15 +26,11 @@ from typing import Any
 
 import pytest
 from cluster import (
-    API_KEY,
-    EXAMPLES,
-    SECRET_KEY,
-    App,
     Browser,
     EmulatorServer,
     Gunicorn,
     RedisServer,
-    Registry,
+    flask_app,
     outputs,
     process_state,
     redis_server_missing,
@@ -63,16 +59,12 @@ class Cluster:
         self.server: Gunicorn | None = None
         self.proxy = Proxy(self.redis.port, self._pids).start()
         self.gate = tmp / "carrier-open"  # track_parcel answers once it exists
-        env = {
-            "REDIS_URL": f"redis://127.0.0.1:{self.proxy.port}/0",
-            "OPENAI_BASE_URL": self.emulator.url,
-            "OPENAI_API_KEY": API_KEY,
-            "RT_LEASE_TTL": str(LEASE_TTL),
-            "SHOP_CARRIER_GATE": str(self.gate),
-            "FLASK_SECRET_KEY": SECRET_KEY,
-        }
-        self.server = Gunicorn("flask_app:create_app()", EXAMPLES, 3, env, tmp / "gunicorn.log")
-        self.app = App(self.server, Registry(self.redis.client), LEASE_TTL)
+        self.app = flask_app(
+            self.redis, self.emulator, tmp, workers=3, lease_ttl=LEASE_TTL,
+            redis_url=f"redis://127.0.0.1:{self.proxy.port}/0",
+            SHOP_CARRIER_GATE=str(self.gate),
+        )  # fmt: skip
+        self.server = self.app.server
         self.reg = self.app.registry
 
     def _pids(self) -> set[int]:
