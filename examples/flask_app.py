@@ -2,9 +2,10 @@
 
 How it fits together:
 
-* ``GET /`` serves ``voice.html``, a plain page: it takes the microphone, opens a
-  WebRTC peer connection with the ``oai-events`` data channel and posts its SDP offer
-  to ``POST /calls``.
+* ``GET /`` serves ``voice.html``, a plain page (with ``GET /call_page.js``, what it
+  shares with ``live_voice.html``): it takes the microphone, opens a WebRTC peer
+  connection with the ``oai-events`` data channel and posts its SDP offer to
+  ``POST /calls``.
 * ``POST /calls`` creates the call with the server's standard key, instructions and
   tools (``rtclient.create_call``), attaches a sideband client to it
   (``RealtimeClient(call_id=...)``) and returns the SDP answer and the call id - never
@@ -120,6 +121,7 @@ log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("voice.html")
 LIVE_PAGE = Path(__file__).with_name("live_voice.html")
+PAGE_SCRIPT = Path(__file__).with_name("call_page.js")  # what both pages share
 
 SESSION = {
     "type": "realtime",
@@ -471,6 +473,11 @@ def create_app(
     @app.get("/")
     def page() -> Any:
         return (LIVE_PAGE if live else PAGE).read_text(encoding="utf-8")
+
+    @app.get("/call_page.js")
+    def page_script() -> Any:
+        script = PAGE_SCRIPT.read_text(encoding="utf-8")
+        return script, 200, {"Content-Type": "text/javascript; charset=utf-8"}
 
     @app.post("/calls")
     def start_call() -> Any:

@@ -61,14 +61,14 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# What the page does for a POST (voice.html's postHeaders): run in a browser context.
+# What the page does for a POST (call_page.js's postHeaders): run in a browser context.
 FETCH_LIVE_HANGUP = """async (callId) => {
     const reply = await fetch(`calls/${encodeURIComponent(callId)}/hangup`, { method: "POST" });
     return { status: reply.status, body: await reply.json() };
 }"""
 FETCH_HANGUP = """async ([callId, withToken]) => {
     const reply = await fetch(`calls/${encodeURIComponent(callId)}/hangup`, {
-        method: "POST", headers: withToken ? postHeaders() : {},
+        method: "POST", headers: withToken ? CallPage.postHeaders() : {},
     });
     return { status: reply.status, body: await reply.json() };
 }"""
@@ -219,7 +219,7 @@ class Watched:
         self.page.goto(url)
         self.page.click("#start")
         self.page.wait_for_selector("body[data-state=connected]", timeout=WAIT_MS)
-        return str(self.page.evaluate("callId"))
+        return str(self.page.evaluate("CallPage.call.id"))
 
     def ask(self, question: str) -> None:
         self.page.fill("#question", question)

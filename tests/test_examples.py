@@ -298,16 +298,19 @@ def test_flask_no_key_reaches_the_browser(
     http = flask_app.test_client()
     with caplog.at_level(logging.DEBUG):
         page = http.get("/")
+        script = http.get("/call_page.js")
         started = post_offer(http, user)
         user.accept(started.get_json()["call_id"], started.get_json()["sdp"])
         ended = http.post(f"/calls/{user.call_id}/hangup")
         refused = [http.get("/calls"), http.post("/calls/rtc_nobody/hangup")]
 
     assert page.status_code == 200 and page.mimetype == "text/html"
-    assert 'createDataChannel("oai-events")' in page.get_data(as_text=True)
-    assert "sk-" not in page.get_data(as_text=True)
+    assert '<script src="call_page.js"></script>' in page.get_data(as_text=True)
+    assert script.status_code == 200 and script.mimetype == "text/javascript"
+    assert 'createDataChannel("oai-events")' in script.get_data(as_text=True)
+    assert "sk-" not in page.get_data(as_text=True) + script.get_data(as_text=True)
     assert started.status_code == 201 and ended.status_code == 200
-    for reply in [page, started, ended, *refused]:
+    for reply in [page, script, started, ended, *refused]:
         assert SECRET not in reply.get_data(as_text=True)
     assert SECRET not in caplog.text and SECRET not in user.seen()
 
@@ -486,8 +489,12 @@ def test_django_page_and_errors_carry_no_key(shop: Any, browsers: Any) -> None:
     (user,) = browsers(1)
     http = django_client()
     page = http.get("/")
-    assert page.status_code == 200
-    assert 'createDataChannel("oai-events")' in page.content.decode()
+    script = http.get("/call_page.js")
+    assert page.status_code == 200 and script.status_code == 200
+    assert '<script src="call_page.js"></script>' in page.content.decode()
+    assert script["Content-Type"].startswith("text/javascript")
+    assert 'createDataChannel("oai-events")' in script.content.decode()
+    assert "sk-" not in page.content.decode() + script.content.decode()
     cases = [
         (http.post("/calls", data=user.offer, content_type="text/plain"), 400),
         (http.get("/calls"), 405),

@@ -1,6 +1,7 @@
 """The page, and the two JSON endpoints it calls. Errors are JSON with a status code.
 
-``GET /`` the voice page (``voice.html``, shared with the Flask example);
+``GET /`` the voice page (``voice.html``, shared with the Flask example) and
+``GET /call_page.js`` its script;
 ``POST /calls`` (the browser's SDP offer, ``application/sdp``) -> ``{call_id, sdp}``;
 ``POST /calls/<call_id>/hangup`` -> ``{call_id, ended}``;
 ``POST /webhooks/openai`` -> a phone call rings (``orders.realtime.phone_line``):
@@ -41,6 +42,14 @@ def page(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return _error(405, "use GET")
     return HttpResponse(settings.VOICE_PAGE.read_text(encoding="utf-8"))
+
+
+def page_script(request: HttpRequest) -> HttpResponse:
+    """``call_page.js``: what the voice pages share (next to ``voice.html``)."""
+    if request.method != "GET":
+        return _error(405, "use GET")
+    script = settings.VOICE_PAGE.with_name("call_page.js").read_text(encoding="utf-8")
+    return HttpResponse(script, content_type="text/javascript; charset=utf-8")
 
 
 def start_call(request: HttpRequest) -> JsonResponse:
