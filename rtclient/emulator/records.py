@@ -1,16 +1,20 @@
-"""Waiting for emulator-side state without sleeping.
+"""Waiting for emulator-side state without sleeping, and what a record holds.
 
 The emulator records every event under one lock; each change notifies a
 ``threading.Condition`` (for test threads) and resolves matching asyncio waiters (for
 tests whose client runs in their own event loop, which must not block on a condition).
+A session records each message as the dict it parses to, or ``{"type": None, "raw":
+text}`` for one that is not a JSON object (:func:`parse_received`, :func:`parse_sent`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 Predicate = Callable[[], object]
 
@@ -82,3 +86,24 @@ def _resolve_threadsafe(waiter: _AsyncWaiter, exc: Exception | None) -> None:
         waiter.loop.call_soon_threadsafe(resolve)
     except RuntimeError:
         pass  # the waiting loop is closed; nobody is listening any more
+
+
+def parse_received(text: str | bytes) -> dict[str, Any]:
+    """A client message as recorded (however deeply nested, however malformed)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        value = None
+    if isinstance(value, dict):
+        return value
+    raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    return {"type": None, "raw": raw}
+
+
+def parse_sent(text: str) -> dict[str, Any]:
+    """A message sent to the client as recorded (an injected malformed one as raw)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"type": None, "raw": text}
+    return value if isinstance(value, dict) else {"type": None, "raw": text}

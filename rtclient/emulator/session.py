@@ -57,7 +57,7 @@ from .faults import Faults
 from .ids import IdFactory
 from .model import Model, ModelRequest, Pace
 from .onloop import CALL_TIMEOUT_S, call_on, in_loop
-from .records import Recorder
+from .records import Recorder, parse_received, parse_sent
 from .response import Response, ResponseStream
 from .validation import parse_client_event
 
@@ -178,7 +178,7 @@ class Session:
         an injected malformed one)."""
         with self._recorder.lock:
             texts = list(self._server_texts)
-        return [_parse_sent(text) for text in texts]
+        return [parse_sent(text) for text in texts]
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -228,7 +228,7 @@ class Session:
     def server_event_types(self) -> list[str]:
         with self._recorder.lock:
             texts = list(self._server_texts)
-        return [str(_parse_sent(t).get("type")) for t in texts]
+        return [str(parse_sent(t).get("type")) for t in texts]
 
     @property
     def active_response_id(self) -> str | None:
@@ -317,7 +317,7 @@ class Session:
         try:
             event = parse_client_event(text)
         except ClientEventError as exc:
-            raw = _parse_received(text)
+            raw = parse_received(text)
             self._record_client(raw)
             client_event_id = raw.get("event_id")
             event_id = client_event_id if isinstance(client_event_id, str) else None
@@ -854,22 +854,3 @@ def _idle_timeout_ms(config: dict[str, Any]) -> int | None:
         return None
     value = detection.get("idle_timeout_ms")
     return value if isinstance(value, int) and value > 0 else None
-
-
-def _parse_received(text: str | bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        value = None
-    if isinstance(value, dict):
-        return value
-    raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-    return {"type": None, "raw": raw}
-
-
-def _parse_sent(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {"type": None, "raw": text}
-    return value if isinstance(value, dict) else {"type": None, "raw": text}

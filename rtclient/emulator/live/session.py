@@ -51,7 +51,7 @@ from ..faults import Faults
 from ..ids import IdFactory
 from ..model import Model, Pace
 from ..onloop import call_on
-from ..records import Recorder
+from ..records import Recorder, parse_received, parse_sent
 from ..session import Channel
 from .backend import BackendResponse, ResponsesBackend
 from .config import apply_update, delegation_type, resolve
@@ -185,7 +185,7 @@ class LiveSession:
         """Every event sent (to any connection), parsed."""
         with self._recorder.lock:
             texts = list(self._server_texts)
-        return [_parse(text) for text in texts]
+        return [parse_sent(text) for text in texts]
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -373,7 +373,7 @@ class LiveSession:
         try:
             event = parse_event(text, self._rules)
         except ClientEventError as exc:
-            raw = _parse_received(text)
+            raw = parse_received(text)
             self._record_client(raw)
             client_event_id = raw.get("event_id")
             self._refuse(
@@ -877,22 +877,3 @@ def _answering(event: dict[str, Any], client_event_id: str | None) -> dict[str, 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _parse(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {"type": None, "raw": text}
-    return value if isinstance(value, dict) else {"type": None, "raw": text}
-
-
-def _parse_received(text: str | bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        value = None
-    if isinstance(value, dict):
-        return value
-    raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-    return {"type": None, "raw": raw}
