@@ -112,7 +112,7 @@ class Dispatcher:
         self._subscribers: dict[str, list[_Subscription]] = {}
         self._streams: set[EventStream[Any]] = set()
         # The event types a typed reader wants ("*": all), kept with the subscriptions
-        # under the lock; the loop thread reads it without (see wants()).
+        # under the lock; the loop thread reads it without (see item()).
         self._typed: frozenset[str] = frozenset()
         self._closed: BaseException | None = None
         self._warned: set[str] = set()  # event types a typed subscriber got as dicts
