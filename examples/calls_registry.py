@@ -567,19 +567,7 @@ class CallRegistry:
             with contextlib.suppress(redis.RedisError):
                 self.redis.zrem(self.key("caller", caller), place)
             raise
-        try:
-            claim, token = self._register(call.call_id, caller, place)
-            if not self._attach(call.call_id, token, claim, recover=False):
-                raise RealtimeError(f"the sideband of {short_id(call.call_id)} did not attach")
-        except (redis.RedisError, RealtimeError):
-            # A call without its tools (or that no worker could take over) is no use to
-            # the user: end it, report the failure. Its place is free once it has ended.
-            with contextlib.suppress(RealtimeError):
-                hangup_call(call.call_id, api_key=self.api_key, base_url=self.base_url)
-            with contextlib.suppress(redis.RedisError):
-                self._end(call.call_id)
-                self.redis.zrem(self.key("caller", caller), place)
-            raise
+        self._register_and_attach(call.call_id, caller, place)
         return call.call_id, call.sdp
 
     def adopt_call(
@@ -595,23 +583,30 @@ class CallRegistry:
         place = f"adopting:{uuid.uuid4().hex}"
         if not self._reserve_place(caller, place):
             raise RealtimeError(f"{caller} has no place left for {short_id(call_id)}")
-        try:
-            claim, token = self._register(call_id, caller, place)
-            if not self._attach(call_id, token, claim, recover=False):
-                raise RealtimeError(f"the sideband of {short_id(call_id)} did not attach")
-        except (redis.RedisError, RealtimeError):
-            with contextlib.suppress(RealtimeError):
-                hangup_call(call_id, api_key=self.api_key, base_url=self.base_url)
-            with contextlib.suppress(redis.RedisError):
-                self._end(call_id)
-                self.redis.zrem(self.key("caller", caller), place)
-            raise
+        self._register_and_attach(call_id, caller, place)
         client = self.get(call_id)
         if client is None:  # fenced or ended in the meantime: the registry decides
             raise RealtimeError(f"{short_id(call_id)} was let go as it was adopted")
         if greeting:
             client.request_response(instructions=greeting)
         return client
+
+    def _register_and_attach(self, call_id: str, caller: str, place: str) -> None:
+        """A live call, new here, in ``caller``'s reserved ``place``: registered under
+        this worker's lease, its sideband attached; or ended, and the error raised."""
+        try:
+            claim, token = self._register(call_id, caller, place)
+            if not self._attach(call_id, token, claim, recover=False):
+                raise RealtimeError(f"the sideband of {short_id(call_id)} did not attach")
+        except (redis.RedisError, RealtimeError):
+            # A call without its tools (or that no worker could take over) is no use to
+            # the user: end it, report the failure. Its place is free once it has ended.
+            with contextlib.suppress(RealtimeError):
+                hangup_call(call_id, api_key=self.api_key, base_url=self.base_url)
+            with contextlib.suppress(redis.RedisError):
+                self._end(call_id)
+                self.redis.zrem(self.key("caller", caller), place)
+            raise
 
     def caller_of(self, call_id: str) -> str | None:
         """Who created ``call_id`` (the ``caller`` given to ``start_call``), if it is
